@@ -1,0 +1,307 @@
+#include "common/model/safetensors.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/util/status_macros.h"
+
+namespace icae {
+namespace {
+
+using json = nlohmann::json;
+
+// Bound on the JSON header: real checkpoints have a few hundred KB; anything larger is corrupt.
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+struct DtypeEntry {
+  const char* name;
+  torch::Dtype dtype;
+  size_t size;
+};
+constexpr DtypeEntry kDtypes[] = {
+    {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
+    {"F64", torch::kFloat64, 8}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
+    {"BOOL", torch::kBool, 1},
+};
+
+const DtypeEntry* FindDtype(const std::string& name) {
+  for (const auto& e : kDtypes) {
+    if (name == e.name) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+absl::StatusOr<torch::Dtype> SafetensorsDtype(const std::string& dtype) {
+  const DtypeEntry* e = FindDtype(dtype);
+  if (e == nullptr) return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", dtype, "'"));
+  return e->dtype;
+}
+
+absl::StatusOr<std::string> SafetensorsDtypeName(torch::Dtype dtype) {
+  for (const auto& e : kDtypes) {
+    if (e.dtype == dtype) return std::string(e.name);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("dtype ", c10::toString(dtype),
+                                                 " cannot be stored in safetensors"));
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  auto file_or = MappedFile::Open(path);
+  if (!file_or.ok()) return file_or.status();
+  auto st = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  st->file_ = *std::move(file_or);
+  const uint8_t* base = st->file_->data();
+  const size_t size = st->file_->size();
+  auto bad = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid safetensors: ", what));
+  };
+  if (size < 8) return bad(absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
+  if (n > size - 8) {
+    return bad(absl::StrCat("header length ", n, " goes beyond the end of the file (", size, " bytes)"));
+  }
+  if (n > kMaxHeaderBytes) return bad(absl::StrCat("header length ", n, " exceeds the bound ", kMaxHeaderBytes));
+  json header = json::parse(base + 8, base + 8 + n, nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
+  const uint64_t data_size = size - 8 - n;
+  const uint8_t* data = base + 8 + n;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::vector<std::string> range_names;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    const std::string& name = it.key();
+    if (name == "__metadata__") {
+      if (!it->is_object()) return bad("__metadata__ is not an object");
+      for (auto m = it->begin(); m != it->end(); ++m) {
+        if (m->is_string()) st->metadata_[m.key()] = m->get<std::string>();
+      }
+      continue;
+    }
+    const json& e = *it;
+    if (!e.is_object()) return bad(absl::StrCat("entry '", name, "' is not an object"));
+    auto dt = e.find("dtype");
+    auto sh = e.find("shape");
+    auto off = e.find("data_offsets");
+    if (dt == e.end() || !dt->is_string()) return bad(absl::StrCat("tensor '", name, "': missing dtype"));
+    const DtypeEntry* de = FindDtype(dt->get<std::string>());
+    if (de == nullptr) {
+      return bad(absl::StrCat("tensor '", name, "': unknown dtype '", dt->get<std::string>(), "'"));
+    }
+    if (sh == e.end() || !sh->is_array()) return bad(absl::StrCat("tensor '", name, "': missing shape"));
+    if (off == e.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+        !(*off)[1].is_number_unsigned()) {
+      return bad(absl::StrCat("tensor '", name, "': data_offsets must be two non-negative integers"));
+    }
+    TensorInfo info;
+    info.dtype = de->name;
+    uint64_t numel = 1;
+    for (const auto& d : *sh) {
+      if (!d.is_number_unsigned()) return bad(absl::StrCat("tensor '", name, "': bad shape"));
+      uint64_t v = d.get<uint64_t>();
+      if (v > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / v) {
+        return bad(absl::StrCat("tensor '", name, "': shape overflows"));
+      }
+      numel *= v;
+      info.shape.push_back(static_cast<int64_t>(v));
+    }
+    uint64_t begin = (*off)[0].get<uint64_t>();
+    uint64_t end = (*off)[1].get<uint64_t>();
+    if (begin > end || end > data_size) {
+      return bad(absl::StrCat("tensor '", name, "': data_offsets [", begin, ", ", end,
+                              ") outside the data section (", data_size, " bytes)"));
+    }
+    if (end - begin != numel * de->size) {
+      return bad(absl::StrCat("tensor '", name, "': ", end - begin, " bytes for shape ",
+                              ShapeString(info.shape), " of ", de->name, " (expected ",
+                              numel * de->size, ")"));
+    }
+    info.data = data + begin;
+    info.nbytes = end - begin;
+    if (end > begin) {
+      ranges.emplace_back(begin, end);
+      range_names.push_back(name);
+    }
+    st->tensors_[name] = std::move(info);
+  }
+  std::vector<size_t> order(ranges.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (ranges[order[i]].first < ranges[order[i - 1]].second) {
+      return bad(absl::StrCat("tensors '", range_names[order[i - 1]], "' and '",
+                              range_names[order[i]], "' overlap"));
+    }
+  }
+  return st;
+}
+
+absl::StatusOr<TensorInfo> SafetensorsFile::Info(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    return absl::NotFoundError(absl::StrCat(path(), ": missing tensor '", name, "'"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<torch::Tensor> SafetensorsFile::LoadAsStored(const std::string& name) const {
+  ASSIGN_OR_RETURN(TensorInfo info, Info(name));
+  ASSIGN_OR_RETURN(torch::Dtype dtype, SafetensorsDtype(info.dtype));
+  torch::Tensor t = torch::empty(info.shape, torch::TensorOptions().dtype(dtype));
+  // memcpy rather than from_blob: the mapped data need not be aligned for the dtype.
+  if (info.nbytes > 0) std::memcpy(t.data_ptr(), info.data, info.nbytes);
+  return t;
+}
+
+absl::StatusOr<torch::Tensor> SafetensorsFile::Load(const std::string& name,
+                                                    torch::Dtype dtype) const {
+  ASSIGN_OR_RETURN(torch::Tensor t, LoadAsStored(name));
+  if (t.scalar_type() != dtype) t = t.to(dtype);
+  return t;
+}
+
+std::vector<std::string> SafetensorsFile::Names() const {
+  std::vector<std::string> names;
+  for (const auto& [k, v] : tensors_) names.push_back(k);
+  return names;
+}
+
+absl::StatusOr<std::unique_ptr<WeightSource>> WeightSource::Open(const std::string& model_dir) {
+  auto src = std::make_unique<WeightSource>();
+  std::string index_path = model_dir + "/model.safetensors.index.json";
+  std::vector<std::string> shard_files;
+  if (::access(index_path.c_str(), F_OK) == 0) {
+    ASSIGN_OR_RETURN(std::string text, ReadFileToString(index_path));
+    json idx = json::parse(text, nullptr, false);
+    if (idx.is_discarded() || !idx.is_object() || !idx.contains("weight_map") ||
+        !idx["weight_map"].is_object()) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": missing weight_map"));
+    }
+    std::map<std::string, std::string> weight_map;
+    for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+      if (!it->is_string()) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": bad entry for ", it.key()));
+      }
+      std::string shard = it->get<std::string>();
+      if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard name '", shard,
+                                                       "' must be a plain file name"));
+      }
+      weight_map[it.key()] = shard;
+      if (std::find(shard_files.begin(), shard_files.end(), shard) == shard_files.end()) {
+        shard_files.push_back(shard);
+      }
+    }
+    for (const auto& shard : shard_files) {
+      ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(model_dir + "/" + shard));
+      src->files_.push_back(std::move(f));
+    }
+    for (const auto& [name, shard] : weight_map) {
+      for (const auto& f : src->files_) {
+        if (f->path() == model_dir + "/" + shard) {
+          if (!f->Has(name)) {
+            return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor '", name,
+                                                           "' is not in ", f->path()));
+          }
+          src->where_[name] = f.get();
+        }
+      }
+    }
+  } else {
+    ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(model_dir + "/model.safetensors"));
+    for (const auto& name : f->Names()) src->where_[name] = f.get();
+    src->files_.push_back(std::move(f));
+  }
+  return src;
+}
+
+absl::StatusOr<torch::Tensor> WeightSource::Load(const std::string& name, torch::Dtype dtype,
+                                                 const std::vector<int64_t>& expected_shape) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        files_.empty() ? std::string("weights") : files_[0]->path(), ": missing tensor '", name, "'"));
+  }
+  ASSIGN_OR_RETURN(TensorInfo info, it->second->Info(name));
+  if (!expected_shape.empty() && info.shape != expected_shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        it->second->path(), ": tensor '", name, "' has shape ", ShapeString(info.shape),
+        ", the config needs ", ShapeString(expected_shape)));
+  }
+  return it->second->Load(name, dtype);
+}
+
+std::vector<std::string> WeightSource::Names() const {
+  std::vector<std::string> names;
+  for (const auto& [k, v] : where_) names.push_back(k);
+  return names;
+}
+
+std::vector<std::string> WeightSource::Files() const {
+  std::vector<std::string> out;
+  for (const auto& f : files_) out.push_back(f->path());
+  return out;
+}
+
+absl::Status WriteSafetensors(const std::string& path,
+                              const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<torch::Tensor> contiguous;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+    ASSIGN_OR_RETURN(std::string dtype, SafetensorsDtypeName(c.scalar_type()));
+    uint64_t nbytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    header[name] = {{"dtype", dtype},
+                    {"shape", c.sizes().vec()},
+                    {"data_offsets", {offset, offset + nbytes}}};
+    offset += nbytes;
+    contiguous.push_back(c);
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // align the data section
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create"));
+    uint64_t n = h.size();
+    char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    out.write(len, 8);
+    out.write(h.data(), static_cast<std::streamsize>(h.size()));
+    for (const auto& c : contiguous) {
+      out.write(static_cast<const char*>(c.data_ptr()),
+                static_cast<std::streamsize>(c.numel() * c.element_size()));
+    }
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      return absl::ResourceExhaustedError(absl::StrCat(tmp, ": write failed"));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    std::remove(tmp.c_str());
+    return absl::InternalError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace icae

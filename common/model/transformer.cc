@@ -1,0 +1,299 @@
+#include "common/model/transformer.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/safetensors.h"
+#include "common/util/status_macros.h"
+
+namespace icae {
+namespace {
+
+std::string LayerName(int64_t i, const std::string& rest) {
+  return absl::StrCat("model.layers.", i, ".", rest);
+}
+
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "f16") return torch::kFloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", name, "' (use float32, bfloat16 or float16)"));
+}
+
+Transformer::Transformer(ModelConfig config, ModelWeights weights)
+    : config_(std::move(config)), weights_(std::move(weights)) {
+  // inv_freq as HF computes it: 1 / theta^(arange(0, d, 2) / d), in float32.
+  auto exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
+                  static_cast<double>(config_.head_dim);
+  inv_freq_ = (1.0 / torch::pow(c10::Scalar(config_.rope_theta), exponent)).to(torch::kFloat32)
+                  .to(weights_.embed_tokens.device());
+}
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string& model_dir,
+                                                               const ModelLoadOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(model_dir));
+  ASSIGN_OR_RETURN(auto src, WeightSource::Open(model_dir));
+  const torch::Dtype dt = options.dtype;
+  auto load = [&](const std::string& name,
+                  std::vector<int64_t> shape) -> absl::StatusOr<torch::Tensor> {
+    ASSIGN_OR_RETURN(torch::Tensor t, src->Load(name, dt, shape));
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(model_dir, ": tensor '", name,
+                                                     "' contains NaN or Inf"));
+    }
+    return t.to(options.device);
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  ModelWeights w;
+  ASSIGN_OR_RETURN(w.embed_tokens, load("model.embed_tokens.weight", {V, H}));
+  if (c.tie_word_embeddings) {
+    w.lm_head = w.embed_tokens;
+  } else {
+    ASSIGN_OR_RETURN(w.lm_head, load("lm_head.weight", {V, H}));
+  }
+  ASSIGN_OR_RETURN(w.final_norm, load("model.norm.weight", {H}));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    ModelWeights::Layer L;
+    ASSIGN_OR_RETURN(L.attn_norm, load(LayerName(i, "input_layernorm.weight"), {H}));
+    ASSIGN_OR_RETURN(L.mlp_norm, load(LayerName(i, "post_attention_layernorm.weight"), {H}));
+    ASSIGN_OR_RETURN(auto wq, load(LayerName(i, "self_attn.q_proj.weight"), {c.q_width(), H}));
+    ASSIGN_OR_RETURN(auto wk, load(LayerName(i, "self_attn.k_proj.weight"), {c.kv_width(), H}));
+    ASSIGN_OR_RETURN(auto wv, load(LayerName(i, "self_attn.v_proj.weight"), {c.kv_width(), H}));
+    ASSIGN_OR_RETURN(L.wo, load(LayerName(i, "self_attn.o_proj.weight"), {H, c.q_width()}));
+    ASSIGN_OR_RETURN(auto wg, load(LayerName(i, "mlp.gate_proj.weight"), {I, H}));
+    ASSIGN_OR_RETURN(auto wu, load(LayerName(i, "mlp.up_proj.weight"), {I, H}));
+    ASSIGN_OR_RETURN(L.w_down, load(LayerName(i, "mlp.down_proj.weight"), {H, I}));
+    L.wqkv = torch::cat({wq, wk, wv}, 0).contiguous();
+    L.w_gate_up = torch::cat({wg, wu}, 0).contiguous();
+    w.layers.push_back(std::move(L));
+  }
+  auto model = std::make_unique<Transformer>(c, std::move(w));
+  model->weight_files_ = src->Files();
+  return model;
+}
+
+int64_t Transformer::NumParameters() const {
+  int64_t n = weights_.embed_tokens.numel() + weights_.final_norm.numel();
+  if (!config_.tie_word_embeddings) n += weights_.lm_head.numel();
+  for (const auto& L : weights_.layers) {
+    n += L.attn_norm.numel() + L.mlp_norm.numel() + L.wqkv.numel() + L.wo.numel() +
+         L.w_gate_up.numel() + L.w_down.numel();
+  }
+  return n;
+}
+
+KVCache Transformer::NewCache(int64_t initial_capacity) const {
+  return KVCache(config_, weights_.embed_tokens.options(), initial_capacity);
+}
+
+torch::Tensor Transformer::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
+  // As HF: statistics in float32, then back to the compute dtype before the weight.
+  auto xf = x.to(torch::kFloat32);
+  auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
+  return w * (xf * torch::rsqrt(var + config_.rms_norm_eps)).to(x.scalar_type());
+}
+
+absl::StatusOr<torch::Tensor> Transformer::Embed(const torch::Tensor& ids) const {
+  if (ids.dim() != 1) return absl::InvalidArgumentError("token ids must be a 1-D tensor");
+  if (ids.numel() > 0) {
+    auto lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    if (lo < 0 || hi >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", lo < 0 ? lo : hi, " is outside the vocabulary [0, ", config_.vocab_size, ")"));
+    }
+  }
+  return weights_.embed_tokens.index_select(0, ids.to(torch::kInt64).to(device()));
+}
+
+absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& batch,
+                                                   const ForwardOptions& options) const {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, hd = c.head_dim, nh = c.num_attention_heads,
+                nkv = c.num_key_value_heads, group = nh / nkv;
+  if (batch.empty()) return absl::InvalidArgumentError("empty batch");
+  if (options.lora != nullptr &&
+      static_cast<int64_t>(options.lora->layers.size()) != c.num_hidden_layers) {
+    return absl::InvalidArgumentError("LoRA weights do not match the number of layers");
+  }
+  // 1. Embeddings and positions, packed.
+  std::vector<torch::Tensor> xs, poss;
+  std::vector<int64_t> lens, offsets;
+  int64_t total = 0;
+  for (auto& s : batch) {
+    torch::Tensor e;
+    if (s.embeds.defined()) {
+      if (s.embeds.dim() != 2 || s.embeds.size(1) != H) {
+        return absl::InvalidArgumentError(absl::StrCat("input embeddings must be [n, ", H, "]"));
+      }
+      e = s.embeds.to(device(), dtype());
+    } else if (s.ids.defined()) {
+      ASSIGN_OR_RETURN(e, Embed(s.ids));
+    } else {
+      return absl::InvalidArgumentError("a sequence has neither ids nor embeddings");
+    }
+    const int64_t n = e.size(0);
+    if (n == 0) return absl::InvalidArgumentError("a sequence has no new tokens");
+    const int64_t past = s.cache ? s.cache->length() : 0;
+    torch::Tensor pos;
+    if (s.positions.defined()) {
+      if (s.positions.dim() != 1 || s.positions.size(0) != n) {
+        return absl::InvalidArgumentError("positions must be [n] for n new tokens");
+      }
+      pos = s.positions.to(torch::kInt64).to(device());
+    } else {
+      pos = torch::arange(past, past + n, torch::TensorOptions().dtype(torch::kInt64).device(device()));
+    }
+    if (s.cache) s.cache->Reserve(n);
+    xs.push_back(e);
+    poss.push_back(pos);
+    offsets.push_back(total);
+    lens.push_back(n);
+    total += n;
+  }
+  torch::Tensor x = xs.size() == 1 ? xs[0] : torch::cat(xs, 0);  // [N, H]
+  torch::Tensor pos = poss.size() == 1 ? poss[0] : torch::cat(poss, 0);
+
+  // 2. RoPE tables for these positions: angle = float32(pos) * inv_freq, as HF.
+  auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [N, hd/2]
+  auto emb = torch::cat({angle, angle}, -1);
+  auto cos = emb.cos().to(dtype()).unsqueeze(1);  // [N, 1, hd]
+  auto sin = emb.sin().to(dtype()).unsqueeze(1);
+  const double scale = std::sqrt(static_cast<double>(hd));
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const auto& L = weights_.layers[l];
+    auto h = RmsNorm(x, L.attn_norm);
+    auto qkv = torch::linear(h, L.wqkv);  // [N, q + 2 kv]
+    auto q = qkv.narrow(1, 0, c.q_width());
+    auto k = qkv.narrow(1, c.q_width(), c.kv_width());
+    auto v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
+    if (options.lora != nullptr) {
+      const LoraLayer& lo = options.lora->layers[l];
+      q = ApplyLora(q, h, lo.q_a, lo.q_b, options.lora->scaling);
+      v = ApplyLora(v, h, lo.v_a, lo.v_b, options.lora->scaling);
+    }
+    auto q3 = q.reshape({total, nh, hd});
+    auto k3 = k.reshape({total, nkv, hd});
+    q3 = q3 * cos + RotateHalf(q3) * sin;
+    k3 = k3 * cos + RotateHalf(k3) * sin;
+    auto v3 = v.reshape({total, nkv, hd});
+
+    std::vector<torch::Tensor> outs;
+    outs.reserve(batch.size());
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const int64_t n = lens[s], off = offsets[s];
+      // [n, nkv, hd] → [nkv, n, hd]
+      auto ks = k3.narrow(0, off, n).transpose(0, 1);
+      auto vs = v3.narrow(0, off, n).transpose(0, 1);
+      torch::Tensor K, Vv;
+      int64_t past = 0;
+      if (batch[s].cache != nullptr) {
+        past = batch[s].cache->length();
+        batch[s].cache->Write(l, ks, vs);
+        K = batch[s].cache->Keys(l, n);
+        Vv = batch[s].cache->Values(l, n);
+      } else {
+        K = ks;
+        Vv = vs;
+      }
+      const int64_t kv_len = past + n;
+      // Query head h uses kv head h / group: [n, nh, hd] → [nkv, group·n, hd].
+      auto qs = q3.narrow(0, off, n).reshape({n, nkv, group, hd}).permute({1, 2, 0, 3})
+                    .reshape({nkv, group * n, hd});
+      auto scores = torch::bmm(qs, K.transpose(1, 2)) / scale;  // [nkv, group·n, kv_len]
+      const bool windowed = c.sliding_window > 0 && kv_len > c.sliding_window;
+      if (n > 1 || windowed) {
+        // Query i (cache index past + i) sees keys 0..past + i (and, with a sliding window,
+        // only the last `sliding_window` of them).
+        auto qi = torch::arange(past, past + n, pos.options()).unsqueeze(1);
+        auto kj = torch::arange(0, kv_len, pos.options()).unsqueeze(0);
+        auto masked = kj > qi;
+        if (windowed) masked = masked.logical_or(qi - kj >= c.sliding_window);
+        masked = masked.repeat({group, 1}).unsqueeze(0);  // [1, group·n, kv_len]
+        scores = scores.masked_fill(masked, -std::numeric_limits<float>::infinity());
+      }
+      auto probs = torch::softmax(scores, -1, torch::kFloat32).to(dtype());
+      auto o = torch::bmm(probs, Vv);  // [nkv, group·n, hd]
+      outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
+    }
+    auto attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
+    x = x + torch::linear(attn, L.wo);
+
+    auto h2 = RmsNorm(x, L.mlp_norm);
+    auto gu = torch::linear(h2, L.w_gate_up);
+    auto g = gu.narrow(1, 0, c.intermediate_size);
+    auto u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
+    x = x + torch::linear(torch::silu(g) * u, L.w_down);
+  }
+  for (size_t s = 0; s < batch.size(); ++s) {
+    if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
+  }
+
+  // 3. Selected rows → final norm → hidden or logits.
+  std::vector<torch::Tensor> sel;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    int64_t k = batch[s].num_outputs < 0 ? lens[s] : std::min(batch[s].num_outputs, lens[s]);
+    sel.push_back(x.narrow(0, offsets[s] + lens[s] - k, k));
+  }
+  auto y = sel.size() == 1 ? sel[0] : torch::cat(sel, 0);
+  auto hn = RmsNorm(y, weights_.final_norm);
+  if (options.output == ForwardOutput::kHidden) return hn;
+  return torch::linear(hn, weights_.lm_head).to(torch::kFloat32);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() const {
+  const ModelConfig& c = config_;
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  out.emplace_back("model.embed_tokens.weight", weights_.embed_tokens);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const auto& L = weights_.layers[i];
+    out.emplace_back(LayerName(i, "input_layernorm.weight"), L.attn_norm);
+    out.emplace_back(LayerName(i, "post_attention_layernorm.weight"), L.mlp_norm);
+    out.emplace_back(LayerName(i, "self_attn.q_proj.weight"), L.wqkv.narrow(0, 0, c.q_width()));
+    out.emplace_back(LayerName(i, "self_attn.k_proj.weight"), L.wqkv.narrow(0, c.q_width(), c.kv_width()));
+    out.emplace_back(LayerName(i, "self_attn.v_proj.weight"),
+                     L.wqkv.narrow(0, c.q_width() + c.kv_width(), c.kv_width()));
+    out.emplace_back(LayerName(i, "self_attn.o_proj.weight"), L.wo);
+    out.emplace_back(LayerName(i, "mlp.gate_proj.weight"), L.w_gate_up.narrow(0, 0, c.intermediate_size));
+    out.emplace_back(LayerName(i, "mlp.up_proj.weight"),
+                     L.w_gate_up.narrow(0, c.intermediate_size, c.intermediate_size));
+    out.emplace_back(LayerName(i, "mlp.down_proj.weight"), L.w_down);
+  }
+  out.emplace_back("model.norm.weight", weights_.final_norm);
+  if (!c.tie_word_embeddings) out.emplace_back("lm_head.weight", weights_.lm_head);
+  return out;
+}
+
+ModelWeights RandomWeights(const ModelConfig& c, torch::Dtype dtype, uint64_t seed) {
+  torch::manual_seed(seed);
+  auto randn = [&](std::vector<int64_t> shape) {
+    return (torch::randn(shape) * 0.02).to(dtype).contiguous();
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size;
+  ModelWeights w;
+  w.embed_tokens = randn({c.vocab_size, H});
+  w.lm_head = c.tie_word_embeddings ? w.embed_tokens : randn({c.vocab_size, H});
+  w.final_norm = torch::ones({H}).to(dtype);
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    ModelWeights::Layer L;
+    L.attn_norm = torch::ones({H}).to(dtype);
+    L.mlp_norm = torch::ones({H}).to(dtype);
+    L.wqkv = randn({c.q_width() + 2 * c.kv_width(), H});
+    L.wo = randn({H, c.q_width()});
+    L.w_gate_up = randn({2 * I, H});
+    L.w_down = randn({H, I});
+    w.layers.push_back(std::move(L));
+  }
+  return w;
+}
+
+}  // namespace icae

@@ -1,0 +1,116 @@
+// Llama/Mistral decoder-only transformer on LibTorch: one forward pass over a batch of
+// sequences of different lengths, packed (no padding), each with its own KV cache.
+//
+//   x = embed(ids) or given embeddings                        [N, hidden], N = sum of n_i
+//   per layer: x += Wo · attn(rope(Wq·rmsnorm(x)), rope(Wk·…), Wv·…)   (LoRA on q/v optional)
+//              x += Wdown · (silu(Wgate·rmsnorm(x)) ⊙ Wup·rmsnorm(x))
+//   out = rmsnorm(x[selected rows]) → hidden states, or · lm_headᵀ → logits
+//
+// Linear layers run on all N rows at once; attention runs per sequence against its cache.
+#ifndef ICAE_COMMON_MODEL_TRANSFORMER_H_
+#define ICAE_COMMON_MODEL_TRANSFORMER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "common/model/config.h"
+#include "common/model/kv_cache.h"
+#include "common/model/lora.h"
+
+namespace icae {
+
+struct ModelLoadOptions {
+  // Compute dtype: kFloat32 or kBFloat16 on CPU; kFloat16/kBFloat16 on CUDA.
+  torch::Dtype dtype = torch::kFloat32;
+  torch::Device device = torch::kCPU;
+};
+
+// One sequence's new input for a forward step.
+struct SequenceInput {
+  torch::Tensor ids;         // [n] int64 token ids, or
+  torch::Tensor embeds;      // [n, hidden] input embeddings (used when defined)
+  KVCache* cache = nullptr;  // appended to; nullptr = attend only within this input
+  // Optional explicit RoPE positions [n] int64; default cache length + 0..n-1.
+  torch::Tensor positions;
+  // How many trailing positions to return: 1 = last (decode), -1 = all.
+  int64_t num_outputs = 1;
+};
+
+enum class ForwardOutput { kLogits, kHidden };
+
+struct ForwardOptions {
+  const LoraWeights* lora = nullptr;  // adapter enabled iff non-null
+  ForwardOutput output = ForwardOutput::kLogits;
+};
+
+struct ModelWeights {
+  torch::Tensor embed_tokens;  // [vocab, hidden]
+  torch::Tensor lm_head;       // [vocab, hidden] (same tensor as embed_tokens when tied)
+  torch::Tensor final_norm;    // [hidden]
+  struct Layer {
+    torch::Tensor attn_norm, mlp_norm;  // [hidden]
+    torch::Tensor wqkv;                 // [q_width + 2 kv_width, hidden] (q, k, v stacked)
+    torch::Tensor wo;                   // [hidden, q_width]
+    torch::Tensor w_gate_up;            // [2 intermediate, hidden] (gate, up stacked)
+    torch::Tensor w_down;               // [hidden, intermediate]
+  };
+  std::vector<Layer> layers;
+};
+
+class Transformer {
+ public:
+  // Loads <dir>/config.json and the safetensors weights (HF names), converting once to
+  // options.dtype. Missing tensors or shapes that differ from the config are errors.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Load(const std::string& model_dir,
+                                                           const ModelLoadOptions& options = {});
+  // Builds a model around given weights (tests, benchmarks, training from scratch).
+  Transformer(ModelConfig config, ModelWeights weights);
+
+  // Runs one step for every sequence. Returns the selected rows of every sequence, packed in
+  // order: [sum of outputs, vocab] float32 logits or [sum of outputs, hidden] hidden states in
+  // the compute dtype. Appends to each cache. Ids must lie in [0, vocab) (checked).
+  // Thread-safe for distinct caches (weights are read-only). Callers doing inference should
+  // hold a c10::InferenceMode guard; training calls it with autograd on and cache = nullptr.
+  absl::StatusOr<torch::Tensor> Forward(std::vector<SequenceInput>& batch,
+                                        const ForwardOptions& options = {}) const;
+
+  // Input embeddings of ids [n] → [n, hidden].
+  absl::StatusOr<torch::Tensor> Embed(const torch::Tensor& ids) const;
+
+  // A new empty cache for one sequence.
+  KVCache NewCache(int64_t initial_capacity = 0) const;
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  ModelWeights& mutable_weights() { return weights_; }
+  torch::Dtype dtype() const { return weights_.embed_tokens.scalar_type(); }
+  torch::Device device() const { return weights_.embed_tokens.device(); }
+  int64_t NumParameters() const;
+  // Files the weights came from (empty when built in memory).
+  const std::vector<std::string>& weight_files() const { return weight_files_; }
+
+  // Splits the stacked tensors back to HF names (for saving).
+  std::vector<std::pair<std::string, torch::Tensor>> NamedWeights() const;
+
+ private:
+  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  ModelConfig config_;
+  ModelWeights weights_;
+  torch::Tensor inv_freq_;  // [head_dim / 2] float32
+  std::vector<std::string> weight_files_;
+};
+
+// Parses a dtype name: "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
+absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name);
+
+// Random weights with the given config (N(0, 0.02), norms 1) for benchmarks and tests.
+ModelWeights RandomWeights(const ModelConfig& config, torch::Dtype dtype, uint64_t seed);
+
+}  // namespace icae
+
+#endif  // ICAE_COMMON_MODEL_TRANSFORMER_H_

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one list of Debian 12 packages this project needs to build, test and run.
+# Called by the README's setup command and by .ci/run; keep both in step by editing only here.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates
+  # LibTorch (CPU) and the fast BLAS it needs: without libopenblas0-pthread Debian's
+  # libtorch multiplies float32 matrices with the generic reference BLAS (~20x slower).
+  libtorch-dev libopenblas0-pthread
+  # abseil (status, flags, strings), glog (logging; LibTorch links it already), JSON.
+  libabsl-dev libgoogle-glog-dev nlohmann-json3-dev
+  # gRPC services and our own protobuf parser of tokenizer.model.
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  # Slot store backends and metrics.
+  # (prometheus-cpp is not packaged in Debian 12: metrics use our own text exposition.)
+  libssl-dev libhiredis-dev redis-server
+  # Tests and benchmarks.
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # Training a tokenizer for the embedded default model.
+  sentencepiece
+)
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${PACKAGES[@]}"

@@ -1,0 +1,210 @@
+// Transformer behaviour that the references do not pin down: batching, the KV cache,
+// embeddings input, config validation and bad ids.
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "common/model/config.h"
+#include "common/model/generate.h"
+#include "common/model/sampler.h"
+#include "common/model/transformer.h"
+
+namespace icae {
+namespace {
+
+ModelConfig SmallConfig() {
+  ModelConfig c;
+  c.model_type = "mistral";
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 48;
+  c.vocab_size = 50;
+  c.max_position_embeddings = 256;
+  c.rope_theta = 10000;
+  c.rms_norm_eps = 1e-5;
+  return c;
+}
+
+class ModelTest : public ::testing::Test {
+ protected:
+  ModelTest() : model_(SmallConfig(), RandomWeights(SmallConfig(), torch::kFloat32, 7)) {}
+  torch::Tensor RandomIds(int64_t n, int64_t seed) {
+    torch::manual_seed(seed);
+    return torch::randint(0, 50, {n}, torch::kInt64);
+  }
+  c10::InferenceMode guard_;
+  Transformer model_;
+};
+
+TEST_F(ModelTest, BatchOfDifferentLengthsEqualsEachAlone) {
+  std::vector<torch::Tensor> ids = {RandomIds(5, 1), RandomIds(17, 2), RandomIds(1, 3)};
+  std::vector<torch::Tensor> alone;
+  for (const auto& t : ids) {
+    std::vector<SequenceInput> b(1);
+    b[0].ids = t;
+    b[0].num_outputs = -1;
+    alone.push_back(*model_.Forward(b));
+  }
+  std::vector<SequenceInput> batch(3);
+  for (int i = 0; i < 3; ++i) {
+    batch[i].ids = ids[i];
+    batch[i].num_outputs = -1;
+  }
+  auto packed = model_.Forward(batch);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  auto expected = torch::cat(alone, 0);
+  ASSERT_EQ(packed->sizes(), expected.sizes());
+  EXPECT_LT((*packed - expected).abs().max().item<float>(), 1e-5f);
+}
+
+TEST_F(ModelTest, IncrementalDecodingWithCacheEqualsFullForward) {
+  auto ids = RandomIds(12, 4);
+  std::vector<SequenceInput> full(1);
+  full[0].ids = ids;
+  full[0].num_outputs = -1;
+  auto expected = *model_.Forward(full);
+  // Prefill 7 tokens, then 5 single steps, in a batch with another sequence at another length.
+  KVCache cache = model_.NewCache(), other = model_.NewCache();
+  std::vector<SequenceInput> b(2);
+  b[0].ids = ids.narrow(0, 0, 7);
+  b[0].cache = &cache;
+  b[0].num_outputs = -1;
+  b[1].ids = RandomIds(3, 5);
+  b[1].cache = &other;
+  auto first = model_.Forward(b);
+  ASSERT_TRUE(first.ok());
+  std::vector<torch::Tensor> got = {first->narrow(0, 0, 7)};
+  for (int64_t i = 7; i < 12; ++i) {
+    b[0] = SequenceInput();
+    b[0].ids = ids.narrow(0, i, 1);
+    b[0].cache = &cache;
+    b[1] = SequenceInput();
+    b[1].ids = RandomIds(1, 100 + i);
+    b[1].cache = &other;
+    auto step = model_.Forward(b);
+    ASSERT_TRUE(step.ok());
+    got.push_back(step->narrow(0, 0, 1));
+  }
+  EXPECT_EQ(cache.length(), 12);
+  EXPECT_EQ(other.length(), 8);
+  EXPECT_LT((torch::cat(got, 0) - expected).abs().max().item<float>(), 1e-5f);
+}
+
+TEST_F(ModelTest, EmbeddingsInputEqualsIdsInput) {
+  auto ids = RandomIds(9, 6);
+  std::vector<SequenceInput> a(1), b(1);
+  a[0].ids = ids;
+  b[0].embeds = *model_.Embed(ids);
+  EXPECT_TRUE(torch::allclose(*model_.Forward(a), *model_.Forward(b)));
+}
+
+TEST_F(ModelTest, ExplicitPositionsChangeTheResultAndDefaultIsCacheLength) {
+  auto ids = RandomIds(4, 8);
+  std::vector<SequenceInput> a(1), b(1), c(1);
+  a[0].ids = ids;
+  b[0].ids = ids;
+  b[0].positions = torch::arange(0, 4, torch::kInt64);
+  c[0].ids = ids;
+  // RoPE is relative: a constant shift changes nothing, different gaps do.
+  c[0].positions = torch::tensor({0, 5, 6, 20}, torch::kInt64);
+  auto la = *model_.Forward(a), lb = *model_.Forward(b), lc = *model_.Forward(c);
+  EXPECT_TRUE(torch::equal(la, lb));
+  EXPECT_FALSE(torch::allclose(la, lc));
+}
+
+TEST_F(ModelTest, IdsOutsideTheVocabularyAreRejected) {
+  std::vector<SequenceInput> b(1);
+  b[0].ids = torch::tensor({1, 50}, torch::kInt64);
+  auto r = model_.Forward(b);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("50"), std::string::npos);
+  b[0].ids = torch::tensor({-1}, torch::kInt64);
+  EXPECT_FALSE(model_.Forward(b).ok());
+}
+
+TEST_F(ModelTest, BFloat16IsCloseToFloat32) {
+  Transformer bf(SmallConfig(), RandomWeights(SmallConfig(), torch::kBFloat16, 7));
+  auto ids = RandomIds(10, 9);
+  std::vector<SequenceInput> b(1);
+  b[0].ids = ids;
+  auto l32 = *model_.Forward(b);
+  auto l16 = *bf.Forward(b);
+  EXPECT_LT((l32 - l16).abs().max().item<float>(), 0.05f);
+}
+
+TEST_F(ModelTest, GenerateGreedyIsDeterministicAndSamplingFollowsTheSeed) {
+  SequenceInput in;
+  in.ids = RandomIds(4, 10);
+  GenerateOptions o;
+  o.max_new_tokens = 10;
+  o.ignore_eos = true;
+  auto g1 = Generate(model_, in, o), g2 = Generate(model_, in, o);
+  ASSERT_TRUE(g1.ok());
+  EXPECT_EQ(g1->ids.size(), 10u);
+  EXPECT_EQ(g1->ids, g2->ids);
+  EXPECT_EQ(g1->finish_reason, FinishReason::kLength);
+  o.sampling.temperature = 1.5;
+  o.sampling.seed = 42;
+  auto s1 = Generate(model_, in, o), s2 = Generate(model_, in, o);
+  EXPECT_EQ(s1->ids, s2->ids);
+  o.sampling.seed = 43;
+  auto s3 = Generate(model_, in, o);
+  EXPECT_NE(s1->ids, s3->ids);
+  // The callback can stop generation.
+  int calls = 0;
+  auto stopped = Generate(model_, in, o, [&](int64_t) { return ++calls < 3; });
+  EXPECT_EQ(stopped->ids.size(), 3u);
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kCaller);
+  // Over the context bound.
+  o.max_new_tokens = 1000;
+  EXPECT_EQ(Generate(model_, in, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SamplerTest, TopKOneIsGreedyAndBadParamsAreRejected) {
+  std::vector<float> logits = {0.1f, 3.0f, 2.9f, -1.0f};
+  SamplingParams p;
+  p.temperature = 1.0;
+  p.top_k = 1;
+  Sampler s(p);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(s.Next(logits.data(), 4, {}), 1);
+  p.top_k = 0;
+  p.top_p = 0.0;
+  EXPECT_FALSE(ValidateSamplingParams(p).ok());
+  p.top_p = 1.0;
+  p.temperature = -1;
+  EXPECT_FALSE(ValidateSamplingParams(p).ok());
+  // Repetition penalty moves greedy away from a seen id.
+  SamplingParams g;
+  g.repetition_penalty = 2.0;
+  Sampler sg(g);
+  EXPECT_EQ(sg.Next(logits.data(), 4, {1}), 2);
+}
+
+TEST(ConfigTest, ParsesMistralAndRejectsBadConfigs) {
+  auto c = ParseModelConfig(R"({"model_type":"mistral","hidden_size":64,"num_hidden_layers":2,
+      "num_attention_heads":8,"num_key_value_heads":2,"intermediate_size":160,"vocab_size":32000,
+      "rope_theta":1e6,"rms_norm_eps":1e-5,"max_position_embeddings":4096,"sliding_window":null})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 8);
+  EXPECT_EQ(c->kv_width(), 16);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 1e6);
+  auto missing = ParseModelConfig(R"({"model_type":"llama","hidden_size":64})", "x/config.json");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("x/config.json"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("num_hidden_layers"), std::string::npos);
+  auto unknown = ParseModelConfig(R"({"model_type":"gpt2","hidden_size":64})");
+  EXPECT_NE(unknown.status().message().find("gpt2"), std::string::npos);
+  EXPECT_FALSE(ParseModelConfig("not json").ok());
+  EXPECT_FALSE(ParseModelConfig(R"({"model_type":"llama","hidden_size":64,"num_hidden_layers":2,
+      "num_attention_heads":8,"num_key_value_heads":3,"intermediate_size":160,"vocab_size":10})").ok());
+  // Round trip through our own writer.
+  auto again = ParseModelConfig(ModelConfigToJson(*c));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->num_key_value_heads, 2);
+}
+
+}  // namespace
+}  // namespace icae

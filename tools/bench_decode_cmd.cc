@@ -1,0 +1,157 @@
+// icae bench decode: prefill and decode speed of a random-weights Mistral-shaped model
+// (default ~246M parameters: hidden 1024, 16 layers, 16 heads, 4 KV heads, intermediate 2816,
+// vocab 32000, untied), with the memory-bandwidth and GEMM-rate bounds printed beside.
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <numeric>
+
+#include <ATen/Parallel.h>
+
+#include "common/model/transformer.h"
+#include "tools/args.h"
+#include "tools/command.h"
+#include "tools/model_flags.h"
+
+namespace icae::tools {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Read bandwidth: every thread sums its share of a buffer much larger than the caches.
+double MeasureReadBandwidth() {
+  const int64_t n = (512ll << 20) / 8;
+  auto buf = torch::ones({n}, torch::kInt64);
+  const int64_t* p = buf.data_ptr<int64_t>();
+  double best = 0;
+  for (int rep = 0; rep < 4; ++rep) {
+    double t0 = Now();
+    std::atomic<int64_t> total{0};
+    at::parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
+      int64_t s = 0;
+      for (int64_t i = b; i < e; ++i) s += p[i];
+      total += s;
+    });
+    double dt = Now() - t0;
+    if (total.load() != n) std::cerr << "bandwidth check failed\n";
+    best = std::max(best, n * 8.0 / dt);
+  }
+  return best;
+}
+
+double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
+  auto x = torch::randn({m, k}).to(dtype), w = torch::randn({n, k}).to(dtype);
+  torch::linear(x, w);
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    double t0 = Now();
+    torch::linear(x, w);
+    best = std::min(best, Now() - t0);
+  }
+  return 2.0 * m * k * n / best;
+}
+
+int BenchDecode(const std::vector<std::string>& argv) {
+  const std::string cmd = "bench decode";
+  auto args = Args::Parse(argv, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
+                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps"},
+                          {});
+  if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
+  std::vector<std::string> argv2 = argv;
+  if (!args->Has("threads")) argv2.push_back("--threads=2");
+  auto args2 = *Args::Parse(argv2, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
+                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps"},
+                            {});
+  if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  ModelConfig c;
+  c.model_type = "mistral";
+  c.hidden_size = *args->GetInt("hidden", 1024);
+  c.num_hidden_layers = *args->GetInt("layers", 16);
+  c.num_attention_heads = *args->GetInt("heads", 16);
+  c.num_key_value_heads = *args->GetInt("kv-heads", 4);
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.intermediate_size = *args->GetInt("intermediate", 2816);
+  c.vocab_size = *args->GetInt("vocab", 32000);
+  c.max_position_embeddings = 4096;
+  c.rope_theta = 10000;
+  c.rms_norm_eps = 1e-5;
+  const int64_t prompt = *args->GetInt("prompt-tokens", 512);
+  const int64_t decode = *args->GetInt("decode-tokens", 128);
+  const int64_t reps = std::max<int64_t>(1, *args->GetInt("reps", 3));
+  std::vector<std::string> dtypes;
+  std::string which = args->Get("dtype", "both");
+  if (which == "both") {
+    dtypes = {"bfloat16", "float32"};
+  } else {
+    dtypes = {which};
+  }
+  c10::InferenceMode guard;
+  const double bw = MeasureReadBandwidth();
+  std::printf("threads=%d  read bandwidth %.1f GB/s\n", at::get_num_threads(), bw / 1e9);
+  for (const auto& dname : dtypes) {
+    auto dtype = ParseDtype(dname);
+    if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
+    Transformer model(c, RandomWeights(c, *dtype, 1));
+    const int64_t params = model.NumParameters();
+    const int64_t esize = c10::elementSize(*dtype);
+    const double gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size);
+    // FLOPs per prompt token: 2 per weight outside the embedding table + attention.
+    const int64_t body = params - 2 * c.vocab_size * c.hidden_size;
+    const double attn_flops = 4.0 * c.num_hidden_layers * c.q_width() * (prompt / 2.0);
+    const double flops_per_token = 2.0 * body + attn_flops;
+    torch::manual_seed(3);
+    auto ids = torch::randint(0, c.vocab_size, {prompt}, torch::kInt64);
+    std::vector<double> prefill_times, decode_times;
+    for (int64_t r = 0; r < reps; ++r) {
+      KVCache cache = model.NewCache(prompt + decode);
+      std::vector<SequenceInput> b(1);
+      b[0].ids = ids;
+      b[0].cache = &cache;
+      double t0 = Now();
+      auto logits = model.Forward(b);
+      prefill_times.push_back(Now() - t0);
+      if (!logits.ok()) return Fail(cmd, std::string(logits.status().message()));
+      int64_t next = logits->argmax(-1).item<int64_t>();
+      t0 = Now();
+      for (int64_t i = 0; i < decode; ++i) {
+        b[0] = SequenceInput();
+        b[0].ids = torch::tensor({next}, torch::kInt64);
+        b[0].cache = &cache;
+        auto l = model.Forward(b);
+        next = l->argmax(-1).item<int64_t>();
+      }
+      decode_times.push_back(Now() - t0);
+    }
+    std::sort(prefill_times.begin(), prefill_times.end());
+    std::sort(decode_times.begin(), decode_times.end());
+    const double prefill_tps = prompt / prefill_times[prefill_times.size() / 2];
+    const double decode_tps = decode / decode_times[decode_times.size() / 2];
+    // Bytes read per decode token: every weight except the embedding table (one row), plus the
+    // KV cache at the mean decode length.
+    const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
+    const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
+    std::printf("\n%s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(),
+                params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
+                (long long)c.vocab_size);
+    std::printf("  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
+                (long long)c.intermediate_size, gemm / 1e9);
+    std::printf("  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
+                (long long)prompt, prefill_tps, gemm / flops_per_token,
+                100.0 * prefill_tps / (gemm / flops_per_token));
+    std::printf("  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
+                (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,
+                100.0 * decode_tps / (bw / bytes_per_token));
+  }
+  return 0;
+}
+
+ICAE_REGISTER_COMMAND("bench decode", "prefill/decode tokens/s of a random Mistral-shaped model",
+                      BenchDecode);
+
+}  // namespace
+}  // namespace icae::tools

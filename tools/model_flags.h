@@ -1,0 +1,30 @@
+// Flags shared by the subcommands that load a model: --model, --dtype, --threads, and the
+// sampling/stopping flags of `icae run`.
+#ifndef ICAE_TOOLS_MODEL_FLAGS_H_
+#define ICAE_TOOLS_MODEL_FLAGS_H_
+
+#include <set>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/model/generate.h"
+#include "tools/args.h"
+
+namespace icae::tools {
+
+// Names of the value flags parsed by the helpers below.
+const std::set<std::string>& RuntimeFlagNames();   // threads, dtype
+const std::set<std::string>& SamplingFlagNames();  // max-new-tokens, temperature, top-p, ...
+
+// Applies --threads (default: all cores) and the allocator set-up. Call before any tensor op.
+absl::Status ConfigureRuntimeFromArgs(const Args& args);
+// --dtype (default `def`).
+absl::StatusOr<torch::Dtype> DtypeFromArgs(const Args& args, const std::string& def);
+absl::StatusOr<GenerateOptions> GenerateOptionsFromArgs(const Args& args);
+
+// Prints "icae <cmd>: <message>" to stderr and returns `code`.
+int Fail(const std::string& cmd, const std::string& message, int code = 1);
+
+}  // namespace icae::tools
+
+#endif  // ICAE_TOOLS_MODEL_FLAGS_H_
