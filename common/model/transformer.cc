@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/cpu_gemv.h"
 #include "common/model/safetensors.h"
 #include "common/util/status_macros.h"
 
@@ -172,7 +173,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
     auto h = RmsNorm(x, L.attn_norm);
-    auto qkv = torch::linear(h, L.wqkv);  // [N, q + 2 kv]
+    auto qkv = Linear(h, L.wqkv);  // [N, q + 2 kv]
     auto q = qkv.narrow(1, 0, c.q_width());
     auto k = qkv.narrow(1, c.q_width(), c.kv_width());
     auto v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
@@ -226,13 +227,13 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     auto attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
-    x = x + torch::linear(attn, L.wo);
+    x = x + Linear(attn, L.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);
-    auto gu = torch::linear(h2, L.w_gate_up);
+    auto gu = Linear(h2, L.w_gate_up);
     auto g = gu.narrow(1, 0, c.intermediate_size);
     auto u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
-    x = x + torch::linear(torch::silu(g) * u, L.w_down);
+    x = x + Linear(torch::silu(g) * u, L.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
@@ -247,7 +248,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   auto y = sel.size() == 1 ? sel[0] : torch::cat(sel, 0);
   auto hn = RmsNorm(y, weights_.final_norm);
   if (options.output == ForwardOutput::kHidden) return hn;
-  return torch::linear(hn, weights_.lm_head).to(torch::kFloat32);
+  return Linear(hn, weights_.lm_head).to(torch::kFloat32);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() const {

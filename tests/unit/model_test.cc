@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "common/model/config.h"
+#include "common/model/cpu_gemv.h"
 #include "common/model/generate.h"
 #include "common/model/sampler.h"
 #include "common/model/transformer.h"
@@ -204,6 +205,28 @@ TEST(ConfigTest, ParsesMistralAndRejectsBadConfigs) {
   auto again = ParseModelConfig(ModelConfigToJson(*c));
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->num_key_value_heads, 2);
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
+  c10::InferenceMode guard;
+  torch::manual_seed(11);
+  for (int64_t k : {32, 100, 1024}) {
+    for (int64_t m : {1, 3}) {
+      auto w = torch::randn({37, k}).to(torch::kBFloat16);
+      auto x = torch::randn({m, k}).to(torch::kBFloat16);
+      auto ours = Linear(x, w).to(torch::kFloat32);
+      auto ref = torch::linear(x.to(torch::kFloat32), w.to(torch::kFloat32));
+      // bf16 output rounding (8 bits of mantissa) bounds the difference.
+      EXPECT_LT(((ours - ref).abs() / (ref.abs() + 1)).max().item<float>(), 1e-2f)
+          << "k=" << k << " m=" << m << " kernel=" << CpuBf16GemvAvailable();
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,49 @@
+#include "common/model/cpu_gemv.h"
+
+#include <ATen/Parallel.h>
+
+namespace icae {
+
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+// Defined in cpu_gemv_avx512.cc (compiled with -mavx512bf16).
+void GemvBf16Avx512(const uint16_t* w, const uint16_t* x, float* y, int64_t n, int64_t k,
+                    int64_t row_begin, int64_t row_end);
+#endif
+
+bool CpuBf16GemvAvailable() {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  static const bool ok = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  constexpr int64_t kMaxRows = 4;
+  if (x.dim() == 2 && x.size(0) <= kMaxRows && x.scalar_type() == torch::kBFloat16 &&
+      w.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && w.device().is_cpu() &&
+      w.dim() == 2 && w.is_contiguous() && x.size(1) == w.size(1) &&
+      (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled()) &&
+      CpuBf16GemvAvailable()) {
+    const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
+    auto xc = x.contiguous();
+    auto y = torch::empty({m, n}, torch::kFloat32);
+    const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
+    for (int64_t r = 0; r < m; ++r) {
+      const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>()) + r * k;
+      float* yp = y.data_ptr<float>() + r * n;
+      // ~64 KiB of weights per task keeps scheduling overhead small against the work.
+      const int64_t grain = std::max<int64_t>(16, (32 << 10) / std::max<int64_t>(k, 1));
+      at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
+        GemvBf16Avx512(wp, xp, yp, n, k, b, e);
+      });
+    }
+    return y.to(torch::kBFloat16);
+  }
+#endif
+  return torch::linear(x, w);
+}
+
+}  // namespace icae
