@@ -1,0 +1,204 @@
+#include "common/icae/adapter.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/model/safetensors.h"
+#include "common/util/mapped_file.h"
+#include "common/util/status_macros.h"
+
+namespace icae {
+namespace {
+
+using json = nlohmann::json;
+
+std::string DirOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+}  // namespace
+
+std::string LoraTensorName(int64_t layer, const std::string& proj, char ab) {
+  return absl::StrCat("icae.base_model.model.model.layers.", layer, ".self_attn.", proj,
+                      ".lora_", std::string(1, ab), ".default.weight");
+}
+
+absl::StatusOr<IcaeConfig> ParseIcaeConfig(const std::string& text, const std::string& source) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  }
+  IcaeConfig c;
+  auto get_int = [&](const char* key, int64_t* out) -> absl::Status {
+    if (!j.contains(key) || j[key].is_null()) return absl::OkStatus();
+    if (!j[key].is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' must be an integer"));
+    }
+    *out = j[key].get<int64_t>();
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(get_int("mem_size", &c.mem_size));
+  RETURN_IF_ERROR(get_int("mean_compression_rate", &c.mean_compression_rate));
+  RETURN_IF_ERROR(get_int("lora_r", &c.lora_r));
+  RETURN_IF_ERROR(get_int("base_vocab_size", &c.base_vocab_size));
+  // Special ids default to getao's arithmetic for the given vocab and mem_size.
+  c.pad_token_id = c.base_vocab_size;
+  c.ae_token_id = c.base_vocab_size + c.mem_size + 1;
+  c.lm_token_id = c.ae_token_id + 1;
+  c.ft_token_id = c.ae_token_id + 2;
+  RETURN_IF_ERROR(get_int("pad_token_id", &c.pad_token_id));
+  RETURN_IF_ERROR(get_int("ae_token_id", &c.ae_token_id));
+  RETURN_IF_ERROR(get_int("lm_token_id", &c.lm_token_id));
+  RETURN_IF_ERROR(get_int("ft_token_id", &c.ft_token_id));
+  RETURN_IF_ERROR(get_int("max_context_tokens", &c.max_context_tokens));
+  if (j.contains("lora_alpha")) {
+    if (!j["lora_alpha"].is_number()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": 'lora_alpha' must be a number"));
+    }
+    c.lora_alpha = j["lora_alpha"].get<double>();
+  }
+  if (j.contains("lora_target_modules")) {
+    if (!j["lora_target_modules"].is_array()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": 'lora_target_modules' must be a list"));
+    }
+    c.lora_target_modules.clear();
+    for (const auto& m : j["lora_target_modules"]) {
+      if (!m.is_string() || (m != "q_proj" && m != "v_proj")) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(source, ": unsupported LoRA target ", m.dump(), " (q_proj, v_proj)"));
+      }
+      c.lora_target_modules.push_back(m.get<std::string>());
+    }
+  }
+  if (j.contains("continue_with_lm_token") && j["continue_with_lm_token"].is_boolean()) {
+    c.continue_with_lm_token = j["continue_with_lm_token"].get<bool>();
+  }
+  for (const char* key : {"instruct_prefix_ids", "instruct_suffix_ids"}) {
+    if (!j.contains(key)) continue;
+    if (!j[key].is_array()) return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' must be a list"));
+    std::vector<int64_t> ids;
+    for (const auto& v : j[key]) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.base_vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' holds an id outside the vocabulary"));
+      }
+      ids.push_back(v.get<int64_t>());
+    }
+    (std::string(key) == "instruct_prefix_ids" ? c.instruct_prefix_ids : c.instruct_suffix_ids) = ids;
+  }
+  if (c.mem_size <= 0 || c.mean_compression_rate <= 0 || c.lora_r <= 0 || c.base_vocab_size <= 0 ||
+      c.max_context_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": mem_size, mean_compression_rate, lora_r, base_vocab_size and max_context_tokens must be positive"));
+  }
+  const int64_t first_special = c.base_vocab_size + c.mem_size + 1;
+  if (c.ae_token_id != first_special || c.lm_token_id != first_special + 1 ||
+      c.ft_token_id != first_special + 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": special ids must follow the memory tokens: AE=", first_special, ", LM=",
+        first_special + 1, ", FT=", first_special + 2, " for base_vocab_size ", c.base_vocab_size,
+        " and mem_size ", c.mem_size));
+  }
+  return c;
+}
+
+std::string IcaeConfigToJson(const IcaeConfig& c) {
+  json j;
+  j["mem_size"] = c.mem_size;
+  j["mean_compression_rate"] = c.mean_compression_rate;
+  j["lora_r"] = c.lora_r;
+  j["lora_alpha"] = c.lora_alpha;
+  j["lora_target_modules"] = c.lora_target_modules;
+  j["base_vocab_size"] = c.base_vocab_size;
+  j["pad_token_id"] = c.pad_token_id;
+  j["ae_token_id"] = c.ae_token_id;
+  j["lm_token_id"] = c.lm_token_id;
+  j["ft_token_id"] = c.ft_token_id;
+  j["max_context_tokens"] = c.max_context_tokens;
+  j["continue_with_lm_token"] = c.continue_with_lm_token;
+  j["instruct_prefix_ids"] = c.instruct_prefix_ids;
+  j["instruct_suffix_ids"] = c.instruct_suffix_ids;
+  return j.dump(2) + "\n";
+}
+
+torch::Tensor IcaeAdapter::SpecialEmbedding(int64_t id) const {
+  return memory_embed[id - config.first_memory_id()];
+}
+
+absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const ModelConfig& base,
+                                            torch::Dtype dtype, torch::Device device) {
+  IcaeAdapter a;
+  a.path = path;
+  const std::string cfg_path = DirOf(path) + "/icae_config.json";
+  if (auto text = ReadFileToString(cfg_path); text.ok()) {
+    ASSIGN_OR_RETURN(a.config, ParseIcaeConfig(*text, cfg_path));
+  } else {
+    a.config = IcaeConfig();  // the released checkpoint's values
+  }
+  const IcaeConfig& c = a.config;
+  if (c.base_vocab_size != base.vocab_size) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": adapter is for a base vocabulary of ", c.base_vocab_size,
+        " tokens, the model has ", base.vocab_size));
+  }
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(path));
+  auto load = [&](const std::string& name,
+                  const std::vector<int64_t>& shape) -> absl::StatusOr<torch::Tensor> {
+    ASSIGN_OR_RETURN(TensorInfo info, file->Info(name));
+    if (info.shape != shape) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": tensor '", name, "' has shape ", ShapeString(info.shape), ", expected ",
+          ShapeString(shape), " (hidden ", base.hidden_size, ", r ", c.lora_r, ", mem_size ",
+          c.mem_size, ")"));
+    }
+    ASSIGN_OR_RETURN(torch::Tensor t, file->Load(name, torch::kFloat32));
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' contains NaN or Inf"));
+    }
+    return t.to(dtype).to(device);
+  };
+  ASSIGN_OR_RETURN(a.memory_embed, load("memory_token_embed.weight", {c.mem_size + 3, base.hidden_size}));
+  const bool q = std::find(c.lora_target_modules.begin(), c.lora_target_modules.end(), "q_proj") !=
+                 c.lora_target_modules.end();
+  const bool v = std::find(c.lora_target_modules.begin(), c.lora_target_modules.end(), "v_proj") !=
+                 c.lora_target_modules.end();
+  for (int64_t i = 0; i < base.num_hidden_layers; ++i) {
+    LoraLayer L;
+    if (q) {
+      ASSIGN_OR_RETURN(L.q_a, load(LoraTensorName(i, "q_proj", 'A'), {c.lora_r, base.hidden_size}));
+      ASSIGN_OR_RETURN(L.q_b, load(LoraTensorName(i, "q_proj", 'B'), {base.q_width(), c.lora_r}));
+    }
+    if (v) {
+      ASSIGN_OR_RETURN(L.v_a, load(LoraTensorName(i, "v_proj", 'A'), {c.lora_r, base.hidden_size}));
+      ASSIGN_OR_RETURN(L.v_b, load(LoraTensorName(i, "v_proj", 'B'), {base.kv_width(), c.lora_r}));
+    }
+    a.lora.layers.push_back(std::move(L));
+  }
+  // An adapter for a deeper model would have layers this base lacks.
+  if (file->Has(LoraTensorName(base.num_hidden_layers, q ? "q_proj" : "v_proj", 'A'))) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": adapter has more layers than the base model (", base.num_hidden_layers, ")"));
+  }
+  a.lora.scaling = c.lora_scaling();
+  return a;
+}
+
+absl::Status SaveIcaeAdapter(const IcaeAdapter& a, const std::string& path) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (size_t i = 0; i < a.lora.layers.size(); ++i) {
+    const auto& L = a.lora.layers[i];
+    if (L.q_a.defined()) {
+      out.emplace_back(LoraTensorName(i, "q_proj", 'A'), L.q_a.to(torch::kBFloat16));
+      out.emplace_back(LoraTensorName(i, "q_proj", 'B'), L.q_b.to(torch::kBFloat16));
+    }
+    if (L.v_a.defined()) {
+      out.emplace_back(LoraTensorName(i, "v_proj", 'A'), L.v_a.to(torch::kBFloat16));
+      out.emplace_back(LoraTensorName(i, "v_proj", 'B'), L.v_b.to(torch::kBFloat16));
+    }
+  }
+  out.emplace_back("memory_token_embed.weight", a.memory_embed.to(torch::kFloat32));
+  RETURN_IF_ERROR(WriteSafetensors(path, out, {{"format", "pt"}}));
+  return WriteFileAtomically(DirOf(path) + "/icae_config.json", IcaeConfigToJson(a.config));
+}
+
+}  // namespace icae

@@ -1,0 +1,101 @@
+#include "common/icae/prompt.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/util/status_macros.h"
+
+namespace icae {
+
+absl::StatusOr<PromptMode> ParsePromptMode(const std::string& name) {
+  if (name == "autoencode" || name == "ae") return PromptMode::kAutoencode;
+  if (name == "instruct") return PromptMode::kInstruct;
+  if (name == "continue") return PromptMode::kContinue;
+  if (name == "raw") return PromptMode::kRaw;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown mode '", name, "' (autoencode, instruct, continue, raw)"));
+}
+
+const char* PromptModeName(PromptMode mode) {
+  switch (mode) {
+    case PromptMode::kAutoencode: return "autoencode";
+    case PromptMode::kInstruct: return "instruct";
+    case PromptMode::kContinue: return "continue";
+    case PromptMode::kRaw: return "raw";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<torch::Tensor> ContextAsMemory(const Transformer& model,
+                                              const std::vector<int64_t>& context_ids) {
+  if (context_ids.empty()) return absl::InvalidArgumentError("empty context");
+  return model.Embed(torch::tensor(context_ids, torch::kInt64));
+}
+
+absl::StatusOr<torch::Tensor> AssembleDecoderInput(const Transformer& model,
+                                                   const IcaeAdapter& adapter, PromptMode mode,
+                                                   const std::vector<torch::Tensor>& memories,
+                                                   const std::vector<int64_t>& prompt_ids) {
+  const IcaeConfig& c = adapter.config;
+  const int64_t H = model.config().hidden_size;
+  if (memories.empty()) return absl::InvalidArgumentError("no slots given");
+  std::vector<torch::Tensor> parts;
+  auto embed = [&](const std::vector<int64_t>& ids) -> absl::Status {
+    if (ids.empty()) return absl::OkStatus();
+    for (int64_t id : ids) {
+      if (id < 0 || id >= c.base_vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("prompt id ", id,
+                                                       " is outside the base vocabulary [0, ",
+                                                       c.base_vocab_size, ")"));
+      }
+    }
+    ASSIGN_OR_RETURN(torch::Tensor e, model.Embed(torch::tensor(ids, torch::kInt64)));
+    parts.push_back(e);
+    return absl::OkStatus();
+  };
+  auto special = [&](int64_t id) {
+    parts.push_back(adapter.SpecialEmbedding(id).to(model.dtype()).unsqueeze(0));
+  };
+  auto add_memories = [&]() -> absl::Status {
+    for (size_t i = 0; i < memories.size(); ++i) {
+      const auto& m = memories[i];
+      if (m.dim() != 2 || m.size(1) != H) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "slot set ", i, " has shape ", c10::str(m.sizes()), "; this model needs [n, ", H, "]"));
+      }
+      if (m.size(0) == 0) return absl::InvalidArgumentError(absl::StrCat("slot set ", i, " is empty"));
+      parts.push_back(m.to(model.device(), model.dtype()));
+    }
+    return absl::OkStatus();
+  };
+  switch (mode) {
+    case PromptMode::kAutoencode:
+      if (!prompt_ids.empty()) return absl::InvalidArgumentError("autoencode mode takes no prompt");
+      RETURN_IF_ERROR(add_memories());
+      special(c.ae_token_id);
+      break;
+    case PromptMode::kInstruct:
+      RETURN_IF_ERROR(embed(c.instruct_prefix_ids));
+      RETURN_IF_ERROR(add_memories());
+      special(c.ft_token_id);
+      RETURN_IF_ERROR(embed(prompt_ids));
+      RETURN_IF_ERROR(embed(c.instruct_suffix_ids));
+      break;
+    case PromptMode::kContinue:
+      RETURN_IF_ERROR(add_memories());
+      if (c.continue_with_lm_token) special(c.lm_token_id);
+      RETURN_IF_ERROR(embed(prompt_ids));
+      break;
+    case PromptMode::kRaw:
+      RETURN_IF_ERROR(add_memories());
+      RETURN_IF_ERROR(embed(prompt_ids));
+      break;
+  }
+  return torch::cat(parts, 0);
+}
+
+GenerateOptions IcaeDecodeOptions(const IcaeAdapter& adapter, GenerateOptions base) {
+  base.lora = nullptr;
+  base.logits_limit = adapter.config.base_vocab_size;
+  return base;
+}
+
+}  // namespace icae

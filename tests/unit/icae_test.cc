@@ -1,0 +1,182 @@
+// ICAE bad input: adapters that do not fit the model, NaN/Inf, bad contexts and slot shapes.
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "common/icae/adapter.h"
+#include "common/icae/compressor.h"
+#include "common/icae/prompt.h"
+#include "common/model/safetensors.h"
+#include "common/model/transformer.h"
+#include "tests/test_util.h"
+
+namespace icae {
+namespace {
+
+ModelConfig Base() {
+  ModelConfig c;
+  c.model_type = "mistral";
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  c.intermediate_size = 24;
+  c.vocab_size = 40;
+  c.max_position_embeddings = 512;
+  return c;
+}
+
+IcaeAdapter RandomAdapter(const ModelConfig& m, int64_t r, int64_t mem) {
+  IcaeAdapter a;
+  a.config.mem_size = mem;
+  a.config.lora_r = r;
+  a.config.lora_alpha = 2 * r;
+  a.config.base_vocab_size = m.vocab_size;
+  a.config.pad_token_id = m.vocab_size;
+  a.config.ae_token_id = m.vocab_size + mem + 1;
+  a.config.lm_token_id = a.config.ae_token_id + 1;
+  a.config.ft_token_id = a.config.ae_token_id + 2;
+  a.config.max_context_tokens = 100;
+  a.config.instruct_prefix_ids = {1, 3};
+  a.config.instruct_suffix_ids = {4, 5};
+  for (int64_t i = 0; i < m.num_hidden_layers; ++i) {
+    LoraLayer L;
+    L.q_a = torch::randn({r, m.hidden_size}) * 0.1;
+    L.q_b = torch::randn({m.q_width(), r}) * 0.1;
+    L.v_a = torch::randn({r, m.hidden_size}) * 0.1;
+    L.v_b = torch::randn({m.kv_width(), r}) * 0.1;
+    a.lora.layers.push_back(L);
+  }
+  a.lora.scaling = a.config.lora_scaling();
+  a.memory_embed = torch::randn({mem + 3, m.hidden_size}) * 0.02;
+  return a;
+}
+
+class IcaeTest : public ::testing::Test {
+ protected:
+  IcaeTest() : model_(Base(), RandomWeights(Base(), torch::kFloat32, 3)) {
+    torch::manual_seed(5);
+    adapter_ = RandomAdapter(Base(), 4, 2);
+  }
+  std::string Save(const IcaeAdapter& a) {
+    std::string path = ::icae::testing::MakeTempDir("icae-adapter") + "/adapter.safetensors";
+    EXPECT_TRUE(SaveIcaeAdapter(a, path).ok());
+    return path;
+  }
+  c10::InferenceMode guard_;
+  Transformer model_;
+  IcaeAdapter adapter_;
+};
+
+TEST_F(IcaeTest, SaveLoadRoundTripKeepsResults) {
+  auto loaded = LoadIcaeAdapter(Save(adapter_), Base(), torch::kFloat32);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->config.mem_size, 2);
+  // LoRA is stored in bf16 as the release does: compare against the rounded adapter.
+  IcaeAdapter rounded = adapter_;
+  for (auto& L : rounded.lora.layers) {
+    for (auto* t : {&L.q_a, &L.q_b, &L.v_a, &L.v_b}) *t = t->to(torch::kBFloat16).to(torch::kFloat32);
+  }
+  std::vector<int64_t> ids = {1, 5, 7, 9, 11, 13, 2, 8, 9, 10};
+  auto a = Compressor(model_, rounded).Compress({ids});
+  auto b = Compressor(model_, *loaded).Compress({ids});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LT(((*a)[0].slots - (*b)[0].slots).abs().max().item<float>(), 1e-6f);
+  EXPECT_EQ((*a)[0].num_segments, 2);  // 10 ids, 2 slots × rate 4 = 8 per segment
+}
+
+TEST_F(IcaeTest, AdapterForAnotherModelIsRejectedNamingTheTensor) {
+  ModelConfig other = Base();
+  other.hidden_size = 32;
+  other.head_dim = 8;
+  auto r = LoadIcaeAdapter(Save(adapter_), other, torch::kFloat32);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status().message().find("memory_token_embed.weight"), std::string::npos) << r.status();
+}
+
+TEST_F(IcaeTest, RankDifferentFromConfigIsRejected) {
+  std::string path = Save(adapter_);
+  std::string cfg = path.substr(0, path.rfind('/')) + "/icae_config.json";
+  IcaeConfig c = adapter_.config;
+  c.lora_r = 8;
+  std::ofstream(cfg) << IcaeConfigToJson(c);
+  auto r = LoadIcaeAdapter(path, Base(), torch::kFloat32);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("lora_A"), std::string::npos) << r.status();
+}
+
+TEST_F(IcaeTest, MissingTensorIsNamed) {
+  IcaeAdapter a = adapter_;
+  a.lora.layers[1].v_a = torch::Tensor();
+  a.lora.layers[1].v_b = torch::Tensor();
+  auto r = LoadIcaeAdapter(Save(a), Base(), torch::kFloat32);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("layers.1.self_attn.v_proj.lora_A"), std::string::npos) << r.status();
+}
+
+TEST_F(IcaeTest, NanInAdapterIsRejected) {
+  IcaeAdapter a = adapter_;
+  a.lora.layers[0].q_b[0][0] = std::numeric_limits<float>::quiet_NaN();
+  auto r = LoadIcaeAdapter(Save(a), Base(), torch::kFloat32);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("NaN"), std::string::npos);
+  a = adapter_;
+  a.memory_embed[1][2] = std::numeric_limits<float>::infinity();
+  EXPECT_FALSE(LoadIcaeAdapter(Save(a), Base(), torch::kFloat32).ok());
+}
+
+TEST_F(IcaeTest, ContextBoundsAndBadIds) {
+  Compressor comp(model_, adapter_);
+  EXPECT_EQ(comp.Compress({{}}).status().code(), absl::StatusCode::kInvalidArgument);
+  std::vector<int64_t> at(100, 7), past(101, 7);
+  EXPECT_TRUE(comp.Compress({at}).ok());
+  auto r = comp.Compress({past});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("exceeds the maximum of 100"), std::string::npos);
+  auto bad = comp.Compress({{1, 2, 40}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("40"), std::string::npos);
+}
+
+TEST_F(IcaeTest, SlotsOfTheWrongHiddenSizeAreRejected) {
+  auto r = AssembleDecoderInput(model_, adapter_, PromptMode::kAutoencode, {torch::zeros({4, 8})}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("16"), std::string::npos);
+  EXPECT_FALSE(AssembleDecoderInput(model_, adapter_, PromptMode::kRaw, {torch::zeros({4, 16})}, {99}).ok());
+  EXPECT_FALSE(AssembleDecoderInput(model_, adapter_, PromptMode::kAutoencode, {}, {}).ok());
+}
+
+TEST_F(IcaeTest, TemplatesPerMode) {
+  auto slots = torch::randn({2, 16});
+  auto ae = *AssembleDecoderInput(model_, adapter_, PromptMode::kAutoencode, {slots}, {});
+  EXPECT_EQ(ae.size(0), 3);
+  auto ins = *AssembleDecoderInput(model_, adapter_, PromptMode::kInstruct, {slots}, {7, 8, 9});
+  EXPECT_EQ(ins.size(0), 2 + 2 + 1 + 3 + 2);
+  EXPECT_TRUE(torch::equal(ins[4], adapter_.SpecialEmbedding(adapter_.config.ft_token_id)));
+  auto cont = *AssembleDecoderInput(model_, adapter_, PromptMode::kContinue, {slots}, {});
+  EXPECT_EQ(cont.size(0), 2);
+  IcaeAdapter lm = adapter_;
+  lm.config.continue_with_lm_token = true;
+  EXPECT_EQ(AssembleDecoderInput(model_, lm, PromptMode::kContinue, {slots}, {})->size(0), 3);
+  // Baseline: context embeddings in place of slots.
+  auto mem = ContextAsMemory(model_, {1, 2, 3, 4});
+  ASSERT_TRUE(mem.ok());
+  EXPECT_EQ(AssembleDecoderInput(model_, adapter_, PromptMode::kAutoencode, {*mem}, {})->size(0), 5);
+}
+
+TEST(IcaeConfigTest, DefaultsAreTheReleasedCheckpoint) {
+  auto c = ParseIcaeConfig("{}", "icae_config.json");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->mem_size, 128);
+  EXPECT_EQ(c->lora_r, 512);
+  EXPECT_EQ(c->ae_token_id, 32129);
+  EXPECT_EQ(c->ft_token_id, 32131);
+  EXPECT_EQ(c->max_context_tokens, 5120);
+  EXPECT_FALSE(ParseIcaeConfig(R"({"mem_size": 8, "ae_token_id": 5})", "x").ok());
+}
+
+}  // namespace
+}  // namespace icae
