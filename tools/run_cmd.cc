@@ -1,82 +1,175 @@
-// icae run --model DIR (--prompt TEXT | --ids "1 2 3") [sampling flags] [--print-ids]
-// Generates locally and streams the continuation to stdout as it is produced.
+// icae run: local generation, streamed to stdout.
+//   plain:  icae run --model DIR (--prompt TEXT | --ids "1 2 3") [sampling flags] [--print-ids]
+//   ICAE:   icae run --model DIR --adapter FILE (--context T | --context-file F | --context-ids "…"
+//           | --slots SLOTS.safetensors…) --mode autoencode|instruct|continue|raw
+//           [--prompt P | --prompt-ids "…"] [--baseline] [--stop TEXT…] [sampling flags]
+// ICAE mode compresses the context (or reads slot files), assembles the decoder input for the
+// mode and decodes with the adapter off; --baseline puts the context tokens in place of slots.
 #include <c10/core/InferenceMode.h>
 
 #include <iostream>
 
+#include "common/icae/compressor.h"
+#include "common/icae/prompt.h"
 #include "common/model/generate.h"
-#include "common/model/transformer.h"
-#include "common/tokenizer/tokenizer.h"
+#include "common/model/safetensors.h"
 #include "tools/args.h"
 #include "tools/command.h"
+#include "tools/icae_inputs.h"
 #include "tools/model_flags.h"
 
 namespace icae::tools {
 namespace {
 
+// Streams text while holding back what could still turn into a stop sequence.
+class StopTextFilter {
+ public:
+  explicit StopTextFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
+    for (const auto& s : stops_) hold_ = std::max(hold_, s.size());
+  }
+  // Returns text safe to print; sets *stopped when a stop sequence appeared (text before it
+  // is returned, the stop sequence and anything after are dropped).
+  std::string Push(const std::string& delta, bool* stopped) {
+    pending_ += delta;
+    for (const auto& s : stops_) {
+      auto pos = pending_.find(s);
+      if (!s.empty() && pos != std::string::npos) {
+        *stopped = true;
+        std::string out = pending_.substr(0, pos);
+        pending_.clear();
+        return out;
+      }
+    }
+    if (hold_ == 0 || pending_.size() < hold_) {
+      if (hold_ == 0) return std::exchange(pending_, "");
+      return "";
+    }
+    std::string out = pending_.substr(0, pending_.size() - (hold_ - 1));
+    pending_.erase(0, out.size());
+    return out;
+  }
+  std::string Flush() { return std::exchange(pending_, ""); }
+
+ private:
+  std::vector<std::string> stops_;
+  size_t hold_ = 0;
+  std::string pending_;
+};
+
 int Run(const std::vector<std::string>& argv) {
   const std::string cmd = "run";
-  std::set<std::string> value_flags = {"model", "prompt", "ids"};
+  std::set<std::string> value_flags = {"model", "prompt", "ids", "adapter", "context",
+                                       "context-file", "context-ids", "mode", "prompt-ids",
+                                       "slots", "stop", "max-context-tokens"};
   value_flags.insert(RuntimeFlagNames().begin(), RuntimeFlagNames().end());
   value_flags.insert(SamplingFlagNames().begin(), SamplingFlagNames().end());
-  auto args = Args::Parse(argv, value_flags, {"print-ids", "verbose"});
+  auto args = Args::Parse(argv, value_flags, {"print-ids", "verbose", "baseline"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
-  if (!args->Has("model") || args->Has("prompt") == args->Has("ids") || !args->positional().empty()) {
-    return Fail(cmd, "usage: icae run --model DIR (--prompt TEXT | --ids \"1 2 3\") "
-                     "[--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--seed S] "
-                     "[--print-ids] [--dtype float32|bfloat16] [--threads N]", 2);
-  }
+  const bool icae_mode = args->Has("adapter") || args->Has("mode");
+  const std::string usage =
+      "usage: icae run --model DIR (--prompt TEXT | --ids \"1 2 3\") [--max-new-tokens N] "
+      "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--print-ids]\n"
+      "   or: icae run --model DIR --adapter FILE (--context T | --context-file F | "
+      "--context-ids \"…\" | --slots FILE…) --mode autoencode|instruct|continue|raw "
+      "[--prompt P | --prompt-ids \"…\"] [--baseline] [--stop TEXT] …";
+  if (!args->Has("model") || !args->positional().empty()) return Fail(cmd, usage, 2);
+  if (!icae_mode && args->Has("prompt") == args->Has("ids")) return Fail(cmd, usage, 2);
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
-  auto dtype = DtypeFromArgs(*args, "float32");
-  if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
   auto gen = GenerateOptionsFromArgs(*args);
   if (!gen.ok()) return Fail(cmd, std::string(gen.status().message()), 2);
 
   c10::InferenceMode guard;
-  const std::string dir = args->Get("model");
-  ModelLoadOptions lo;
-  lo.dtype = *dtype;
-  auto model = Transformer::Load(dir, lo);
-  if (!model.ok()) return Fail(cmd, std::string(model.status().message()));
-  auto tok = Tokenizer::LoadFromModelDir(dir);
-  if (!tok.ok()) return Fail(cmd, std::string(tok.status().message()));
+  auto loaded = LoadIcaeFromArgs(*args, icae_mode);
+  if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
+  const Transformer& model = *loaded->model;
+  const Tokenizer& tok = *loaded->tokenizer;
 
-  std::vector<int64_t> ids;
-  if (args->Has("ids")) {
-    auto parsed = ParseIdList(args->Get("ids"));
-    if (!parsed.ok()) return Fail(cmd, std::string(parsed.status().message()), 2);
-    ids = *parsed;
-  } else {
-    for (int32_t id : (*tok)->Encode(args->Get("prompt"), /*add_bos=*/true)) ids.push_back(id);
-  }
-  if (ids.empty()) return Fail(cmd, "empty prompt", 2);
   SequenceInput in;
-  in.ids = torch::tensor(ids, torch::kInt64);
+  GenerateOptions options = *gen;
+  if (!icae_mode) {
+    std::vector<int64_t> ids;
+    if (args->Has("ids")) {
+      auto parsed = ParseIdList(args->Get("ids"));
+      if (!parsed.ok()) return Fail(cmd, std::string(parsed.status().message()), 2);
+      ids = *parsed;
+    } else {
+      for (int32_t id : tok.Encode(args->Get("prompt"), /*add_bos=*/true)) ids.push_back(id);
+    }
+    if (ids.empty()) return Fail(cmd, "empty prompt", 2);
+    in.ids = torch::tensor(ids, torch::kInt64);
+  } else {
+    const IcaeAdapter& adapter = *loaded->adapter;
+    auto mode = ParsePromptMode(args->Get("mode", "autoencode"));
+    if (!mode.ok()) return Fail(cmd, std::string(mode.status().message()), 2);
+    std::vector<torch::Tensor> memories;
+    for (const auto& path : args->GetAll("slots")) {
+      auto f = SafetensorsFile::Open(path);
+      if (!f.ok()) return Fail(cmd, std::string(f.status().message()));
+      auto slots = (*f)->Load("slots", model.dtype());
+      if (!slots.ok()) return Fail(cmd, std::string(slots.status().message()));
+      memories.push_back(*slots);
+    }
+    if (args->Has("context") || args->Has("context-file") || args->Has("context-ids")) {
+      auto ids = ReadIdsFromArgs(*args, tok, "context", "context-file", "context-ids", true);
+      if (!ids.ok()) return Fail(cmd, std::string(ids.status().message()), 2);
+      if (args->Has("baseline")) {
+        auto mem = ContextAsMemory(model, *ids);
+        if (!mem.ok()) return Fail(cmd, std::string(mem.status().message()));
+        memories.push_back(*mem);
+      } else {
+        CompressorOptions co;
+        co.max_context_tokens = *args->GetInt("max-context-tokens", 0);
+        auto out = Compressor(model, adapter, co).Compress({*ids});
+        if (!out.ok()) return Fail(cmd, std::string(out.status().message()));
+        memories.push_back((*out)[0].slots);
+        if (args->Has("verbose")) {
+          std::cerr << "compressed " << (*out)[0].num_tokens << " tokens into "
+                    << (*out)[0].slots.size(0) << " slots (" << (*out)[0].num_segments
+                    << " segments)\n";
+        }
+      }
+    }
+    if (memories.empty()) return Fail(cmd, "give a context (--context/--context-file/--context-ids) or --slots", 2);
+    std::vector<int64_t> prompt;
+    if (args->Has("prompt-ids")) {
+      auto p = ParseIdList(args->Get("prompt-ids"));
+      if (!p.ok()) return Fail(cmd, std::string(p.status().message()), 2);
+      prompt = *p;
+    } else if (args->Has("prompt")) {
+      for (int32_t id : tok.Encode(args->Get("prompt"), /*add_bos=*/false)) prompt.push_back(id);
+    }
+    auto input = AssembleDecoderInput(model, adapter, *mode, memories, prompt);
+    if (!input.ok()) return Fail(cmd, std::string(input.status().message()), 2);
+    in.embeds = *input;
+    options = IcaeDecodeOptions(adapter, options);
+  }
+
   const bool print_ids = args->Has("print-ids");
-  IncrementalDecoder decoder(**tok);
-  bool first = true;
-  auto result = Generate(**model, in, *gen, [&](int64_t id) {
+  IncrementalDecoder decoder(tok);
+  StopTextFilter stops(args->GetAll("stop"));
+  bool first = true, stopped = false;
+  auto result = Generate(model, in, options, [&](int64_t id) {
     if (print_ids) {
       std::cout << (first ? "" : " ") << id << std::flush;
     } else {
-      std::cout << decoder.Push(static_cast<int32_t>(id)) << std::flush;
+      std::cout << stops.Push(decoder.Push(static_cast<int32_t>(id)), &stopped) << std::flush;
     }
     first = false;
-    return true;
+    return !stopped;
   });
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
-  if (!print_ids) std::cout << decoder.Flush();
+  if (!print_ids && !stopped) std::cout << stops.Push(decoder.Flush(), &stopped) << stops.Flush();
   std::cout << "\n";
   if (args->Has("verbose")) {
     std::cerr << "prompt_tokens=" << result->prefix_tokens << " generated=" << result->ids.size()
-              << " finish=" << FinishReasonName(result->finish_reason)
+              << " finish=" << (stopped ? "stop_sequence" : FinishReasonName(result->finish_reason))
               << " ttft_ms=" << result->prefill_seconds * 1e3
               << " total_ms=" << result->total_seconds * 1e3 << "\n";
   }
   return 0;
 }
 
-ICAE_REGISTER_COMMAND("run", "generate locally with a model folder, streaming to stdout", Run);
+ICAE_REGISTER_COMMAND("run", "generate locally (plain, or compressed context with an ICAE adapter)", Run);
 
 }  // namespace
 }  // namespace icae::tools

@@ -149,5 +149,42 @@ TEST_F(IcaeGoldenTest, SeveralSlotSetsConcatenateInOrder) {
   EXPECT_EQ(two->size(0), (*out)[0].slots.size(0) + (*out)[1].slots.size(0) + 1);
 }
 
+std::string Join(const std::vector<int64_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+  return s;
+}
+
+TEST_F(IcaeGoldenTest, CommandLineCompressAndRunMatchReference) {
+  using ::icae::testing::IcaeBinary;
+  using ::icae::testing::RunCommand;
+  const auto& c = cases_["cases"][3];  // two segments
+  const std::string name = c["name"];
+  const std::string base = IcaeBinary() + " run --model " + dir_ + "/model --adapter " + dir_ +
+                           "/icae_adapter.safetensors --max-new-tokens 12 --print-ids --threads 1";
+  const std::string ids = Join(c["input_ids"].get<std::vector<int64_t>>());
+  std::string out, err;
+  ASSERT_EQ(RunCommand(base + " --mode autoencode --context-ids '" + ids + "'", &out, &err), 0) << err;
+  EXPECT_EQ(out, Join(ExpectedIds(name + ".ae.greedy_ids")) + "\n");
+  ASSERT_EQ(RunCommand(base + " --mode instruct --context-ids '" + ids + "' --prompt '" +
+                           c["ft"]["prompt_text"].get<std::string>() + "'", &out, &err), 0) << err;
+  EXPECT_EQ(out, Join(ExpectedIds(name + ".ft.greedy_ids")) + "\n");
+  // compress → slot file → run from the slots.
+  const std::string slots = ::icae::testing::MakeTempDir("icae-slots") + "/s.safetensors";
+  ASSERT_EQ(RunCommand(IcaeBinary() + " compress --model " + dir_ + "/model --adapter " + dir_ +
+                           "/icae_adapter.safetensors --ids '" + ids + "' --out " + slots, &out, &err), 0) << err;
+  EXPECT_NE(out.find("slots=16 segments=2"), std::string::npos) << out;
+  auto f = SafetensorsFile::Open(slots);
+  ASSERT_TRUE(f.ok());
+  EXPECT_LT((*(*f)->Load("slots", torch::kFloat32) - Expected(name + ".compress.slots")).abs().max().item<float>(), 1e-5f);
+  ASSERT_EQ(RunCommand(base + " --mode autoencode --slots " + slots, &out, &err), 0) << err;
+  EXPECT_EQ(out, Join(ExpectedIds(name + ".ae.greedy_ids")) + "\n");
+  // Bad input through the command line: ids beyond the vocabulary, unknown mode.
+  EXPECT_EQ(RunCommand(base + " --mode autoencode --context-ids '1 2 99999'", &out, &err), 1);
+  EXPECT_NE(err.find("99999"), std::string::npos) << err;
+  EXPECT_EQ(RunCommand(base + " --mode sing --context-ids '1 2'", &out, &err), 2);
+  EXPECT_NE(err.find("unknown mode"), std::string::npos) << err;
+}
+
 }  // namespace
 }  // namespace icae

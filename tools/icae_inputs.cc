@@ -1,0 +1,49 @@
+#include "tools/icae_inputs.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/util/mapped_file.h"
+#include "common/util/status_macros.h"
+#include "tools/model_flags.h"
+
+namespace icae::tools {
+
+absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
+                                            const std::string& default_dtype) {
+  if (!args.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
+  if (need_adapter && !args.Has("adapter")) return absl::InvalidArgumentError("--adapter FILE is required");
+  ASSIGN_OR_RETURN(torch::Dtype dtype, DtypeFromArgs(args, default_dtype));
+  LoadedIcae out;
+  ModelLoadOptions lo;
+  lo.dtype = dtype;
+  const std::string dir = args.Get("model");
+  ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
+  ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
+  if (args.Has("adapter")) {
+    ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(args.Get("adapter"), out.model->config(), dtype));
+    out.adapter = std::make_unique<IcaeAdapter>(std::move(a));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> ReadIdsFromArgs(const Args& args, const Tokenizer& tok,
+                                                     const std::string& text_flag,
+                                                     const std::string& file_flag,
+                                                     const std::string& ids_flag, bool add_bos) {
+  int given = args.Has(text_flag) + args.Has(file_flag) + args.Has(ids_flag);
+  if (given != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("give exactly one of --", text_flag, ", --",
+                                                   file_flag, ", --", ids_flag));
+  }
+  if (args.Has(ids_flag)) return ParseIdList(args.Get(ids_flag));
+  std::string text;
+  if (args.Has(text_flag)) {
+    text = args.Get(text_flag);
+  } else {
+    ASSIGN_OR_RETURN(text, ReadFileToString(args.Get(file_flag)));
+  }
+  std::vector<int64_t> ids;
+  for (int32_t id : tok.Encode(text, add_bos)) ids.push_back(id);
+  return ids;
+}
+
+}  // namespace icae::tools
