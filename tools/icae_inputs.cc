@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/util/mapped_file.h"
+#include "common/util/paths.h"
 #include "common/util/status_macros.h"
 #include "tools/model_flags.h"
 
@@ -9,17 +10,21 @@ namespace icae::tools {
 
 absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
                                             const std::string& default_dtype) {
-  if (!args.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
-  if (need_adapter && !args.Has("adapter")) return absl::InvalidArgumentError("--adapter FILE is required");
+  // Without --model, the embedded default model (and its adapter) are used.
+  const std::string dir = args.Get("model", DefaultModelDir());
+  std::string adapter_path = args.Get("adapter");
+  if (adapter_path.empty() && need_adapter) {
+    if (args.Has("model")) return absl::InvalidArgumentError("--adapter FILE is required with --model");
+    adapter_path = DefaultAdapterPath();
+  }
   ASSIGN_OR_RETURN(torch::Dtype dtype, DtypeFromArgs(args, default_dtype));
   LoadedIcae out;
   ModelLoadOptions lo;
   lo.dtype = dtype;
-  const std::string dir = args.Get("model");
   ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
-  if (args.Has("adapter")) {
-    ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(args.Get("adapter"), out.model->config(), dtype));
+  if (!adapter_path.empty()) {
+    ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(adapter_path, out.model->config(), dtype));
     out.adapter = std::make_unique<IcaeAdapter>(std::move(a));
   }
   return out;

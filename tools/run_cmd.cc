@@ -65,14 +65,16 @@ int Run(const std::vector<std::string>& argv) {
   value_flags.insert(SamplingFlagNames().begin(), SamplingFlagNames().end());
   auto args = Args::Parse(argv, value_flags, {"print-ids", "verbose", "baseline"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
-  const bool icae_mode = args->Has("adapter") || args->Has("mode");
+  // ICAE mode when an adapter, a mode or a context is named; plain generation otherwise.
+  const bool icae_mode = args->Has("adapter") || args->Has("mode") || args->Has("context") ||
+                         args->Has("context-file") || args->Has("context-ids") || args->Has("slots");
   const std::string usage =
       "usage: icae run --model DIR (--prompt TEXT | --ids \"1 2 3\") [--max-new-tokens N] "
       "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--print-ids]\n"
       "   or: icae run --model DIR --adapter FILE (--context T | --context-file F | "
       "--context-ids \"…\" | --slots FILE…) --mode autoencode|instruct|continue|raw "
       "[--prompt P | --prompt-ids \"…\"] [--baseline] [--stop TEXT] …";
-  if (!args->Has("model") || !args->positional().empty()) return Fail(cmd, usage, 2);
+  if (!args->positional().empty()) return Fail(cmd, usage, 2);
   if (!icae_mode && args->Has("prompt") == args->Has("ids")) return Fail(cmd, usage, 2);
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto gen = GenerateOptionsFromArgs(*args);
