@@ -97,6 +97,32 @@ TEST_F(Stories260kTest, RunCommandPrintsReferenceGreedyIds) {
   EXPECT_EQ(out, want + "\n");
 }
 
+TEST_F(Stories260kTest, BadInputGivesClearErrors) {
+  std::string out, err;
+  // Ids outside the vocabulary (512).
+  int rc = RunCommand(IcaeBinary() + " run --model " + dir_ + " --ids '1 600' --threads 1", &out, &err);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("600"), std::string::npos) << err;
+  // A truncated llama2.c checkpoint: refused, and nothing is written.
+  const std::string src = SharedDir() + "/models/stories260K";
+  auto bytes = ReadFileToString(src + "/stories260K.bin");
+  ASSERT_TRUE(bytes.ok());
+  const std::string tmp = MakeTempDir("icae-trunc");
+  ASSERT_TRUE(WriteFileAtomically(tmp + "/short.bin", bytes->substr(0, bytes->size() - 100)).ok());
+  rc = RunCommand(IcaeBinary() + " convert llama2c --checkpoint " + tmp + "/short.bin --tokenizer " +
+                      src + "/tok512.bin --out " + tmp + "/out", &out, &err);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("short.bin"), std::string::npos) << err;
+  EXPECT_NE(err.find("bytes"), std::string::npos) << err;
+  EXPECT_FALSE(::icae::testing::PathExists(tmp + "/out/model.safetensors"));
+  // A model folder with a corrupt safetensors file.
+  ASSERT_TRUE(WriteFileAtomically(tmp + "/out/config.json", *ReadFileToString(dir_ + "/config.json")).ok());
+  ASSERT_TRUE(WriteFileAtomically(tmp + "/out/model.safetensors", std::string(12, '\xff')).ok());
+  rc = RunCommand(IcaeBinary() + " run --model " + tmp + "/out --ids '1' --threads 1", &out, &err);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(err.find("model.safetensors"), std::string::npos) << err;
+}
+
 TEST(MistralGoldenTest, BaseCaseLogitsMatchHuggingFace) {
   const std::string dir = TestDataDir() + "/icae-golden";
   ICAE_REQUIRE_TESTDATA(dir + "/cases.json");
