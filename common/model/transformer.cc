@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "common/model/cpu_fused.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/safetensors.h"
 #include "common/util/status_macros.h"
@@ -97,6 +98,7 @@ KVCache Transformer::NewCache(int64_t initial_capacity) const {
 }
 
 torch::Tensor Transformer::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
+  if (UseFusedCpuOps(x) && x.dim() == 2) return FusedRmsNorm(x, w, config_.rms_norm_eps);
   // As HF: statistics in float32, then back to the compute dtype before the weight.
   auto xf = x.to(torch::kFloat32);
   auto var = xf.pow(2).mean(-1, /*keepdim=*/true);
@@ -164,10 +166,14 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   torch::Tensor pos = poss.size() == 1 ? poss[0] : torch::cat(poss, 0);
 
   // 2. RoPE tables for these positions: angle = float32(pos) * inv_freq, as HF.
-  auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [N, hd/2]
-  auto emb = torch::cat({angle, angle}, -1);
-  auto cos = emb.cos().to(dtype()).unsqueeze(1);  // [N, 1, hd]
-  auto sin = emb.sin().to(dtype()).unsqueeze(1);
+  const bool fused = UseFusedCpuOps(x);
+  torch::Tensor cos, sin;
+  if (!fused) {
+    auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [N, hd/2]
+    auto emb = torch::cat({angle, angle}, -1);
+    cos = emb.cos().to(dtype()).unsqueeze(1);  // [N, 1, hd]
+    sin = emb.sin().to(dtype()).unsqueeze(1);
+  }
   const double scale = std::sqrt(static_cast<double>(hd));
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -184,8 +190,14 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     }
     auto q3 = q.reshape({total, nh, hd});
     auto k3 = k.reshape({total, nkv, hd});
-    q3 = q3 * cos + RotateHalf(q3) * sin;
-    k3 = k3 * cos + RotateHalf(k3) * sin;
+    if (fused) {
+      // In place: q and k are views of this step's own qkv buffer (or LoRA's fresh sum).
+      q3 = FusedRope(q3.stride(2) == 1 ? q3 : q3.contiguous(), pos, inv_freq_);
+      k3 = FusedRope(k3.stride(2) == 1 ? k3 : k3.contiguous(), pos, inv_freq_);
+    } else {
+      q3 = q3 * cos + RotateHalf(q3) * sin;
+      k3 = k3 * cos + RotateHalf(k3) * sin;
+    }
     auto v3 = v.reshape({total, nkv, hd});
 
     std::vector<torch::Tensor> outs;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "common/model/config.h"
+#include "common/model/cpu_fused.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/generate.h"
 #include "common/model/sampler.h"
@@ -227,6 +228,38 @@ TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
           << "k=" << k << " m=" << m << " kernel=" << CpuBf16GemvAvailable();
     }
   }
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+TEST(CpuFusedTest, RmsNormAndRopeMatchTensorOps) {
+  c10::InferenceMode guard;
+  torch::manual_seed(12);
+  auto x = torch::randn({3, 64}).to(torch::kBFloat16);
+  auto w = (1 + 0.1 * torch::randn({64})).to(torch::kBFloat16);
+  auto xf = x.to(torch::kFloat32);
+  auto ref = w * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-5)).to(torch::kBFloat16);
+  auto ours = FusedRmsNorm(x, w, 1e-5);
+  EXPECT_LT((ours.to(torch::kFloat32) - ref.to(torch::kFloat32)).abs().max().item<float>(), 0.02f);
+  // RoPE on a strided view, as inside the qkv buffer.
+  auto qkv = torch::randn({3, 2 * 16}).to(torch::kBFloat16);
+  auto q3 = qkv.narrow(1, 0, 16).reshape({3, 2, 8});
+  auto pos = torch::tensor({0, 7, 300}, torch::kInt64);
+  auto inv = 1.0 / torch::pow(10000.0, torch::arange(0, 8, 2).to(torch::kFloat32) / 8);
+  auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv.unsqueeze(0);
+  auto emb = torch::cat({angle, angle}, -1);
+  auto cos = emb.cos().unsqueeze(1), sin = emb.sin().unsqueeze(1);
+  auto qf = q3.to(torch::kFloat32);
+  auto rot = torch::cat({-qf.narrow(-1, 4, 4), qf.narrow(-1, 0, 4)}, -1);
+  auto want = qf * cos + rot * sin;
+  auto other = qkv.narrow(1, 16, 16).clone();
+  FusedRope(q3, pos, inv);
+  EXPECT_LT((q3.to(torch::kFloat32) - want).abs().max().item<float>(), 0.05f);
+  EXPECT_TRUE(torch::equal(qkv.narrow(1, 16, 16), other));  // the rest of the buffer untouched
 }
 
 }  // namespace

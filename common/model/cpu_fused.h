@@ -1,0 +1,24 @@
+// Fused CPU versions of the small per-layer operations of a decode step (RMSNorm, RoPE). In a
+// one-token step each LibTorch op costs a few microseconds of dispatch and allocation, and a
+// layer runs ~20 of them; these loops do the same arithmetic in one pass. Used for bf16
+// inference on CPU only; float32 (conformance) and autograd keep the plain tensor ops.
+#ifndef ICAE_COMMON_MODEL_CPU_FUSED_H_
+#define ICAE_COMMON_MODEL_CPU_FUSED_H_
+
+#include <torch/torch.h>
+
+namespace icae {
+
+// True when the fused kernels apply to x (CPU, bf16, contiguous, no autograd).
+bool UseFusedCpuOps(const torch::Tensor& x);
+
+// w * bf16(x * rsqrt(mean(x²) + eps)), statistics in float32. x [N, H], w [H].
+torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps);
+
+// HF rotate_half RoPE on x [N, heads, head_dim] (any strides on N/heads as long as head_dim is
+// contiguous), in place: angle = float(pos) * inv_freq. Returns x.
+torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const torch::Tensor& inv_freq);
+
+}  // namespace icae
+
+#endif  // ICAE_COMMON_MODEL_CPU_FUSED_H_
