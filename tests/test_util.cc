@@ -35,10 +35,11 @@ std::string MakeTempDir(const std::string& prefix) {
 std::string IcaeBinary() { return std::string(ICAE_BINARY_DIR) + "/tools/icae"; }
 
 int RunCommand(const std::string& command, std::string* out, std::string* err) {
-  std::string err_file;
+  std::string err_dir, err_file;
   std::string cmd = command;
   if (err != nullptr) {
-    err_file = MakeTempDir("icae-cmd") + "/stderr";
+    err_dir = MakeTempDir("icae-cmd");
+    err_file = err_dir + "/stderr";
     cmd += " 2>" + err_file;
   }
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -54,6 +55,8 @@ int RunCommand(const std::string& command, std::string* out, std::string* err) {
     std::stringstream ss;
     ss << in.rdbuf();
     *err = ss.str();
+    std::remove(err_file.c_str());
+    ::rmdir(err_dir.c_str());
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
