@@ -6,8 +6,8 @@ namespace icae {
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
 // Defined in cpu_gemv_avx512.cc (compiled with -mavx512bf16).
-void GemvBf16Avx512(const uint16_t* w, const uint16_t* x, float* y, int64_t n, int64_t k,
-                    int64_t row_begin, int64_t row_end);
+void GemvBf16Avx512(const uint16_t* w, const uint16_t* x, float* y, int64_t k, int64_t row_begin,
+                    int64_t row_end);
 #endif
 
 bool CpuBf16GemvAvailable() {
@@ -29,18 +29,22 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) {
       CpuBf16GemvAvailable()) {
     const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
     auto xc = x.contiguous();
-    auto y = torch::empty({m, n}, torch::kFloat32);
+    auto y = torch::empty({m, n}, x.options());
     const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
     for (int64_t r = 0; r < m; ++r) {
       const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>()) + r * k;
-      float* yp = y.data_ptr<float>() + r * n;
-      // ~64 KiB of weights per task keeps scheduling overhead small against the work.
-      const int64_t grain = std::max<int64_t>(16, (32 << 10) / std::max<int64_t>(k, 1));
-      at::parallel_for(0, n, grain, [&](int64_t b, int64_t e) {
-        GemvBf16Avx512(wp, xp, yp, n, k, b, e);
+      at::BFloat16* yp = y.data_ptr<at::BFloat16>() + r * n;
+      at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+        // Accumulate a block in float32 on the stack, round once to bf16.
+        float buf[256];
+        for (int64_t s = b; s < e; s += 256) {
+          const int64_t t = std::min<int64_t>(e, s + 256);
+          GemvBf16Avx512(wp + s * k, xp, buf, k, 0, t - s);
+          for (int64_t i = s; i < t; ++i) yp[i] = at::BFloat16(buf[i - s]);
+        }
       });
     }
-    return y.to(torch::kBFloat16);
+    return y;
   }
 #endif
   return torch::linear(x, w);
