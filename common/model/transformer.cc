@@ -165,6 +165,25 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   torch::Tensor x = xs.size() == 1 ? xs[0] : torch::cat(xs, 0);  // [N, H]
   torch::Tensor pos = poss.size() == 1 ? poss[0] : torch::cat(poss, 0);
 
+  // Causal (and sliding-window) attention bias per sequence, shared by every layer:
+  // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
+  // Query i (cache index past + i) sees keys 0..past + i.
+  std::vector<torch::Tensor> bias(batch.size());
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t n = lens[s];
+    const int64_t past = batch[s].cache ? batch[s].cache->length() : 0;
+    const int64_t kv_len = past + n;
+    const bool windowed = c.sliding_window > 0 && kv_len > c.sliding_window;
+    if (n == 1 && !windowed) continue;
+    auto qi = torch::arange(past, past + n, pos.options()).unsqueeze(1);
+    auto kj = torch::arange(0, kv_len, pos.options()).unsqueeze(0);
+    auto masked = kj > qi;
+    if (windowed) masked = masked.logical_or(qi - kj >= c.sliding_window);
+    auto b = torch::zeros({n, kv_len}, x.options())
+                 .masked_fill(masked, -std::numeric_limits<float>::infinity());
+    bias[s] = b.unsqueeze(0).expand({group, n, kv_len}).reshape({group * n, kv_len});
+  }
+
   // 2. RoPE tables for these positions: angle = float32(pos) * inv_freq, as HF.
   const bool fused = UseFusedCpuOps(x);
   torch::Tensor cos, sin;
@@ -222,17 +241,12 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       // Query head h uses kv head h / group: [n, nh, hd] → [nkv, group·n, hd].
       auto qs = q3.narrow(0, off, n).reshape({n, nkv, group, hd}).permute({1, 2, 0, 3})
                     .reshape({nkv, group * n, hd});
-      auto scores = torch::bmm(qs, K.transpose(1, 2)) / scale;  // [nkv, group·n, kv_len]
-      const bool windowed = c.sliding_window > 0 && kv_len > c.sliding_window;
-      if (n > 1 || windowed) {
-        // Query i (cache index past + i) sees keys 0..past + i (and, with a sliding window,
-        // only the last `sliding_window` of them).
-        auto qi = torch::arange(past, past + n, pos.options()).unsqueeze(1);
-        auto kj = torch::arange(0, kv_len, pos.options()).unsqueeze(0);
-        auto masked = kj > qi;
-        if (windowed) masked = masked.logical_or(qi - kj >= c.sliding_window);
-        masked = masked.repeat({group, 1}).unsqueeze(0);  // [1, group·n, kv_len]
-        scores = scores.masked_fill(masked, -std::numeric_limits<float>::infinity());
+      torch::Tensor scores;  // [nkv, group·n, kv_len]
+      if (bias[s].defined()) {
+        scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}), qs,
+                                K.transpose(1, 2), /*beta=*/1.0, /*alpha=*/1.0 / scale);
+      } else {
+        scores = torch::bmm(qs, K.transpose(1, 2)) / scale;
       }
       auto probs = torch::softmax(scores, -1, torch::kFloat32).to(dtype());
       auto o = torch::bmm(probs, Vv);  // [nkv, group·n, hd]
