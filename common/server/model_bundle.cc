@@ -1,0 +1,156 @@
+#include "common/server/model_bundle.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/slot_store/fingerprint.h"
+#include "common/util/status_macros.h"
+
+namespace icae::server {
+namespace {
+
+bool FileExists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+
+absl::StatusOr<slot_store::SlotDType> ToSlotDType(torch::Dtype d) {
+  switch (d) {
+    case torch::kFloat32: return slot_store::SlotDType::kFloat32;
+    case torch::kBFloat16: return slot_store::SlotDType::kBFloat16;
+    case torch::kFloat16: return slot_store::SlotDType::kFloat16;
+    default: return absl::InvalidArgumentError("unsupported slot dtype");
+  }
+}
+
+torch::Dtype FromSlotDType(slot_store::SlotDType d) {
+  switch (d) {
+    case slot_store::SlotDType::kBFloat16: return torch::kBFloat16;
+    case slot_store::SlotDType::kFloat16: return torch::kFloat16;
+    default: return torch::kFloat32;
+  }
+}
+
+}  // namespace
+
+int64_t FirstInvalidUtf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return static_cast<int64_t>(i);
+    if (i + len > n) return static_cast<int64_t>(i);
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return static_cast<int64_t>(i);
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return static_cast<int64_t>(i);
+    }
+    i += len;
+  }
+  return -1;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundleOptions& o) {
+  auto b = std::unique_ptr<ModelBundle>(new ModelBundle());
+  ModelLoadOptions lo;
+  ASSIGN_OR_RETURN(lo.dtype, ParseDtype(o.dtype));
+  ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(lo.dtype));
+  ASSIGN_OR_RETURN(b->model_, Transformer::Load(o.model_dir, lo));
+  ASSIGN_OR_RETURN(b->tokenizer_, Tokenizer::LoadFromModelDir(o.model_dir));
+  ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype));
+  b->adapter_ = std::make_unique<IcaeAdapter>(std::move(a));
+  std::vector<std::string> model_files = b->model_->weight_files();
+  model_files.push_back(o.model_dir + "/config.json");
+  ASSIGN_OR_RETURN(b->model_fingerprint_, slot_store::FingerprintFiles(model_files));
+  std::vector<std::string> adapter_files = {o.adapter_path};
+  std::string dir = o.adapter_path.substr(0, o.adapter_path.find_last_of('/') + 1);
+  if (FileExists(dir + "icae_config.json")) adapter_files.push_back(dir + "icae_config.json");
+  ASSIGN_OR_RETURN(b->adapter_fingerprint_, slot_store::FingerprintFiles(adapter_files));
+  return b;
+}
+
+slot_store::SlotIdInputs ModelBundle::IdInputs(std::string_view tenant) const {
+  slot_store::SlotIdInputs in;
+  in.tenant = tenant;
+  in.model_fingerprint = model_fingerprint_;
+  in.adapter_fingerprint = adapter_fingerprint_;
+  in.mem_size = static_cast<uint32_t>(adapter_->config.mem_size);
+  in.rate = static_cast<uint32_t>(adapter_->config.mean_compression_rate);
+  return in;
+}
+
+absl::StatusOr<slot_store::SlotRecord> ModelBundle::MakeRecord(const CompressedContext& c) const {
+  slot_store::SlotRecord r;
+  auto& h = r.header;
+  h.model_fingerprint = model_fingerprint_;
+  h.adapter_fingerprint = adapter_fingerprint_;
+  h.dtype = slot_dtype_;
+  h.mem_size = static_cast<uint32_t>(adapter_->config.mem_size);
+  h.rate = static_cast<uint32_t>(adapter_->config.mean_compression_rate);
+  h.segment_count = static_cast<uint32_t>(c.num_segments);
+  h.n_slots = static_cast<uint64_t>(c.slots.size(0));
+  h.hidden_size = static_cast<uint64_t>(c.slots.size(1));
+  h.token_count = static_cast<uint64_t>(c.num_tokens);
+  h.created_unix_micros = absl::ToUnixMicros(absl::Now());
+  torch::Tensor s = c.slots.to(torch::kCPU, model_->dtype()).contiguous();
+  r.payload.assign(static_cast<const char*>(s.data_ptr()), s.numel() * s.element_size());
+  return r;
+}
+
+absl::StatusOr<torch::Tensor> ModelBundle::SlotsFromRecord(const slot_store::SlotRecordView& r) const {
+  RETURN_IF_ERROR(slot_store::CheckSlotRecordFingerprints(r.header, model_fingerprint_,
+                                                          adapter_fingerprint_));
+  const int64_t hidden = model_->config().hidden_size;
+  if (static_cast<int64_t>(r.header.hidden_size) != hidden) {
+    return absl::FailedPreconditionError(absl::StrCat("slots have hidden size ", r.header.hidden_size,
+                                                      "; this model has ", hidden));
+  }
+  if (r.header.mem_size != static_cast<uint32_t>(adapter_->config.mem_size)) {
+    return absl::FailedPreconditionError("slots were made with another mem_size");
+  }
+  torch::Dtype dt = FromSlotDType(r.header.dtype);
+  const int64_t n = static_cast<int64_t>(r.header.n_slots);
+  if (static_cast<uint64_t>(n) * hidden * torch::elementSize(dt) != r.payload.size()) {
+    return absl::DataLossError("slot payload size does not match its header");
+  }
+  // from_blob does not copy; .to(..., copy=true) gives the tensor its own memory.
+  torch::Tensor view = torch::from_blob(const_cast<char*>(r.payload.data()), {n, hidden},
+                                        torch::TensorOptions().dtype(dt));
+  return view.to(model_->device(), model_->dtype(), /*non_blocking=*/false, /*copy=*/true);
+}
+
+absl::StatusOr<std::vector<int64_t>> ModelBundle::Tokenize(std::string_view text, bool add_bos) const {
+  int64_t bad = FirstInvalidUtf8(text);
+  if (bad >= 0) {
+    return absl::InvalidArgumentError(absl::StrCat("text is not valid UTF-8 (byte offset ", bad, ")"));
+  }
+  std::vector<int64_t> ids;
+  for (int32_t id : tokenizer_->Encode(text, add_bos)) ids.push_back(id);
+  return ids;
+}
+
+absl::Status ModelBundle::CheckIds(const std::vector<int64_t>& ids, std::string_view what) const {
+  const int64_t v = base_vocab_size();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= v) {
+      return absl::InvalidArgumentError(absl::StrCat(std::string(what), " id ", ids[i], " at position ", i,
+                                                     " is outside the vocabulary [0, ", v, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace icae::server

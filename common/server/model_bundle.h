@@ -1,0 +1,71 @@
+// What both services load at start-up: base model, ICAE adapter, tokenizer, their fingerprints,
+// and the conversions between slot tensors and SlotRecords. Also the input checks both services
+// apply (UTF-8, vocabulary, bounds), so the encoder and decoder answer bad input the same way.
+// Part of icae_server_model (LibTorch), kept apart from icae_server (no LibTorch).
+#ifndef ICAE_COMMON_SERVER_MODEL_BUNDLE_H_
+#define ICAE_COMMON_SERVER_MODEL_BUNDLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "common/icae/adapter.h"
+#include "common/icae/compressor.h"
+#include "common/model/transformer.h"
+#include "common/slot_store/slot_id.h"
+#include "common/slot_store/slot_record.h"
+#include "common/tokenizer/tokenizer.h"
+
+namespace icae::server {
+
+struct ModelBundleOptions {
+  std::string model_dir;     // HF layout folder
+  std::string adapter_path;  // icae_adapter.safetensors
+  std::string dtype = "bfloat16";
+};
+
+class ModelBundle {
+ public:
+  static absl::StatusOr<std::unique_ptr<ModelBundle>> Load(const ModelBundleOptions& options);
+
+  const Transformer& model() const { return *model_; }
+  const IcaeAdapter& adapter() const { return *adapter_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& model_fingerprint() const { return model_fingerprint_; }
+  const std::string& adapter_fingerprint() const { return adapter_fingerprint_; }
+  slot_store::SlotDType slot_dtype() const { return slot_dtype_; }
+  int64_t base_vocab_size() const { return adapter_->config.base_vocab_size; }
+
+  // Slot ID inputs for a tenant (fingerprints, mem_size, rate).
+  slot_store::SlotIdInputs IdInputs(std::string_view tenant) const;
+  // A record for compressed slots (payload in the model's dtype).
+  absl::StatusOr<slot_store::SlotRecord> MakeRecord(const CompressedContext& c) const;
+  // Slots [n, hidden] in the model's dtype from a stored record, after checking it was made by
+  // this model and adapter (FAILED_PRECONDITION otherwise).
+  absl::StatusOr<torch::Tensor> SlotsFromRecord(const slot_store::SlotRecordView& r) const;
+
+  // Text → ids. INVALID_ARGUMENT naming the byte offset when `text` is not valid UTF-8.
+  absl::StatusOr<std::vector<int64_t>> Tokenize(std::string_view text, bool add_bos) const;
+  // INVALID_ARGUMENT naming the first id outside [0, base_vocab_size).
+  absl::Status CheckIds(const std::vector<int64_t>& ids, std::string_view what) const;
+
+ private:
+  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<IcaeAdapter> adapter_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::string model_fingerprint_, adapter_fingerprint_;
+  slot_store::SlotDType slot_dtype_ = slot_store::SlotDType::kUnspecified;
+};
+
+// Offset of the first malformed UTF-8 byte, or -1 when `s` is valid (shortest form, no
+// surrogates, <= U+10FFFF).
+int64_t FirstInvalidUtf8(std::string_view s);
+
+}  // namespace icae::server
+
+#endif  // ICAE_COMMON_SERVER_MODEL_BUNDLE_H_

@@ -1,0 +1,137 @@
+#include "common/server/service_main.h"
+
+#include <glog/logging.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "common/server/grpc_server.h"
+#include "common/server/metrics_http.h"
+#include "common/util/paths.h"
+#include "common/util/runtime.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:0",
+          "gRPC listen address host:port (port 0 = a free port; see --port_file)");
+ABSL_FLAG(std::string, model, "", "model folder (HF layout); empty = the embedded default model");
+ABSL_FLAG(std::string, adapter, "", "ICAE adapter .safetensors; empty = the default model's adapter");
+ABSL_FLAG(std::string, dtype, "bfloat16", "compute dtype: bfloat16 | float32 | float16");
+ABSL_FLAG(std::string, store, "file:///tmp/icae-slots?max_bytes=1G",
+          "slot store URI: memory://, file:///dir, redis://host:port/db, tiered://");
+ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads (0 = all cores)");
+ABSL_FLAG(int64_t, max_batch, 8, "encoder: contexts per compression pass; decoder: running sequences");
+ABSL_FLAG(int64_t, max_queue, 64, "requests waiting for admission; beyond it RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_context_tokens, 0, "bound on context tokens (0 = the adapter's bound)");
+ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest request message accepted (bytes)");
+ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0 = a free port, -1 = off)");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "IPv4 address the /metrics listener binds (0.0.0.0 to let Prometheus scrape the pod IP)");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
+          "on SIGTERM: how long in-flight work may finish before it is cancelled");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (TLS when set with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "file of '<key> <tenant>' lines; when set, calls need 'authorization: Bearer <key>'");
+ABSL_FLAG(std::string, port_file, "",
+          "write 'grpc=HOST:PORT' and 'metrics=HOST:PORT' here once listening");
+
+namespace icae::server {
+
+absl::StatusOr<std::unique_ptr<ApiKeyAuthenticator>> AuthFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_api_keys_file);
+  if (path.empty()) return std::make_unique<ApiKeyAuthenticator>();
+  return ApiKeyAuthenticator::FromFile(path);
+}
+
+int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
+  RuntimeOptions ro;
+  ro.threads = absl::GetFlag(FLAGS_threads);
+  ConfigureRuntime(ro);
+
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  std::string metrics_address;
+  if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
+    const std::string host = absl::GetFlag(FLAGS_metrics_host);
+    auto m = MetricsHttpServer::Start(host, absl::GetFlag(FLAGS_metrics_port), &metrics);
+    if (!m.ok()) {
+      LOG(ERROR) << m.status();
+      return 1;
+    }
+    metrics_http = std::move(*m);
+    metrics_address = absl::StrCat(host == "0.0.0.0" ? "127.0.0.1" : host, ":", metrics_http->port());
+  }
+
+  GrpcServerOptions go;
+  go.listen = absl::GetFlag(FLAGS_listen);
+  go.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  go.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  go.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  if (auto st = ConfigureServerBuilder(go, &builder, &port); !st.ok()) {
+    LOG(ERROR) << st;
+    return 2;
+  }
+  builder.RegisterService(hooks.service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    LOG(ERROR) << "cannot listen on " << go.listen;
+    return 1;
+  }
+  auto* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);
+  const std::string address = BoundAddress(go.listen, port);
+  LOG(INFO) << hooks.service_name << " listening on " << address
+            << (metrics_address.empty() ? "" : ", metrics on http://" + metrics_address + "/metrics");
+  if (auto st = WritePortFile(absl::GetFlag(FLAGS_port_file), address, metrics_address); !st.ok()) {
+    LOG(ERROR) << st;
+    return 1;
+  }
+
+  ModelBundleOptions mo;
+  mo.model_dir = absl::GetFlag(FLAGS_model).empty() ? DefaultModelDir() : absl::GetFlag(FLAGS_model);
+  mo.adapter_path = absl::GetFlag(FLAGS_adapter);
+  if (mo.adapter_path.empty()) {
+    mo.adapter_path = absl::GetFlag(FLAGS_model).empty() ? DefaultAdapterPath()
+                                                          : mo.model_dir + "/icae_adapter.safetensors";
+  }
+  mo.dtype = absl::GetFlag(FLAGS_dtype);
+  std::string uri = absl::GetFlag(FLAGS_store);
+  if (hooks.store_uri) uri = hooks.store_uri(uri);
+  auto store = slot_store::OpenSlotStore(uri);
+  if (!store.ok()) {
+    LOG(ERROR) << "--store: " << store.status();
+    return 2;
+  }
+  LOG(INFO) << "slot store " << (*store)->Describe();
+  const absl::Time t0 = absl::Now();
+  if (auto st = hooks.load(mo, std::move(*store)); !st.ok()) {
+    LOG(ERROR) << "loading failed: " << st;
+    server->Shutdown();
+    return 1;
+  }
+  LOG(INFO) << "loaded " << mo.model_dir << " + " << mo.adapter_path << " in "
+            << absl::FormatDuration(absl::Now() - t0) << "; SERVING";
+  health->SetServingStatus(true);
+
+  const int sig = WaitForTerminationSignal();
+  LOG(INFO) << "signal " << sig << ": draining (grace period "
+            << absl::FormatDuration(absl::GetFlag(FLAGS_grace_period)) << ")";
+  health->SetServingStatus(false);
+  hooks.start_draining();
+  const absl::Time deadline = absl::Now() + absl::GetFlag(FLAGS_grace_period);
+  while (hooks.in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  if (hooks.in_flight() > 0) {
+    LOG(WARNING) << hooks.in_flight() << " requests still running after the grace period: cancelling";
+    hooks.cancel_all();
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  hooks.stop();
+  if (metrics_http) metrics_http->Stop();
+  LOG(INFO) << "stopped";
+  return 0;
+}
+
+}  // namespace icae::server

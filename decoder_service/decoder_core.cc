@@ -1,0 +1,494 @@
+#include "decoder_service/decoder_core.h"
+
+#include <c10/core/InferenceMode.h>
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <optional>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "common/icae/prompt.h"
+#include "common/model/sampler.h"
+#include "common/server/auth.h"
+#include "common/server/stop_filter.h"
+#include "common/slot_store/slot_id.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/util/status_macros.h"
+
+namespace icae::decoder {
+
+namespace {
+
+constexpr int64_t kMaxStopSequences = 8;
+constexpr size_t kMaxStopSequenceBytes = 256;
+constexpr int64_t kMaxStopTokenIds = 64;
+
+const char* FinishReasonLabel(icae::v1::FinishReason r) {
+  switch (r) {
+    case icae::v1::FINISH_REASON_EOS: return "eos";
+    case icae::v1::FINISH_REASON_LENGTH: return "length";
+    case icae::v1::FINISH_REASON_STOP_SEQUENCE: return "stop_sequence";
+    case icae::v1::FINISH_REASON_STOP_TOKEN: return "stop_token";
+    case icae::v1::FINISH_REASON_CANCELLED: return "cancelled";
+    default: return "error";
+  }
+}
+
+}  // namespace
+
+DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
+                         DecoderOptions options, server::MetricsRegistry& r)
+    : bundle_(bundle), store_(store), options_(options) {
+  max_context_tokens_ = options_.max_context_tokens > 0 ? options_.max_context_tokens
+                                                        : bundle.adapter().config.max_context_tokens;
+  m_.registry = &r;
+  m_.running = r.AddGauge("icae_requests_running", "Sequences in the running batch");
+  m_.waiting = r.AddGauge("icae_requests_waiting", "Requests admitted and waiting for the batch");
+  m_.kv_bytes = r.AddGauge("icae_kv_cache_bytes", "Bytes of KV cache held by running sequences");
+  m_.ttft = r.AddHistogram("icae_time_to_first_token_seconds", "Request arrival to first token",
+                           server::LatencyBuckets());
+  m_.itl = r.AddHistogram("icae_inter_token_latency_seconds", "Time between consecutive tokens",
+                          server::LatencyBuckets());
+  m_.e2e = r.AddHistogram("icae_e2e_request_latency_seconds", "Request arrival to final message",
+                          server::LatencyBuckets());
+  m_.queue_time = r.AddHistogram("icae_request_queue_time_seconds", "Arrival to admission into the batch",
+                                 server::LatencyBuckets());
+  m_.batch_size = r.AddHistogram("icae_batch_size", "Sequences per decoder step",
+                                 {1, 2, 4, 8, 16, 32, 64, 128});
+  m_.step_time = r.AddHistogram("icae_decode_step_seconds", "Duration of one scheduler step",
+                                server::LatencyBuckets());
+  m_.prefill_time = r.AddHistogram("icae_prefill_seconds", "Duration of steps that prefilled new sequences",
+                                   server::LatencyBuckets());
+  m_.prompt_tokens = r.AddCounter("icae_prompt_tokens_total", "Decoder input positions prefilled (slots included)");
+  m_.generation_tokens = r.AddCounter("icae_generation_tokens_total", "Tokens generated");
+  m_.slot_hits = r.AddCounter("icae_slot_cache_hits_total", "Slot lookups that found a record",
+                              {{"service", "decoder"}});
+  m_.slot_misses = r.AddCounter("icae_slot_cache_misses_total", "Slot lookups that found nothing",
+                                {{"service", "decoder"}});
+  thread_ = std::thread([this] { Loop(); });
+}
+
+DecoderCore::~DecoderCore() { Stop(); }
+
+absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::GenerateRequest& r,
+                                                               const std::string& tenant) const {
+  c10::InferenceMode guard;
+  auto s = std::make_unique<Sequence>();
+  s->arrival = absl::Now();
+  if (r.request_id().size() > 128) return absl::InvalidArgumentError("request_id longer than 128 bytes");
+  s->request_id = r.request_id();
+  const auto& cfg = bundle_.adapter().config;
+
+  // Sampling.
+  const auto& sp = r.sampling();
+  s->sampling.temperature = sp.temperature();
+  s->sampling.top_p = sp.top_p() == 0 ? 1.0 : sp.top_p();
+  s->sampling.top_k = sp.top_k();
+  s->sampling.repetition_penalty = sp.repetition_penalty() == 0 ? 1.0 : sp.repetition_penalty();
+  if (!(s->sampling.temperature >= 0 && s->sampling.temperature <= 100)) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature must be in [0, 100], got ", sp.temperature()));
+  }
+  if (!(s->sampling.repetition_penalty >= 1 && s->sampling.repetition_penalty <= 10)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repetition_penalty must be in [1, 10] (0 = 1), got ", sp.repetition_penalty()));
+  }
+  RETURN_IF_ERROR(ValidateSamplingParams(s->sampling));
+  s->sampling.seed = sp.has_seed() ? sp.seed() : std::random_device{}() * 0x100000001ull + std::random_device{}();
+
+  // Stopping.
+  const auto& st = r.stopping();
+  s->max_new_tokens = st.max_new_tokens() == 0 ? options_.default_max_new_tokens : st.max_new_tokens();
+  if (s->max_new_tokens < 1 || s->max_new_tokens > options_.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [1, ", options_.max_new_tokens,
+                                                   "] (--max_new_tokens), got ", st.max_new_tokens()));
+  }
+  if (st.stop_sequences_size() > kMaxStopSequences) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopSequences, " stop sequences"));
+  }
+  for (const auto& seq : st.stop_sequences()) {
+    if (seq.empty() || seq.size() > kMaxStopSequenceBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("stop sequences must have 1 to ", kMaxStopSequenceBytes, " bytes"));
+    }
+    s->stop_sequences.push_back(seq);
+  }
+  if (st.stop_token_ids_size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopTokenIds, " stop token ids"));
+  }
+  s->stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
+  RETURN_IF_ERROR(bundle_.CheckIds(s->stop_token_ids, "stop token"));
+  s->ignore_eos = st.ignore_eos();
+
+  // Prompt.
+  std::vector<int64_t> prompt;
+  if (r.prompt_case() == icae::v1::GenerateRequest::kPromptText) {
+    ASSIGN_OR_RETURN(prompt, bundle_.Tokenize(r.prompt_text(), /*add_bos=*/false));
+  } else if (r.prompt_case() == icae::v1::GenerateRequest::kPromptIds) {
+    prompt.assign(r.prompt_ids().ids().begin(), r.prompt_ids().ids().end());
+    RETURN_IF_ERROR(bundle_.CheckIds(prompt, "prompt"));
+  }
+  if (static_cast<int64_t>(prompt.size()) > options_.max_prompt_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt of ", prompt.size(), " tokens is over the bound of ",
+                                                   options_.max_prompt_tokens, " (--max_prompt_tokens)"));
+  }
+  PromptMode mode;
+  switch (r.mode()) {
+    case icae::v1::MODE_UNSPECIFIED: mode = prompt.empty() ? PromptMode::kAutoencode : PromptMode::kInstruct; break;
+    case icae::v1::MODE_AUTOENCODE: mode = PromptMode::kAutoencode; break;
+    case icae::v1::MODE_INSTRUCT: mode = PromptMode::kInstruct; break;
+    case icae::v1::MODE_CONTINUE: mode = PromptMode::kContinue; break;
+    case icae::v1::MODE_RAW: mode = PromptMode::kRaw; break;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown mode ", r.mode()));
+  }
+
+  // Memories: slots from the store, or the raw context (uncompressed baseline).
+  std::vector<torch::Tensor> memories;
+  const bool has_context = r.context_case() != icae::v1::GenerateRequest::CONTEXT_NOT_SET;
+  if (has_context == (r.slot_ids_size() > 0)) {
+    return absl::InvalidArgumentError("give slot_ids or a raw context (exactly one)");
+  }
+  if (r.slot_ids_size() > options_.max_slot_ids) {
+    return absl::InvalidArgumentError(absl::StrCat(r.slot_ids_size(), " slot ids is over the bound of ",
+                                                   options_.max_slot_ids, " (--max_slot_ids)"));
+  }
+  for (const auto& id : r.slot_ids()) {
+    RETURN_IF_ERROR(slot_store::ValidateSlotId(id));
+    const std::string key = server::TenantStoreKey(tenant, id);
+    auto rec = store_.Get(key);
+    if (!rec.ok()) {
+      if (rec.status().code() == absl::StatusCode::kNotFound) {
+        m_.slot_misses->Inc();
+        return absl::NotFoundError(absl::StrCat("slot ", id, " not found (unknown or evicted): encode the context again"));
+      }
+      return rec.status();
+    }
+    m_.slot_hits->Inc();
+    auto view = slot_store::ParseSlotRecordView(**rec);
+    if (!view.ok()) return view.status();
+    ASSIGN_OR_RETURN(torch::Tensor slots, bundle_.SlotsFromRecord(*view));
+    s->slot_count += slots.size(0);
+    s->context_tokens += static_cast<int64_t>(view->header.token_count);
+    memories.push_back(std::move(slots));
+  }
+  if (has_context) {
+    std::vector<int64_t> ids;
+    if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
+      if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
+      ASSIGN_OR_RETURN(ids, bundle_.Tokenize(r.context_text(), /*add_bos=*/true));
+    } else {
+      ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
+      RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("empty context");
+    if (static_cast<int64_t>(ids.size()) > max_context_tokens_) {
+      return absl::InvalidArgumentError(absl::StrCat("context of ", ids.size(), " tokens is over the bound of ",
+                                                     max_context_tokens_, " (--max_context_tokens)"));
+    }
+    ASSIGN_OR_RETURN(torch::Tensor mem, ContextAsMemory(bundle_.model(), ids));
+    s->slot_count = mem.size(0);
+    s->context_tokens = mem.size(0);
+    memories.push_back(std::move(mem));
+  }
+  ASSIGN_OR_RETURN(s->input, AssembleDecoderInput(bundle_.model(), bundle_.adapter(), mode, memories, prompt));
+  s->prompt_tokens = s->input.size(0) - s->slot_count;
+  const int64_t positions = bundle_.model().config().max_position_embeddings;
+  if (s->input.size(0) + s->max_new_tokens > positions) {
+    return absl::InvalidArgumentError(absl::StrCat("input (", s->input.size(0), " positions) + max_new_tokens (",
+                                                   s->max_new_tokens, ") exceeds the model's context of ", positions));
+  }
+  (void)cfg;
+  return s;
+}
+
+absl::Status DecoderCore::Submit(std::unique_ptr<Sequence> seq, std::shared_ptr<GenerationSink> sink,
+                                 std::shared_ptr<std::atomic<bool>> cancelled, absl::Time deadline) {
+  seq->sink = std::move(sink);
+  seq->cancelled = std::move(cancelled);
+  seq->deadline = deadline;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_ || stop_) return absl::UnavailableError("decoder is shutting down");
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("decoder queue is full (", options_.max_queue, " waiting, --max_queue)"));
+    }
+    queue_.push_back(std::move(seq));
+    m_.waiting->Set(static_cast<double>(queue_.size()));
+  }
+  cv_.notify_all();
+  return absl::OkStatus();
+}
+
+void DecoderCore::StartDraining() {
+  std::lock_guard<std::mutex> lock(mu_);
+  draining_ = true;
+}
+
+int64_t DecoderCore::InFlight() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int64_t>(queue_.size()) + running_;
+}
+
+int64_t DecoderCore::Running() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return running_;
+}
+
+void DecoderCore::CancelAll() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_all_ = true;
+  }
+  cv_.notify_all();
+}
+
+void DecoderCore::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::string& stop_text,
+                         int64_t stop_id, std::string tail_text) {
+  const absl::Time now = absl::Now();
+  icae::v1::GenerateResponse msg;
+  msg.set_text(std::move(tail_text));
+  auto* f = msg.mutable_final();
+  f->set_finish_reason(reason);
+  f->set_stop_sequence(stop_text);
+  f->set_stop_token_id(stop_id);
+  f->set_seed(s.sampling.seed);
+  f->set_request_id(s.request_id);
+  f->mutable_usage()->set_slot_count(s.slot_count);
+  f->mutable_usage()->set_prompt_tokens(s.prompt_tokens);
+  f->mutable_usage()->set_completion_tokens(s.generated);
+  f->mutable_usage()->set_context_tokens(s.context_tokens);
+  f->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(s.admitted - s.arrival));
+  if (s.generated > 0) {
+    f->mutable_timings()->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.arrival));
+  }
+  f->mutable_timings()->set_total_seconds(absl::ToDoubleSeconds(now - s.arrival));
+  m_.e2e->Observe(absl::ToDoubleSeconds(now - s.arrival));
+  m_.registry->AddCounter("icae_request_success_total", "Finished generations by finish reason",
+                          {{"finish_reason", FinishReasonLabel(reason)}})->Inc();
+  LOG(INFO) << "generate request_id=" << s.request_id << " finish=" << FinishReasonLabel(reason)
+            << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens << " tokens=" << s.generated
+            << " ttft_ms=" << (s.generated > 0 ? absl::ToDoubleMilliseconds(s.first_token - s.arrival) : 0)
+            << " total_ms=" << absl::ToDoubleMilliseconds(now - s.arrival);
+  s.sink->Send(std::move(msg));
+}
+
+void DecoderCore::Loop() {
+  c10::InferenceMode guard;
+  std::vector<std::unique_ptr<Sequence>> active;
+  while (true) {
+    std::vector<std::unique_ptr<Sequence>> fresh;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || cancel_all_ || !queue_.empty() || !active.empty(); });
+      if (stop_ || cancel_all_) {
+        for (auto& s : queue_) active.push_back(std::move(s));
+        queue_.clear();
+        lock.unlock();
+        for (auto& s : active) {
+          if (s->admitted == absl::Time()) s->admitted = absl::Now();
+          if (stop_) s->sink->Fail(absl::UnavailableError("decoder stopped"));
+          else Finish(*s, icae::v1::FINISH_REASON_CANCELLED, "", 0, "");
+        }
+        active.clear();
+        lock.lock();
+        running_ = 0;
+        m_.running->Set(0);
+        m_.kv_bytes->Set(0);
+        m_.waiting->Set(0);
+        cancel_all_ = false;
+        if (stop_) return;
+        continue;
+      }
+      // Admit between steps: up to max_batch running, and a bounded number of prefill positions
+      // per step (at least one request, so a long input cannot starve).
+      int64_t prefill = 0;
+      while (!queue_.empty() && static_cast<int64_t>(active.size() + fresh.size()) < options_.max_batch) {
+        const int64_t t = queue_.front()->input.size(0);
+        if (!fresh.empty() && prefill + t > options_.max_prefill_tokens) break;
+        prefill += t;
+        fresh.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      running_ = static_cast<int64_t>(active.size() + fresh.size());
+      m_.running->Set(static_cast<double>(running_));
+      m_.waiting->Set(static_cast<double>(queue_.size()));
+    }
+    Step(active, fresh);
+    int64_t kv_bytes = 0;
+    for (const auto& s : active) kv_bytes += s->cache ? s->cache->bytes() : 0;
+    m_.kv_bytes->Set(static_cast<double>(kv_bytes));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = static_cast<int64_t>(active.size());
+      m_.running->Set(static_cast<double>(running_));
+    }
+  }
+}
+
+bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
+                       std::vector<std::unique_ptr<Sequence>>& fresh) {
+  const absl::Time now = absl::Now();
+  const Transformer& model = bundle_.model();
+  const ModelConfig& c = model.config();
+  // Leave: cancelled by the client, or past the deadline. Their caches go with them.
+  auto gone = [&](std::unique_ptr<Sequence>& s) {
+    if (s->cancelled && s->cancelled->load()) {
+      LOG(INFO) << "generate request_id=" << s->request_id << " cancelled after " << s->generated << " tokens";
+      s->sink->Fail(absl::CancelledError("cancelled by the client"));
+      return true;
+    }
+    if (now >= s->deadline) {
+      LOG(INFO) << "generate request_id=" << s->request_id << " deadline exceeded after " << s->generated << " tokens";
+      s->sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
+      return true;
+    }
+    return false;
+  };
+  active.erase(std::remove_if(active.begin(), active.end(), gone), active.end());
+  fresh.erase(std::remove_if(fresh.begin(), fresh.end(), gone), fresh.end());
+  if (active.empty() && fresh.empty()) return true;
+
+  for (auto& s : fresh) {
+    s->admitted = now;
+    m_.queue_time->Observe(absl::ToDoubleSeconds(now - s->arrival));
+    m_.prompt_tokens->Inc(static_cast<double>(s->input.size(0)));
+    s->cache.emplace(model.NewCache(s->input.size(0) + s->max_new_tokens));
+    s->sampler = std::make_unique<Sampler>(s->sampling);
+    s->detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
+    s->stops = std::make_unique<server::StopTextFilter>(s->stop_sequences);
+  }
+  // One packed batch: a decode step (one id) for every running sequence, a prefill for each
+  // new one. Logits come back one row per sequence, in this order.
+  std::vector<Sequence*> order;
+  std::vector<SequenceInput> batch;
+  for (auto& s : active) {
+    SequenceInput in;
+    in.ids = torch::tensor({s->last_token}, torch::kInt64);
+    in.cache = &*s->cache;
+    batch.push_back(std::move(in));
+    order.push_back(s.get());
+  }
+  for (auto& s : fresh) {
+    SequenceInput in;
+    in.embeds = s->input;
+    in.cache = &*s->cache;
+    batch.push_back(std::move(in));
+    order.push_back(s.get());
+  }
+  m_.batch_size->Observe(static_cast<double>(batch.size()));
+  const absl::Time t0 = absl::Now();
+  auto logits = model.Forward(batch);
+  const absl::Time t1 = absl::Now();
+  m_.step_time->Observe(absl::ToDoubleSeconds(t1 - t0));
+  if (!fresh.empty()) m_.prefill_time->Observe(absl::ToDoubleSeconds(t1 - t0));
+  for (auto& s : fresh) {
+    s->input = torch::Tensor();  // the cache holds what is needed now
+    active.push_back(std::move(s));
+  }
+  fresh.clear();
+  if (!logits.ok()) {
+    LOG(ERROR) << "forward failed: " << logits.status();
+    for (auto& s : active) s->sink->Fail(absl::InternalError(absl::StrCat("forward failed: ", logits.status().message())));
+    active.clear();
+    return false;
+  }
+  torch::Tensor rows = logits->to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t vocab = rows.size(1);
+  const int64_t limit = std::min<int64_t>(bundle_.base_vocab_size(), vocab);
+  std::vector<Sequence*> finished;
+  for (size_t i = 0; i < order.size(); ++i) {
+    Sequence& s = *order[i];
+    const float* row = rows.data_ptr<float>() + static_cast<int64_t>(i) * vocab;
+    const int64_t next = s.sampler->Next(row, limit, s.history);
+    const absl::Time t = absl::Now();
+    if (!s.ignore_eos && (next == c.eos_token_id || next == c.extra_stop_token_id)) {
+      std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
+      Finish(s, icae::v1::FINISH_REASON_EOS, "", 0, tail + s.stops->Flush());
+      finished.push_back(&s);
+      continue;
+    }
+    if (std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), next) != s.stop_token_ids.end()) {
+      std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
+      Finish(s, icae::v1::FINISH_REASON_STOP_TOKEN, "", next, tail + s.stops->Flush());
+      finished.push_back(&s);
+      continue;
+    }
+    if (s.generated == 0) {
+      s.first_token = t;
+      m_.ttft->Observe(absl::ToDoubleSeconds(t - s.arrival));
+    } else {
+      m_.itl->Observe(absl::ToDoubleSeconds(t - s.last_token_time));
+    }
+    s.last_token_time = t;
+    s.generated++;
+    s.last_token = next;
+    s.history.push_back(next);
+    m_.generation_tokens->Inc();
+    std::string matched;
+    std::string text = s.stops->Push(s.detok->Push(static_cast<int32_t>(next)), &matched);
+    icae::v1::GenerateResponse chunk;
+    chunk.add_token_ids(next);
+    if (s.stops->stopped()) {
+      chunk.set_text(std::move(text));
+      s.sink->Send(std::move(chunk));
+      Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, matched, 0, "");
+      finished.push_back(&s);
+      continue;
+    }
+    chunk.set_text(std::move(text));
+    s.sink->Send(std::move(chunk));
+    if (s.generated >= s.max_new_tokens) {
+      std::string m2;
+      std::string tail = s.stops->Push(s.detok->Flush(), &m2);
+      if (s.stops->stopped()) {
+        Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, m2, 0, tail);
+      } else {
+        Finish(s, icae::v1::FINISH_REASON_LENGTH, "", 0, tail + s.stops->Flush());
+      }
+      finished.push_back(&s);
+    }
+  }
+  if (!finished.empty()) {
+    active.erase(std::remove_if(active.begin(), active.end(),
+                                [&](const std::unique_ptr<Sequence>& s) {
+                                  return std::find(finished.begin(), finished.end(), s.get()) != finished.end();
+                                }),
+                 active.end());
+  }
+  return true;
+}
+
+icae::v1::ModelInfo DecoderCore::Info() const {
+  icae::v1::ModelInfo info;
+  const auto& c = bundle_.model().config();
+  const auto& a = bundle_.adapter().config;
+  info.set_model_fingerprint(bundle_.model_fingerprint());
+  info.set_adapter_fingerprint(bundle_.adapter_fingerprint());
+  info.set_model_type(c.model_type);
+  info.set_hidden_size(c.hidden_size);
+  info.set_num_layers(c.num_hidden_layers);
+  info.set_base_vocab_size(a.base_vocab_size);
+  info.set_mem_size(a.mem_size);
+  info.set_rate(a.mean_compression_rate);
+  info.set_max_context_tokens(max_context_tokens_);
+  info.set_max_new_tokens(options_.max_new_tokens);
+  switch (bundle_.slot_dtype()) {
+    case slot_store::SlotDType::kFloat32: info.set_dtype(icae::v1::DTYPE_FLOAT32); break;
+    case slot_store::SlotDType::kBFloat16: info.set_dtype(icae::v1::DTYPE_BFLOAT16); break;
+    case slot_store::SlotDType::kFloat16: info.set_dtype(icae::v1::DTYPE_FLOAT16); break;
+    default: break;
+  }
+  info.set_max_position_embeddings(c.max_position_embeddings);
+  return info;
+}
+
+}  // namespace icae::decoder

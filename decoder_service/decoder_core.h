@@ -1,0 +1,137 @@
+// The decoder's core (no gRPC). Prepare() turns a request into a Sequence on the caller's
+// thread (validation, slot fetch from the store, fingerprint check, prompt assembly); Submit()
+// puts it in the bounded admission queue. ONE scheduler thread owns the model and runs
+// continuous batching: each step is one Forward over every running sequence (one new token
+// each) plus the prefill of the sequences admitted at that step; finished, cancelled and
+// expired sequences leave between steps and their KV caches are freed at once.
+#ifndef ICAE_DECODER_SERVICE_DECODER_CORE_H_
+#define ICAE_DECODER_SERVICE_DECODER_CORE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/model/kv_cache.h"
+#include "common/model/sampler.h"
+#include "common/server/metrics.h"
+#include "common/server/stop_filter.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/server/model_bundle.h"
+#include "common/slot_store/slot_store.h"
+#include "icae/v1/icae.pb.h"
+
+namespace icae::decoder {
+
+struct DecoderOptions {
+  int64_t max_batch = 8;                // sequences decoded together
+  int64_t max_queue = 64;               // admitted but waiting; beyond: RESOURCE_EXHAUSTED
+  int64_t max_new_tokens = 1024;        // bound on a request's max_new_tokens
+  int64_t default_max_new_tokens = 256; // when the request says 0
+  int64_t max_context_tokens = 0;       // raw-context baseline bound; 0 = the adapter's
+  int64_t max_prompt_tokens = 2048;
+  int64_t max_slot_ids = 16;
+  int64_t max_prefill_tokens = 2048;    // prefill positions admitted per step (>= 1 request)
+};
+
+// Where a sequence's output goes. Called on the scheduler thread; must not block.
+class GenerationSink {
+ public:
+  virtual ~GenerationSink() = default;
+  // A chunk (token ids + text delta), or the last message when msg.has_final().
+  virtual void Send(icae::v1::GenerateResponse msg) = 0;
+  // Ends the stream with an error status (nothing is sent after).
+  virtual void Fail(const absl::Status& status) = 0;
+};
+
+// One request from preparation to its last token.
+struct Sequence {
+  // Set by Prepare.
+  std::string request_id;
+  torch::Tensor input;  // [T, hidden] decoder input embeddings
+  int64_t slot_count = 0, context_tokens = 0, prompt_tokens = 0;
+  SamplingParams sampling;
+  int64_t max_new_tokens = 0;
+  std::vector<std::string> stop_sequences;
+  std::vector<int64_t> stop_token_ids;
+  bool ignore_eos = false;
+  absl::Time arrival;
+  // Set by Submit.
+  std::shared_ptr<GenerationSink> sink;
+  std::shared_ptr<std::atomic<bool>> cancelled;
+  absl::Time deadline = absl::InfiniteFuture();
+  // Scheduler state.
+  std::optional<KVCache> cache;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<IncrementalDecoder> detok;
+  std::unique_ptr<server::StopTextFilter> stops;
+  std::vector<int64_t> history;
+  int64_t generated = 0;
+  int64_t last_token = -1;
+  absl::Time admitted, first_token, last_token_time;
+};
+
+class DecoderCore {
+ public:
+  DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
+              DecoderOptions options, server::MetricsRegistry& metrics);
+  ~DecoderCore();  // Stop()
+
+  // Validates and assembles the decoder input. Errors: INVALID_ARGUMENT, NOT_FOUND,
+  // FAILED_PRECONDITION, DATA_LOSS, UNAVAILABLE (see the proto).
+  absl::StatusOr<std::unique_ptr<Sequence>> Prepare(const icae::v1::GenerateRequest& request,
+                                                    const std::string& tenant) const;
+  // Queues a prepared sequence. `cancelled` is polled every step (set it from OnCancel);
+  // `deadline` ends it with DEADLINE_EXCEEDED. RESOURCE_EXHAUSTED when the queue is full,
+  // UNAVAILABLE when draining.
+  absl::Status Submit(std::unique_ptr<Sequence> seq, std::shared_ptr<GenerationSink> sink,
+                      std::shared_ptr<std::atomic<bool>> cancelled, absl::Time deadline);
+
+  void StartDraining();
+  int64_t InFlight() const;  // waiting + running
+  int64_t Running() const;
+  void CancelAll();          // every sequence ends now with FINISH_REASON_CANCELLED
+  void Stop();
+
+  icae::v1::ModelInfo Info() const;
+
+ private:
+  void Loop();
+  bool Step(std::vector<std::unique_ptr<Sequence>>& active,
+            std::vector<std::unique_ptr<Sequence>>& fresh);
+  void Finish(Sequence& s, icae::v1::FinishReason reason, const std::string& stop_text,
+              int64_t stop_id, std::string tail_text);
+
+  const server::ModelBundle& bundle_;
+  slot_store::SlotStore& store_;
+  DecoderOptions options_;
+  int64_t max_context_tokens_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Sequence>> queue_;
+  int64_t running_ = 0;
+  bool draining_ = false, stop_ = false, cancel_all_ = false;
+  std::thread thread_;
+
+  struct Metrics {
+    server::Gauge *running, *waiting, *kv_bytes;
+    server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time;
+    server::Counter *prompt_tokens, *generation_tokens, *slot_hits, *slot_misses;
+    server::MetricsRegistry* registry;
+  } m_;
+};
+
+}  // namespace icae::decoder
+
+#endif  // ICAE_DECODER_SERVICE_DECODER_CORE_H_

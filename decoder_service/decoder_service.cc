@@ -1,0 +1,181 @@
+#include "decoder_service/decoder_service.h"
+
+#include <glog/logging.h>
+
+#include <deque>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/server/status.h"
+
+namespace icae::decoder {
+namespace {
+
+using icae::v1::GenerateResponse;
+
+// Stream state shared by the reactor (gRPC threads) and the scheduler (Send/Fail).
+// States: kStreaming → (final written | Fail | cancel) → kFinished; Finish is called exactly
+// once, and never while a write is in flight. Reactor calls are made outside the lock.
+class GenerateStream final : public GenerationSink {
+ public:
+  GenerateStream(grpc::ServerWriteReactor<GenerateResponse>* reactor, DecoderServiceImpl* svc)
+      : reactor_(reactor), svc_(svc) {}
+
+  void Send(GenerateResponse msg) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (state_ != State::kStreaming) return;
+    // Coalesce with a chunk that is still waiting (the client reads slower than we generate).
+    if (!pending_.empty() && !pending_.back().has_final()) {
+      GenerateResponse& last = pending_.back();
+      for (int64_t id : msg.token_ids()) last.add_token_ids(id);
+      last.mutable_text()->append(msg.text());
+      if (msg.has_final()) *last.mutable_final() = std::move(*msg.mutable_final());
+    } else {
+      pending_.push_back(std::move(msg));
+    }
+    WriteNextLocked(lock);
+  }
+
+  void Fail(const absl::Status& status) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (state_ != State::kStreaming) return;
+    state_ = State::kFailing;
+    error_ = status;
+    pending_.clear();
+    if (!writing_) FinishLocked(lock, server::ToGrpcStatus(status), status);
+  }
+
+  void OnWriteDone(bool ok) {
+    std::unique_lock<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      // The client is gone; the scheduler learns it through the cancelled flag.
+      cancelled_->store(true);
+      if (state_ != State::kFinished) {
+        FinishLocked(lock, grpc::Status(grpc::StatusCode::CANCELLED, "write failed"), absl::CancelledError());
+      }
+      return;
+    }
+    if (state_ == State::kFailing) {
+      FinishLocked(lock, server::ToGrpcStatus(error_), error_);
+      return;
+    }
+    if (current_.has_final()) {
+      FinishLocked(lock, grpc::Status::OK, absl::OkStatus());
+      return;
+    }
+    WriteNextLocked(lock);
+  }
+
+  void OnCancel() {
+    cancelled_->store(true);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (state_ == State::kFinished) return;
+    state_ = State::kFailing;
+    error_ = absl::CancelledError("cancelled");
+    pending_.clear();
+    if (!writing_) FinishLocked(lock, grpc::Status::CANCELLED, error_);
+  }
+
+  const std::shared_ptr<std::atomic<bool>>& cancelled() const { return cancelled_; }
+
+ private:
+  enum class State { kStreaming, kFailing, kFinished };
+
+  void WriteNextLocked(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || pending_.empty()) return;
+    current_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    auto* r = reactor_;
+    lock.unlock();
+    r->StartWrite(&current_);
+  }
+
+  void FinishLocked(std::unique_lock<std::mutex>& lock, grpc::Status status, const absl::Status& st) {
+    state_ = State::kFinished;
+    auto* r = reactor_;
+    lock.unlock();
+    svc_->Count("Generate", st);
+    r->Finish(std::move(status));
+  }
+
+  std::mutex mu_;
+  grpc::ServerWriteReactor<GenerateResponse>* reactor_;
+  DecoderServiceImpl* svc_;
+  State state_ = State::kStreaming;
+  bool writing_ = false;
+  std::deque<GenerateResponse> pending_;
+  GenerateResponse current_;  // the message being written (must outlive StartWrite)
+  absl::Status error_;
+  std::shared_ptr<std::atomic<bool>> cancelled_ = std::make_shared<std::atomic<bool>>(false);
+};
+
+class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> {
+ public:
+  GenerateReactor(DecoderServiceImpl* svc, grpc::CallbackServerContext* ctx,
+                  const icae::v1::GenerateRequest* request)
+      : stream_(std::make_shared<GenerateStream>(this, svc)) {
+    absl::Status st = svc->StartGeneration(ctx, *request, stream_, stream_->cancelled());
+    if (!st.ok()) {
+      LOG(INFO) << "generate request_id=" << request->request_id() << " rejected: " << st;
+      stream_->Fail(st);
+    }
+  }
+  void OnWriteDone(bool ok) override { stream_->OnWriteDone(ok); }
+  void OnCancel() override { stream_->OnCancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<GenerateStream> stream_;
+};
+
+}  // namespace
+
+DecoderServiceImpl::DecoderServiceImpl(const server::ApiKeyAuthenticator& auth,
+                                       server::MetricsRegistry& metrics)
+    : auth_(auth), metrics_(metrics) {}
+
+void DecoderServiceImpl::Count(const char* method, const absl::Status& st) {
+  metrics_.AddCounter("icae_requests_total", "Finished RPCs by method and status code",
+                      {{"method", method}, {"code", absl::StatusCodeToString(st.code())}})
+      ->Inc();
+}
+
+absl::Status DecoderServiceImpl::StartGeneration(grpc::CallbackServerContext* ctx,
+                                                 const icae::v1::GenerateRequest& request,
+                                                 std::shared_ptr<GenerationSink> sink,
+                                                 std::shared_ptr<std::atomic<bool>> cancelled) {
+  auto tenant = auth_.Authenticate(ctx->client_metadata());
+  if (!tenant.ok()) return tenant.status();
+  DecoderCore* core = core_.load();
+  if (core == nullptr) return absl::UnavailableError("the decoder is loading its model");
+  auto seq = core->Prepare(request, *tenant);
+  if (!seq.ok()) return seq.status();
+  absl::Time deadline = absl::InfiniteFuture();
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = absl::FromChrono(ctx->deadline());
+  }
+  return core->Submit(std::move(*seq), std::move(sink), std::move(cancelled), deadline);
+}
+
+grpc::ServerWriteReactor<icae::v1::GenerateResponse>* DecoderServiceImpl::Generate(
+    grpc::CallbackServerContext* ctx, const icae::v1::GenerateRequest* request) {
+  return new GenerateReactor(this, ctx, request);
+}
+
+grpc::ServerUnaryReactor* DecoderServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
+                                                           const icae::v1::GetModelInfoRequest*,
+                                                           icae::v1::ModelInfo* response) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status st = auth_.Authenticate(ctx->client_metadata()).status();
+  DecoderCore* core = core_.load();
+  if (st.ok() && core == nullptr) st = absl::UnavailableError("the decoder is loading its model");
+  if (st.ok()) *response = core->Info();
+  Count("GetModelInfo", st);
+  reactor->Finish(server::ToGrpcStatus(st));
+  return reactor;
+}
+
+}  // namespace icae::decoder

@@ -1,0 +1,95 @@
+// decoder_service: icae.v1.Decoder over gRPC. One scheduler thread owns the model and runs
+// continuous batching; gRPC threads only validate, enqueue and stream. See --helpfull.
+#include <glog/logging.h>
+
+#include <algorithm>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/server/service_main.h"
+#include "common/slot_store/store_uri.h"
+#include "decoder_service/decoder_core.h"
+#include "decoder_service/decoder_service.h"
+
+ABSL_FLAG(int64_t, max_new_tokens, 1024, "bound on a request's max_new_tokens");
+ABSL_FLAG(int64_t, default_max_new_tokens, 256,
+          "max_new_tokens when a request gives 0 (capped at --max_new_tokens)");
+ABSL_FLAG(int64_t, max_prompt_tokens, 2048, "bound on prompt tokens");
+ABSL_FLAG(int64_t, max_slot_ids, 16, "bound on slot IDs per request");
+ABSL_FLAG(int64_t, max_prefill_tokens, 2048,
+          "input positions prefilled per scheduler step (at least one request); bounds how long "
+          "admitting new requests stalls the running streams");
+ABSL_FLAG(std::string, local_cache_bytes, "256M",
+          "local in-process LRU in front of --store (0 = none)");
+
+int main(int argc, char** argv) {
+  icae::server::BlockTerminationSignals();
+  absl::SetProgramUsageMessage("icae decoder service: --model DIR --adapter FILE --store URI ...");
+  absl::ParseCommandLine(argc, argv);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+
+  icae::server::MetricsRegistry metrics;
+  auto auth = icae::server::AuthFromFlags();
+  if (!auth.ok()) {
+    LOG(ERROR) << "--api_keys_file: " << auth.status();
+    return 2;
+  }
+  icae::decoder::DecoderServiceImpl service(**auth, metrics);
+  std::unique_ptr<icae::server::ModelBundle> bundle;
+  std::unique_ptr<icae::slot_store::SlotStore> store;
+  std::unique_ptr<icae::decoder::DecoderCore> core;
+
+  icae::server::ServiceHooks hooks;
+  hooks.service_name = "icae.v1.Decoder";
+  hooks.service = &service;
+  hooks.store_uri = [](const std::string& uri) {
+    const std::string local = absl::GetFlag(FLAGS_local_cache_bytes);
+    if (local.empty() || local == "0" || uri.rfind("memory:", 0) == 0 || uri.rfind("tiered:", 0) == 0) {
+      return uri;
+    }
+    return absl::StrCat("tiered://?local_max_bytes=", local,
+                        "&backend=", icae::slot_store::UrlEncode(uri));
+  };
+  hooks.load = [&](const icae::server::ModelBundleOptions& mo,
+                   std::unique_ptr<icae::slot_store::SlotStore> s) -> absl::Status {
+    auto b = icae::server::ModelBundle::Load(mo);
+    if (!b.ok()) return b.status();
+    bundle = std::move(*b);
+    store = std::move(s);
+    icae::decoder::DecoderOptions o;
+    o.max_batch = absl::GetFlag(FLAGS_max_batch);
+    o.max_queue = absl::GetFlag(FLAGS_max_queue);
+    o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    o.default_max_new_tokens = std::min(absl::GetFlag(FLAGS_default_max_new_tokens), o.max_new_tokens);
+    o.max_context_tokens = absl::GetFlag(FLAGS_max_context_tokens);
+    o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+    o.max_slot_ids = absl::GetFlag(FLAGS_max_slot_ids);
+    o.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
+    if (o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
+        o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||
+        o.max_prefill_tokens < 1) {
+      return absl::InvalidArgumentError("a limit flag is out of range (see --helpfull)");
+    }
+    core = std::make_unique<icae::decoder::DecoderCore>(*bundle, *store, o, metrics);
+    auto* st = store.get();
+    metrics.AddCallbackGauge("icae_slot_cache_bytes", "Bytes held by the local slot cache (-1 = unknown)",
+                             [st] { return static_cast<double>(st->Stats().bytes); });
+    metrics.AddCallbackCounter("icae_slot_cache_evictions_total", "Records evicted from the local slot cache",
+                               [st] { return static_cast<double>(st->Stats().evictions); });
+    service.SetCore(core.get());
+    return absl::OkStatus();
+  };
+  hooks.start_draining = [&] { if (core) core->StartDraining(); };
+  hooks.in_flight = [&]() -> int64_t { return core ? core->InFlight() : 0; };
+  hooks.cancel_all = [&] {
+    if (!core) return;
+    core->CancelAll();
+    // Give the scheduler a moment to send the CANCELLED finals before the server goes.
+    for (int i = 0; i < 100 && core->InFlight() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  };
+  hooks.stop = [&] { if (core) core->Stop(); };
+  return icae::server::RunService(hooks, metrics);
+}

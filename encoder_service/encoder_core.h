@@ -1,0 +1,100 @@
+// The encoder's core (no gRPC): validated contexts are queued; one batching thread takes up to
+// max_batch of them (waiting at most batch_wait for company), computes each distinct context
+// once, skips those already in the store (cached), compresses the rest in one packed pass and
+// writes the records. Callbacks run on the batching thread.
+#ifndef ICAE_ENCODER_SERVICE_ENCODER_CORE_H_
+#define ICAE_ENCODER_SERVICE_ENCODER_CORE_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/server/metrics.h"
+#include "common/server/model_bundle.h"
+#include "common/slot_store/slot_store.h"
+#include "icae/v1/icae.pb.h"
+
+namespace icae::encoder {
+
+struct EncoderOptions {
+  int64_t max_batch = 8;             // contexts per compression pass
+  int64_t max_queue = 64;            // waiting contexts; beyond: RESOURCE_EXHAUSTED
+  absl::Duration batch_wait = absl::Milliseconds(5);  // how long a batch waits for company
+  int64_t max_context_tokens = 0;    // 0 = the adapter's bound
+  int64_t max_segments_per_pass = 16;
+};
+
+struct EncodeJob {
+  std::string request_id;
+  std::string tenant;
+  std::vector<int64_t> ids;
+  bool return_slots = false;
+  // Polled before computing: a job whose caller is gone is answered CANCELLED, not computed.
+  std::function<bool()> is_cancelled;
+};
+
+using EncodeCallback = std::function<void(absl::StatusOr<icae::v1::EncodeResponse>)>;
+
+class EncoderCore {
+ public:
+  EncoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
+              EncoderOptions options, server::MetricsRegistry& metrics);
+  ~EncoderCore();  // Stop()
+
+  // Request → job: decodes text/ids and checks every bound (INVALID_ARGUMENT).
+  absl::StatusOr<EncodeJob> Prepare(const icae::v1::EncodeRequest& request,
+                                    const std::string& tenant) const;
+  // Queues the job; `done` is called exactly once (possibly right away with
+  // RESOURCE_EXHAUSTED when the queue is full or UNAVAILABLE when draining).
+  void Submit(EncodeJob job, EncodeCallback done);
+
+  void StartDraining();  // new jobs answer UNAVAILABLE; queued ones still run
+  int64_t InFlight() const;  // queued + running
+  void Stop();               // drains the queue (UNAVAILABLE) and joins the thread
+
+  icae::v1::ModelInfo Info() const;
+  int64_t max_context_tokens() const { return max_context_tokens_; }
+
+ private:
+  struct Pending {
+    EncodeJob job;
+    EncodeCallback done;
+    absl::Time enqueued;
+  };
+  void Loop();
+  void RunBatch(std::vector<Pending>& batch);
+
+  const server::ModelBundle& bundle_;
+  slot_store::SlotStore& store_;
+  EncoderOptions options_;
+  int64_t max_context_tokens_;
+  Compressor compressor_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;
+  int64_t running_ = 0;
+  bool draining_ = false, stop_ = false;
+  std::thread thread_;
+
+  server::Gauge* waiting_;
+  server::Gauge* running_gauge_;
+  server::Counter* encoded_tokens_;
+  server::Counter* cache_hits_;
+  server::Counter* cache_misses_;
+  server::Histogram* batch_size_;
+  server::Histogram* queue_time_;
+  server::Histogram* compress_time_;
+};
+
+}  // namespace icae::encoder
+
+#endif  // ICAE_ENCODER_SERVICE_ENCODER_CORE_H_

@@ -1,0 +1,15 @@
+# The services (issue 6): common/server units, the decoder scheduler in-process, and the real
+# encoder_service/decoder_service binaries on loopback. Select them with `ctest -L services`.
+if(TARGET icae_server)
+  icae_add_test(server_common_test SOURCES unit/server_common_test.cc
+    LIBS icae_server LABELS unit services)
+endif()
+if(TARGET icae_decoder AND TARGET icae_encoder)
+  icae_add_test(server_scheduler_test SOURCES unit/server_scheduler_test.cc
+    LIBS icae_decoder icae_encoder LABELS unit services)
+endif()
+if(TARGET encoder_service AND TARGET decoder_service)
+  icae_add_test(services_test SOURCES integration/services_test.cc
+    LIBS icae_server_model icae_server LABELS integration services)
+  add_dependencies(services_test encoder_service decoder_service icae)
+endif()

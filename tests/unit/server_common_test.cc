@@ -1,0 +1,132 @@
+// common/server: metrics registry and exposition, the /metrics listener, API keys and tenant
+// store keys, the stop-sequence filter, status mapping, UTF-8 checks.
+#include <gtest/gtest.h>
+
+#include "common/server/auth.h"
+#include "common/server/metrics.h"
+#include "common/server/metrics_http.h"
+#include "common/server/status.h"
+#include "common/server/stop_filter.h"
+
+namespace icae::server {
+namespace {
+
+TEST(MetricsTest, RendersCountersGaugesHistograms) {
+  MetricsRegistry r;
+  r.AddCounter("icae_x_total", "x")->Inc(2);
+  r.AddCounter("icae_y_total", "y", {{"code", "OK"}})->Inc();
+  r.AddCounter("icae_y_total", "y", {{"code", "OK"}})->Inc();  // same series
+  r.AddGauge("icae_g", "g")->Set(-1.5);
+  auto* h = r.AddHistogram("icae_h_seconds", "h", {0.1, 1});
+  h->Observe(0.05);
+  h->Observe(0.5);
+  h->Observe(5);
+  r.AddCallbackGauge("icae_cb", "cb", [] { return 7.0; });
+  const std::string text = r.Render();
+  EXPECT_NE(text.find("# TYPE icae_x_total counter\nicae_x_total 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_y_total{code=\"OK\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_g -1.5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_h_seconds_bucket{le=\"0.10000000000000001\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_h_seconds_bucket{le=\"1\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_h_seconds_bucket{le=\"+Inf\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_h_seconds_count 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("icae_cb 7\n"), std::string::npos) << text;
+  EXPECT_EQ(*FindSample(text, "icae_g"), -1.5);
+  EXPECT_EQ(*FindSample(text, "icae_y_total", "{code=\"OK\"}"), 2);
+  EXPECT_FALSE(FindSample(text, "icae_nope").ok());
+}
+
+TEST(MetricsTest, CounterIgnoresNegativeAndEscapesLabels) {
+  MetricsRegistry r;
+  auto* c = r.AddCounter("icae_c_total", "c", {{"v", "a\"b\\c\nd"}});
+  c->Inc(-5);
+  EXPECT_EQ(c->value(), 0);
+  EXPECT_NE(r.Render().find("icae_c_total{v=\"a\\\"b\\\\c\\nd\"} 0"), std::string::npos) << r.Render();
+}
+
+TEST(MetricsHttpTest, ServesMetricsAndHealthz404Otherwise) {
+  MetricsRegistry r;
+  r.AddGauge("icae_up", "up")->Set(1);
+  auto s = MetricsHttpServer::Start("127.0.0.1", 0, &r);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_GT((*s)->port(), 0);
+  auto body = HttpGet("127.0.0.1", (*s)->port(), "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("icae_up 1"), std::string::npos);
+  EXPECT_EQ(*HttpGet("127.0.0.1", (*s)->port(), "/healthz"), "ok\n");
+  EXPECT_FALSE(HttpGet("127.0.0.1", (*s)->port(), "/other").ok());
+  (*s)->Stop();
+}
+
+TEST(AuthTest, KeysMapToTenants) {
+  auto a = ApiKeyAuthenticator::FromText("# comment\nkey-aaaaaaaa alice\n\nkey-bbbbbbbb bob # x\n", "keys");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*(*a)->AuthenticateHeader("Bearer key-aaaaaaaa", true), "alice");
+  EXPECT_EQ(*(*a)->AuthenticateHeader("Bearer key-bbbbbbbb", true), "bob");
+  EXPECT_EQ((*a)->AuthenticateHeader("", false).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ((*a)->AuthenticateHeader("Bearer nope-nope-nope", true).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ((*a)->AuthenticateHeader("key-aaaaaaaa", true).status().code(), absl::StatusCode::kUnauthenticated);
+  ApiKeyAuthenticator none;
+  EXPECT_EQ(*none.AuthenticateHeader("", false), "");
+}
+
+TEST(AuthTest, RejectsBadKeyFiles) {
+  EXPECT_FALSE(ApiKeyAuthenticator::FromText("", "k").ok());
+  EXPECT_FALSE(ApiKeyAuthenticator::FromText("short alice", "k").ok());
+  EXPECT_FALSE(ApiKeyAuthenticator::FromText("key-aaaaaaaa", "k").ok());
+  EXPECT_FALSE(ApiKeyAuthenticator::FromText("key-aaaaaaaa a/b", "k").ok());
+  EXPECT_FALSE(ApiKeyAuthenticator::FromText("key-aaaaaaaa a\nkey-aaaaaaaa b", "k").ok());
+}
+
+TEST(AuthTest, TenantStoreKeysDifferAndStayValid) {
+  const std::string id(64, 'a');
+  EXPECT_EQ(TenantStoreKey("", id), id);
+  EXPECT_NE(TenantStoreKey("alice", id), TenantStoreKey("bob", id));
+  EXPECT_LE(TenantStoreKey("alice", id).size(), 128u);
+}
+
+TEST(StopFilterTest, HoldsBackPossibleStopsAndCutsAtFirstMatch) {
+  StopTextFilter f({"END", "xy"});
+  std::string m, out;
+  out += f.Push("hello E", &m);
+  EXPECT_EQ(out, "hello");  // " E" may begin "END"... and 2 bytes are held
+  out += f.Push("N", &m);
+  out += f.Push("D tail", &m);
+  EXPECT_TRUE(f.stopped());
+  EXPECT_EQ(m, "END");
+  EXPECT_EQ(out, "hello ");
+  EXPECT_EQ(f.Push("more", &m), "");
+}
+
+TEST(StopFilterTest, NoStopsPassesThroughAndFlushes) {
+  StopTextFilter f({});
+  std::string m;
+  EXPECT_EQ(f.Push("abc", &m), "abc");
+  EXPECT_EQ(f.Flush(), "");
+  StopTextFilter g({"zz"});
+  EXPECT_EQ(g.Push("ab", &m), "a");
+  EXPECT_EQ(g.Flush(), "b");
+}
+
+TEST(StopFilterTest, NeverSplitsUtf8WhenHolding) {
+  StopTextFilter f({"abc"});
+  std::string m;
+  std::string out = f.Push("x\xC3\xA9", &m);  // "xé": hold 2 bytes, but é is 2 bytes
+  EXPECT_EQ(out, "x");
+  EXPECT_EQ(f.Flush(), "\xC3\xA9");
+}
+
+TEST(StatusTest, MapsCodesAndCapsMessages) {
+  auto g = ToGrpcStatus(absl::NotFoundError("gone"));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(g.error_message(), "gone");
+  EXPECT_EQ(ToGrpcStatus(absl::InvalidArgumentError(std::string(5000, 'x'))).error_message().size(),
+            kMaxStatusMessageBytes);
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "q")).code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+}  // namespace
+}  // namespace icae::server
