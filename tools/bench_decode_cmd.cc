@@ -160,6 +160,32 @@ int BenchDecode(const std::vector<std::string>& argv) {
     std::printf("  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
                 (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,
                 100.0 * decode_tps / (bw / bytes_per_token));
+    // Continuous-batching shape: B sequences advance one token each per Forward.
+    for (int64_t B : {4, 8}) {
+      std::vector<KVCache> caches;
+      for (int64_t i = 0; i < B; ++i) caches.push_back(model.NewCache(prompt + decode));
+      std::vector<SequenceInput> b(B);
+      for (int64_t i = 0; i < B; ++i) {
+        b[i].ids = ids;
+        b[i].cache = &caches[i];
+      }
+      auto first = model.Forward(b);
+      if (!first.ok()) return Fail(cmd, std::string(first.status().message()));
+      auto next = first->argmax(-1);
+      const int64_t steps = std::max<int64_t>(8, decode / 4);
+      double t0 = Now();
+      for (int64_t step = 0; step < steps; ++step) {
+        for (int64_t i = 0; i < B; ++i) {
+          b[i] = SequenceInput();
+          b[i].ids = next.narrow(0, i, 1);
+          b[i].cache = &caches[i];
+        }
+        next = model.Forward(b)->argmax(-1);
+      }
+      const double tps = B * steps / (Now() - t0);
+      std::printf("  decode  batch %2lld (aggregate)   %8.1f tokens/s   %.2fx batch 1\n", (long long)B,
+                  tps, tps / decode_tps);
+    }
   }
   return 0;
 }

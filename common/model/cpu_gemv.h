@@ -12,7 +12,7 @@ namespace icae {
 // True when this CPU (and build) can run the bf16 GEMV kernel.
 bool CpuBf16GemvAvailable();
 
-// y = x · wᵀ for few-row x ([m, k], m small) and w [n, k], both bf16, contiguous, on CPU.
+// y = x · wᵀ for few-row x ([m, k], m <= 2; more rows go to torch::linear) and w [n, k], both bf16, contiguous, on CPU.
 // Falls back to torch::linear when the kernel does not apply (other dtypes/devices, many
 // rows, autograd recording).
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w);

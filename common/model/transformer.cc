@@ -194,6 +194,11 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     sin = emb.sin().to(dtype()).unsqueeze(1);
   }
   const double scale = std::sqrt(static_cast<double>(hd));
+  bool all_single_cached = true;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    all_single_cached = all_single_cached && lens[s] == 1 && batch[s].cache != nullptr &&
+                        (c.sliding_window == 0 || batch[s].cache->length() < c.sliding_window);
+  }
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
@@ -219,9 +224,22 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     }
     auto v3 = v.reshape({total, nkv, hd});
 
+    // Decode steps (one new token per sequence, all cached) take the fused kernel: one call for
+    // the whole batch instead of ~20 tensor ops per sequence.
+    torch::Tensor fused_attn;
+    if (fused && all_single_cached) {
+      std::vector<torch::Tensor> keys, values;
+      for (size_t s = 0; s < batch.size(); ++s) {
+        batch[s].cache->Write(l, k3.narrow(0, offsets[s], 1).transpose(0, 1),
+                              v3.narrow(0, offsets[s], 1).transpose(0, 1));
+        keys.push_back(batch[s].cache->Keys(l, 1));
+        values.push_back(batch[s].cache->Values(l, 1));
+      }
+      fused_attn = FusedDecodeAttention(q3, keys, values, scale);
+    }
     std::vector<torch::Tensor> outs;
     outs.reserve(batch.size());
-    for (size_t s = 0; s < batch.size(); ++s) {
+    for (size_t s = 0; s < batch.size() && !fused_attn.defined(); ++s) {
       const int64_t n = lens[s], off = offsets[s];
       // [n, nkv, hd] → [nkv, n, hd]
       auto ks = k3.narrow(0, off, n).transpose(0, 1);
@@ -230,7 +248,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       int64_t past = 0;
       if (batch[s].cache != nullptr) {
         past = batch[s].cache->length();
-        batch[s].cache->Write(l, ks, vs);
+        if (!(fused && all_single_cached)) batch[s].cache->Write(l, ks, vs);
         K = batch[s].cache->Keys(l, n);
         Vv = batch[s].cache->Values(l, n);
       } else {
@@ -252,7 +270,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       auto o = torch::bmm(probs, Vv);  // [nkv, group·n, hd]
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
-    auto attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
+    auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
     x = x + Linear(attn, L.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);

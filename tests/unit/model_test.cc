@@ -218,7 +218,7 @@ TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
   c10::InferenceMode guard;
   torch::manual_seed(11);
   for (int64_t k : {32, 100, 1024}) {
-    for (int64_t m : {1, 3}) {
+    for (int64_t m : {1, 3, 8, 9}) {
       auto w = torch::randn({37, k}).to(torch::kBFloat16);
       auto x = torch::randn({m, k}).to(torch::kBFloat16);
       auto ours = Linear(x, w).to(torch::kFloat32);
@@ -260,6 +260,53 @@ TEST(CpuFusedTest, RmsNormAndRopeMatchTensorOps) {
   FusedRope(q3, pos, inv);
   EXPECT_LT((q3.to(torch::kFloat32) - want).abs().max().item<float>(), 0.05f);
   EXPECT_TRUE(torch::equal(qkv.narrow(1, 16, 16), other));  // the rest of the buffer untouched
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+// bf16 decode steps of several sequences: the fused kernels (inference mode) against the plain
+// tensor ops (autograd mode, which never takes the fused path).
+TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
+  ModelConfig c;
+  c.model_type = "mistral";
+  c.hidden_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.intermediate_size = 96;
+  c.vocab_size = 64;
+  c.max_position_embeddings = 256;
+  Transformer model(c, RandomWeights(c, torch::kBFloat16, 21));
+  auto run = [&](bool inference) {
+    std::unique_ptr<c10::InferenceMode> guard;
+    if (inference) guard = std::make_unique<c10::InferenceMode>();
+    torch::manual_seed(4);
+    std::vector<KVCache> caches;
+    for (int i = 0; i < 3; ++i) caches.push_back(model.NewCache());
+    std::vector<SequenceInput> b(3);
+    for (int i = 0; i < 3; ++i) {
+      b[i].ids = torch::randint(0, 64, {5 + 7 * i}, torch::kInt64);
+      b[i].cache = &caches[i];
+    }
+    std::vector<torch::Tensor> logits = {*model.Forward(b)};
+    for (int step = 0; step < 4; ++step) {
+      for (int i = 0; i < 3; ++i) {
+        b[i] = SequenceInput();
+        b[i].ids = torch::tensor({(step * 3 + i) % 64}, torch::kInt64);
+        b[i].cache = &caches[i];
+      }
+      logits.push_back(*model.Forward(b));
+    }
+    return torch::stack(logits).clone();
+  };
+  auto fused = run(true), plain = run(false);
+  EXPECT_LT((fused - plain).abs().max().item<float>(), 0.1f);
+  EXPECT_GT(plain.abs().max().item<float>(), 0.1f);
 }
 
 }  // namespace
