@@ -19,6 +19,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Training a tokenizer for the embedded default model.
   sentencepiece
+  # deploy/ checks (kubectl itself comes with the machine image).
+  python3 python3-yaml yamllint
 )
 
 SUDO=""

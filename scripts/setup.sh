@@ -1,13 +1,31 @@
 #!/usr/bin/env bash
-# Fresh Debian 12 → installed packages, a build, and the main job: local generation with a
-# model folder (stories260K from ../shared, converted to the HF layout by `icae convert`).
+# Fresh Debian 12 → installed packages, a build, and the main job: the encoder and decoder
+# services on the embedded default model (models/default), started by `icae up` on free
+# loopback ports, with a real example sent through them: a context is compressed into slots
+# by the encoder, then the decoder reconstructs it from the slots and answers a question.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/build.sh
-SHARED="${ICAE_SHARED:-$(pwd)/../shared}"
-MODEL_DIR=build/models/stories260K
-mkdir -p "$MODEL_DIR"
-./build/tools/icae convert llama2c --checkpoint "$SHARED/models/stories260K/stories260K.bin" \
-  --tokenizer "$SHARED/models/stories260K/tok512.bin" --out "$MODEL_DIR"
-./build/tools/icae run --model "$MODEL_DIR" --prompt "Once upon a time" --max-new-tokens 200
+ICAE=build/tools/icae
+EXAMPLE=${1:-deploy/example-context.txt}
+LOG=$(mktemp -d)/up.log
+$ICAE up >"$LOG.out" 2>"$LOG" &
+UP=$!
+trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  if [[ $(grep -c '=' "$LOG.out" 2>/dev/null || true) -ge 2 ]]; then break; fi
+  if ! kill -0 $UP 2>/dev/null; then cat "$LOG" >&2; exit 1; fi
+  sleep 0.2
+done
+ENCODER=$(sed -n 's/^encoder=//p' "$LOG.out")
+DECODER=$(sed -n 's/^decoder=//p' "$LOG.out")
+echo "services: encoder=$ENCODER decoder=$DECODER"
+echo "--- context ($EXAMPLE)"
+cat "$EXAMPLE"
+SLOT=$($ICAE encode --server "$ENCODER" --file "$EXAMPLE")
+echo "--- slot id: $SLOT"
+echo "--- decoder, autoencode (the context rebuilt from its slots):"
+$ICAE generate --server "$DECODER" --slot "$SLOT" --mode autoencode --max-new-tokens 200
+echo "--- decoder, continue:"
+$ICAE generate --server "$DECODER" --slot "$SLOT" --mode continue --max-new-tokens 60
