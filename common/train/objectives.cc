@@ -1,0 +1,170 @@
+#include "common/train/objectives.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/icae/compressor.h"
+#include "common/icae/prompt.h"
+#include "common/util/status_macros.h"
+
+namespace icae::train {
+
+absl::StatusOr<LossSum> LmLossSum(const Transformer& model,
+                                  const std::vector<std::vector<int64_t>>& sequences) {
+  std::vector<SequenceInput> batch;
+  std::vector<int64_t> labels;
+  for (const auto& s : sequences) {
+    if (s.size() < 2) return absl::InvalidArgumentError("an LM sequence needs at least 2 ids");
+    SequenceInput in;
+    in.ids = torch::tensor(std::vector<int64_t>(s.begin(), s.end() - 1), torch::kInt64);
+    in.num_outputs = -1;
+    batch.push_back(in);
+    labels.insert(labels.end(), s.begin() + 1, s.end());
+  }
+  ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch));  // [N, V] float32
+  auto target = torch::tensor(labels, torch::kInt64);
+  LossSum out;
+  out.sum = torch::nn::functional::cross_entropy(
+      logits.to(torch::kFloat32), target,
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  out.tokens = static_cast<int64_t>(labels.size());
+  return out;
+}
+
+absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter& adapter,
+                                    const std::vector<IcaeExample>& examples) {
+  if (examples.empty()) return absl::InvalidArgumentError("empty ICAE batch");
+  CompressorOptions co;
+  co.max_segments_per_batch = 1 << 20;  // one packed encoder pass
+  Compressor compressor(model, adapter, co);
+  std::vector<std::vector<int64_t>> contexts;
+  for (const auto& e : examples) contexts.push_back(e.context);
+  ASSIGN_OR_RETURN(auto compressed, compressor.Compress(contexts, /*with_lora=*/true));
+
+  std::vector<SequenceInput> batch;
+  std::vector<int64_t> labels;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    const IcaeExample& e = examples[i];
+    if (e.target.empty()) return absl::InvalidArgumentError("an ICAE example has no target");
+    PromptMode mode = e.objective == IcaeObjective::kAutoencode ? PromptMode::kAutoencode
+                      : e.objective == IcaeObjective::kContinue ? PromptMode::kContinue
+                                                                : PromptMode::kInstruct;
+    ASSIGN_OR_RETURN(torch::Tensor prefix,
+                     AssembleDecoderInput(model, adapter, mode, {compressed[i].slots},
+                                          mode == PromptMode::kInstruct ? e.prompt
+                                                                        : std::vector<int64_t>{}));
+    // Teacher forcing: the last prefix position predicts target[0], target[k] predicts
+    // target[k + 1].
+    SequenceInput in;
+    if (e.target.size() > 1) {
+      ASSIGN_OR_RETURN(torch::Tensor tgt_emb,
+                       model.Embed(torch::tensor(std::vector<int64_t>(e.target.begin(),
+                                                                      e.target.end() - 1),
+                                                 torch::kInt64)));
+      in.embeds = torch::cat({prefix, tgt_emb.to(prefix.scalar_type())}, 0);
+    } else {
+      in.embeds = prefix;
+    }
+    in.num_outputs = static_cast<int64_t>(e.target.size());
+    batch.push_back(in);
+    labels.insert(labels.end(), e.target.begin(), e.target.end());
+  }
+  ForwardOptions fo;  // LoRA off on the decoder side
+  ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch, fo));
+  // Only the base vocabulary is ever predicted (the model's vocabulary is the base one).
+  auto target = torch::tensor(labels, torch::kInt64);
+  LossSum out;
+  out.sum = torch::nn::functional::cross_entropy(
+      logits.to(torch::kFloat32), target,
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  out.tokens = static_cast<int64_t>(labels.size());
+  return out;
+}
+
+IcaeAdapter NewIcaeAdapter(const Transformer& base, const IcaeConfig& config, uint64_t seed) {
+  torch::manual_seed(seed);
+  const ModelConfig& mc = base.config();
+  const int64_t H = mc.hidden_size, r = config.lora_r;
+  IcaeAdapter a;
+  a.config = config;
+  a.lora.scaling = config.lora_scaling();
+  const double bound = 1.0 / std::sqrt(static_cast<double>(H));
+  auto uniform = [&](int64_t rows) {
+    return torch::empty({rows, H}, torch::kFloat32).uniform_(-bound, bound);
+  };
+  for (int64_t i = 0; i < mc.num_hidden_layers; ++i) {
+    LoraLayer L;
+    for (const auto& m : config.lora_target_modules) {
+      if (m == "q_proj") {
+        L.q_a = uniform(r);
+        L.q_b = torch::zeros({mc.q_width(), r}, torch::kFloat32);
+      } else if (m == "v_proj") {
+        L.v_a = uniform(r);
+        L.v_b = torch::zeros({mc.kv_width(), r}, torch::kFloat32);
+      }
+    }
+    a.lora.layers.push_back(std::move(L));
+  }
+  torch::NoGradGuard ng;
+  auto emb = base.weights().embed_tokens.to(torch::kFloat32);
+  const double std = emb.std().item<double>();
+  a.memory_embed = (torch::randn({config.mem_size + 3, H}, torch::kFloat32) * std) +
+                   emb.mean(0, /*keepdim=*/true);
+  return a;
+}
+
+NamedTensors AdapterParameters(IcaeAdapter& a) {
+  NamedTensors out;
+  for (size_t i = 0; i < a.lora.layers.size(); ++i) {
+    auto& L = a.lora.layers[i];
+    if (L.q_a.defined()) {
+      out.emplace_back(LoraTensorName(i, "q_proj", 'A'), L.q_a);
+      out.emplace_back(LoraTensorName(i, "q_proj", 'B'), L.q_b);
+    }
+    if (L.v_a.defined()) {
+      out.emplace_back(LoraTensorName(i, "v_proj", 'A'), L.v_a);
+      out.emplace_back(LoraTensorName(i, "v_proj", 'B'), L.v_b);
+    }
+  }
+  out.emplace_back("memory_token_embed.weight", a.memory_embed);
+  return out;
+}
+
+NamedTensors ModelParameters(Transformer& model) {
+  ModelWeights& w = model.mutable_weights();
+  NamedTensors out;
+  out.emplace_back("embed_tokens", w.embed_tokens);
+  if (!model.config().tie_word_embeddings) out.emplace_back("lm_head", w.lm_head);
+  out.emplace_back("final_norm", w.final_norm);
+  for (size_t i = 0; i < w.layers.size(); ++i) {
+    auto& L = w.layers[i];
+    const std::string p = absl::StrCat("layers.", i, ".");
+    out.emplace_back(p + "attn_norm", L.attn_norm);
+    out.emplace_back(p + "mlp_norm", L.mlp_norm);
+    out.emplace_back(p + "wqkv", L.wqkv);
+    out.emplace_back(p + "wo", L.wo);
+    out.emplace_back(p + "w_gate_up", L.w_gate_up);
+    out.emplace_back(p + "w_down", L.w_down);
+  }
+  return out;
+}
+
+}  // namespace icae::train
+
+namespace icae::train {
+
+absl::Status SaveTrainedAdapter(const IcaeAdapter& a, const std::string& path) {
+  IcaeAdapter copy;
+  copy.config = a.config;
+  copy.lora.scaling = a.lora.scaling;
+  for (const auto& L : a.lora.layers) {
+    LoraLayer d;
+    if (L.q_a.defined()) d.q_a = L.q_a.detach(), d.q_b = L.q_b.detach();
+    if (L.v_a.defined()) d.v_a = L.v_a.detach(), d.v_b = L.v_b.detach();
+    copy.lora.layers.push_back(d);
+  }
+  copy.memory_embed = a.memory_embed.detach();
+  return SaveIcaeAdapter(copy, path);
+}
+
+}  // namespace icae::train

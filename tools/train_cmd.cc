@@ -1,0 +1,480 @@
+// icae train lm|pretrain|finetune — training on LibTorch autograd (common/train).
+//   lm        a base causal LM from scratch (the embedded default model's base)
+//   pretrain  an ICAE adapter (LoRA + memory_token_embed, base frozen): autoencoding mixed
+//             with continuation at --lm-ratio, random windows over a text corpus
+//   finetune  an ICAE adapter on instruction JSONL {"input","prompt","answer"}, loss on the
+//             answer only, the instruct template
+// All stages: --steps --batch-size --grad-accum --lr --warmup --min-lr-ratio --weight-decay
+// --clip --seed --save-every --eval-every --log-every --max-minutes --stop-after --resume --fp32
+// --threads.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "common/icae/adapter.h"
+#include "common/model/config.h"
+#include "common/model/safetensors.h"
+#include "common/model/transformer.h"
+#include "common/tokenizer/tokenizer.h"
+#include "common/train/objectives.h"
+#include "common/train/text_data.h"
+#include "common/train/trainer.h"
+#include "common/util/mapped_file.h"
+#include "common/util/status_macros.h"
+#include "tools/args.h"
+#include "tools/command.h"
+#include "tools/model_flags.h"
+
+namespace icae::tools {
+namespace {
+
+namespace fs = std::filesystem;
+using train::IcaeExample;
+using train::IcaeObjective;
+
+const std::set<std::string>& LoopFlags() {
+  static const std::set<std::string> f = {
+      "out", "steps", "batch-size", "grad-accum", "lr", "warmup", "min-lr-ratio",
+      "weight-decay", "clip", "seed", "save-every", "eval-every", "log-every", "max-minutes",
+      "stop-after", "threads", "dtype"};
+  return f;
+}
+
+absl::StatusOr<train::TrainOptions> LoopOptions(const Args& a, int64_t def_steps, double def_lr) {
+  train::TrainOptions o;
+  o.out_dir = a.Get("out");
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("--out DIR is required");
+  ASSIGN_OR_RETURN(o.steps, a.GetInt("steps", def_steps));
+  ASSIGN_OR_RETURN(o.grad_accum, a.GetInt("grad-accum", 1));
+  ASSIGN_OR_RETURN(o.lr, a.GetDouble("lr", def_lr));
+  ASSIGN_OR_RETURN(o.warmup_steps, a.GetInt("warmup", std::min<int64_t>(100, o.steps / 10)));
+  ASSIGN_OR_RETURN(o.min_lr_ratio, a.GetDouble("min-lr-ratio", 0.1));
+  ASSIGN_OR_RETURN(o.weight_decay, a.GetDouble("weight-decay", 0.1));
+  ASSIGN_OR_RETURN(o.clip_norm, a.GetDouble("clip", 1.0));
+  ASSIGN_OR_RETURN(int64_t seed, a.GetInt("seed", 1));
+  o.seed = static_cast<uint64_t>(seed);
+  ASSIGN_OR_RETURN(o.save_every, a.GetInt("save-every", 100));
+  ASSIGN_OR_RETURN(o.eval_every, a.GetInt("eval-every", 100));
+  ASSIGN_OR_RETURN(o.log_every, a.GetInt("log-every", 10));
+  ASSIGN_OR_RETURN(double minutes, a.GetDouble("max-minutes", 0));
+  o.max_seconds = minutes * 60.0;
+  // Stops after N steps of this run (the schedule still spans --steps): replays a run that
+  // a time limit cut short, step for step.
+  ASSIGN_OR_RETURN(o.stop_after_steps, a.GetInt("stop-after", 0));
+  o.resume = a.Has("resume");
+  o.bf16_autocast = !a.Has("fp32");
+  o.quiet = a.Has("quiet");
+  return o;
+}
+
+// Appends one JSON line per run (losses, held-out curve, speed) to <out>/train_log.jsonl.
+void AppendRunLog(const std::string& out_dir, const std::string& stage,
+                  const train::TrainOptions& o, const train::TrainResult& r) {
+  nlohmann::json j;
+  j["stage"] = stage;
+  j["start_step"] = r.start_step;
+  j["steps_done"] = r.steps_done;
+  j["steps_planned"] = o.steps;
+  j["tokens_per_second"] = r.tokens_per_second;
+  j["bf16_autocast"] = o.bf16_autocast;
+  j["losses"] = r.losses;
+  j["heldout"] = r.heldout;
+  std::ofstream(out_dir + "/train_log.jsonl", std::ios::app) << j.dump() << "\n";
+}
+
+std::vector<int64_t> ToInt64(const std::vector<int32_t>& v) {
+  return std::vector<int64_t>(v.begin(), v.end());
+}
+
+// ---------------------------------------------------------------- train lm
+
+int TrainLm(const std::vector<std::string>& argv) {
+  const std::string cmd = "train lm";
+  std::set<std::string> flags = {"tokenizer", "train-text", "heldout-text", "hidden", "layers",
+                                 "heads", "kv-heads", "intermediate", "max-position", "seq-len",
+                                 "eval-windows", "copy-ratio"};
+  flags.insert(LoopFlags().begin(), LoopFlags().end());
+  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet"});
+  if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
+  if (!args->Has("tokenizer") || !args->Has("train-text") || !args->Has("out")) {
+    return Fail(cmd, "usage: icae train lm --tokenizer tokenizer.model --train-text F "
+                     "[--heldout-text F] --out DIR [--hidden 256 --layers 4 --heads 4 "
+                     "--intermediate 704 --seq-len 512 --batch-size 8 --steps N …]", 2);
+  }
+  if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  auto opts = LoopOptions(*args, 1000, 1e-3);
+  if (!opts.ok()) return Fail(cmd, std::string(opts.status().message()), 2);
+  auto tok = Tokenizer::Load(args->Get("tokenizer"));
+  if (!tok.ok()) return Fail(cmd, std::string(tok.status().message()));
+  ModelConfig c;
+  c.model_type = "llama";
+  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  for (const char* f : {"hidden", "layers", "heads", "kv-heads", "intermediate", "max-position",
+                        "seq-len", "batch-size", "eval-windows"}) {
+    if (auto v = args->GetInt(f, 1); !v.ok() || *v <= 0) {
+      return Fail(cmd, absl::StrCat("--", f, " must be a positive integer"), 2);
+    }
+  }
+  c.hidden_size = geti("hidden", 256);
+  c.num_hidden_layers = geti("layers", 4);
+  c.num_attention_heads = geti("heads", 4);
+  c.num_key_value_heads = geti("kv-heads", c.num_attention_heads);
+  c.head_dim = c.hidden_size / c.num_attention_heads;
+  c.intermediate_size = geti("intermediate", 704);
+  c.max_position_embeddings = geti("max-position", 1024);
+  c.vocab_size = (*tok)->vocab_size();
+  c.tie_word_embeddings = true;
+  c.bos_token_id = (*tok)->bos_id();
+  c.eos_token_id = (*tok)->eos_id();
+  c.rms_norm_eps = 1e-5;
+  if (c.hidden_size % c.num_attention_heads != 0 || c.num_attention_heads % c.num_key_value_heads != 0) {
+    return Fail(cmd, "--hidden must be a multiple of --heads, --heads a multiple of --kv-heads", 2);
+  }
+  const int64_t seq_len = geti("seq-len", 512), batch = geti("batch-size", 8);
+  const int64_t eval_windows = geti("eval-windows", 16);
+  // Share of sequences that are a window followed by its repetition: small LMs learn in-context
+  // copying (induction heads) from these quickly, and ICAE's frozen decoder needs it to read
+  // anything back from memory slots.
+  const double copy_ratio = *args->GetDouble("copy-ratio", 0.0);
+
+  auto stream = train::TokenizeTextFile(**tok, args->Get("train-text"));
+  if (!stream.ok()) return Fail(cmd, std::string(stream.status().message()));
+  std::vector<int32_t> heldout;
+  if (args->Has("heldout-text")) {
+    auto h = train::TokenizeTextFile(**tok, args->Get("heldout-text"));
+    if (!h.ok()) return Fail(cmd, std::string(h.status().message()));
+    heldout = std::move(*h);
+  }
+  std::cerr << "train lm: " << stream->size() << " training tokens, " << heldout.size()
+            << " held-out tokens\n";
+
+  Transformer model(c, RandomWeights(c, torch::kFloat32, opts->seed));
+  std::cerr << "model: " << model.NumParameters() << " parameters, vocab " << c.vocab_size << "\n";
+  const int64_t bos = c.bos_token_id;
+  auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
+    auto rng = train::StepRng(opts->seed, step, m);
+    std::vector<std::vector<int64_t>> seqs;
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int64_t b = 0; b < batch; ++b) {
+      std::vector<int64_t> w;
+      if (copy_ratio > 0 && u(rng) < copy_ratio) {
+        w = train::RandomWindow(*stream, (seq_len - 1) / 2, rng);
+        const std::vector<int64_t> first(w);
+        w.insert(w.end(), first.begin(), first.end());
+      } else {
+        w = train::RandomWindow(*stream, seq_len - 1, rng);
+      }
+      w.insert(w.begin(), bos);
+      seqs.push_back(std::move(w));
+    }
+    return train::LmLossSum(model, seqs);
+  };
+  train::EvalFn eval;
+  if (!heldout.empty()) {
+    eval = [&]() -> absl::StatusOr<double> {
+      double sum = 0;
+      int64_t n = 0;
+      for (int64_t k = 0; k < eval_windows; ++k) {
+        auto w = train::SpacedWindow(heldout, seq_len - 1, k, eval_windows);
+        w.insert(w.begin(), bos);
+        ASSIGN_OR_RETURN(auto ls, train::LmLossSum(model, {w}));
+        sum += ls.sum.item<double>();
+        n += ls.tokens;
+      }
+      return sum / static_cast<double>(n);
+    };
+  }
+  std::error_code ec;
+  fs::create_directories(opts->out_dir, ec);
+  auto result = train::RunTraining(*opts, train::ModelParameters(model), micro, eval);
+  if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
+  AppendRunLog(opts->out_dir, "lm", *opts, *result);
+  // The model folder: HF layout, bf16 weights (small; the loader converts at load).
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& [n, t] : model.NamedWeights()) {
+    named.emplace_back(n, t.detach().to(torch::kBFloat16).contiguous());
+  }
+  if (auto st = WriteSafetensors(opts->out_dir + "/model.safetensors", named, {{"format", "pt"}});
+      !st.ok()) {
+    return Fail(cmd, std::string(st.message()));
+  }
+  if (auto st = WriteFileAtomically(opts->out_dir + "/config.json", ModelConfigToJson(c)); !st.ok()) {
+    return Fail(cmd, std::string(st.message()));
+  }
+  fs::copy_file(args->Get("tokenizer"), opts->out_dir + "/tokenizer.model",
+                fs::copy_options::overwrite_existing, ec);
+  if (ec) return Fail(cmd, "cannot copy the tokenizer: " + ec.message());
+  std::cout << "steps=" << result->steps_done << " final_loss="
+            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_loss="
+            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
+            << " tokens_per_second=" << result->tokens_per_second
+            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
+            << "\n";
+  return 0;
+}
+
+// ---------------------------------------------------------------- ICAE stages
+
+struct IcaeSetup {
+  std::unique_ptr<Transformer> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  IcaeAdapter adapter;
+};
+
+absl::StatusOr<IcaeSetup> LoadBase(const Args& a) {
+  IcaeSetup s;
+  ASSIGN_OR_RETURN(torch::Dtype dtype, DtypeFromArgs(a, "float32"));
+  ModelLoadOptions lo;
+  lo.dtype = dtype;  // a bf16 frozen base works too (autocast casts the fp32 adapter)
+  const std::string dir = a.Get("model");
+  if (dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
+  ASSIGN_OR_RETURN(s.model, Transformer::Load(dir, lo));
+  ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::LoadFromModelDir(dir));
+  return s;
+}
+
+absl::Status SaveAdapter(const IcaeAdapter& a, const std::string& out_dir) {
+  return train::SaveTrainedAdapter(a, out_dir + "/icae_adapter.safetensors");
+}
+
+// Autoencoding example: a random window of `len` ids (BOS included).
+IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t bos, int64_t eos,
+                      std::mt19937_64& rng) {
+  IcaeExample e;
+  e.objective = IcaeObjective::kAutoencode;
+  auto w = train::RandomWindow(stream, len - 1, rng);
+  e.context.push_back(bos);
+  e.context.insert(e.context.end(), w.begin(), w.end());
+  e.target = w;
+  e.target.push_back(eos);
+  return e;
+}
+
+int TrainPretrain(const std::vector<std::string>& argv) {
+  const std::string cmd = "train pretrain";
+  std::set<std::string> flags = {"model", "train-text", "heldout-text", "mem-size", "rate",
+                                 "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
+                                 "cont-len", "eval-len", "eval-windows"};
+  flags.insert(LoopFlags().begin(), LoopFlags().end());
+  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token"});
+  if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
+  if (!args->Has("model") || !args->Has("train-text") || !args->Has("out")) {
+    return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
+                     "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
+                     "--min-len 32 --max-len 256 --lm-ratio 0.5 --cont-len 64 …]", 2);
+  }
+  if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  auto opts = LoopOptions(*args, 1000, 1e-3);
+  if (!opts.ok()) return Fail(cmd, std::string(opts.status().message()), 2);
+  auto setup = LoadBase(*args);
+  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()));
+  const Transformer& model = *setup->model;
+  const Tokenizer& tok = *setup->tokenizer;
+  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  IcaeConfig ic;
+  ic.mem_size = geti("mem-size", 32);
+  ic.mean_compression_rate = geti("rate", 4);
+  ic.lora_r = geti("lora-r", 64);
+  ic.lora_alpha = *args->GetDouble("lora-alpha", 64);
+  ic.base_vocab_size = model.config().vocab_size;
+  ic.pad_token_id = ic.base_vocab_size;
+  ic.ae_token_id = ic.base_vocab_size + ic.mem_size + 1;
+  ic.lm_token_id = ic.ae_token_id + 1;
+  ic.ft_token_id = ic.ae_token_id + 2;
+  ic.continue_with_lm_token = !args->Has("no-lm-token");
+  const int64_t min_len = geti("min-len", 32), max_len = geti("max-len", 256);
+  const int64_t cont_len = geti("cont-len", 64), batch = geti("batch-size", 8);
+  const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
+  const double lm_ratio = *args->GetDouble("lm-ratio", 0.5);
+  ic.max_context_tokens = std::max<int64_t>(4096, max_len);
+  // Our tokenizer's own instruct template: BOS "[INST]" … " [/INST]".
+  ic.instruct_prefix_ids = {tok.bos_id()};
+  for (int32_t id : tok.Encode("[INST]", false)) ic.instruct_prefix_ids.push_back(id);
+  ic.instruct_suffix_ids.clear();
+  for (int32_t id : tok.Encode(" [/INST]", false)) ic.instruct_suffix_ids.push_back(id);
+  if (min_len < 2 || max_len < min_len || cont_len < 1 || batch < 1 || lm_ratio < 0 || lm_ratio > 1) {
+    return Fail(cmd, "need 2 <= --min-len <= --max-len, --cont-len >= 1, 0 <= --lm-ratio <= 1", 2);
+  }
+  auto stream = train::TokenizeTextFile(tok, args->Get("train-text"));
+  if (!stream.ok()) return Fail(cmd, std::string(stream.status().message()));
+  std::vector<int32_t> heldout;
+  if (args->Has("heldout-text")) {
+    auto h = train::TokenizeTextFile(tok, args->Get("heldout-text"));
+    if (!h.ok()) return Fail(cmd, std::string(h.status().message()));
+    heldout = std::move(*h);
+  }
+  IcaeAdapter adapter = train::NewIcaeAdapter(model, ic, opts->seed);
+  const int64_t bos = tok.bos_id(), eos = tok.eos_id();
+  auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
+    auto rng = train::StepRng(opts->seed, step, m);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::uniform_int_distribution<int64_t> len(min_len, max_len);
+    std::vector<IcaeExample> ex;
+    for (int64_t b = 0; b < batch; ++b) {
+      const bool lm = u(rng) < lm_ratio;
+      const int64_t L = len(rng);
+      if (!lm) {
+        ex.push_back(AeExample(*stream, L, bos, eos, rng));
+        continue;
+      }
+      IcaeExample e;
+      e.objective = IcaeObjective::kContinue;
+      auto w = train::RandomWindow(*stream, L - 1 + cont_len, rng);
+      e.context.push_back(bos);
+      e.context.insert(e.context.end(), w.begin(), w.begin() + (L - 1));
+      e.target.assign(w.begin() + (L - 1), w.end());
+      ex.push_back(std::move(e));
+    }
+    return train::IcaeLossSum(model, adapter, ex);
+  };
+  train::EvalFn eval;
+  if (!heldout.empty()) {
+    // Held-out autoencoding loss on fixed windows of --eval-len ids.
+    eval = [&]() -> absl::StatusOr<double> {
+      std::vector<IcaeExample> ex;
+      for (int64_t k = 0; k < eval_windows; ++k) {
+        IcaeExample e;
+        auto w = train::SpacedWindow(heldout, eval_len - 1, k, eval_windows);
+        e.context.push_back(bos);
+        e.context.insert(e.context.end(), w.begin(), w.end());
+        e.target = w;
+        e.target.push_back(eos);
+        ex.push_back(std::move(e));
+      }
+      ASSIGN_OR_RETURN(auto ls, train::IcaeLossSum(model, adapter, ex));
+      return ls.sum.item<double>() / static_cast<double>(ls.tokens);
+    };
+  }
+  std::error_code ec;
+  fs::create_directories(opts->out_dir, ec);
+  auto result = train::RunTraining(*opts, train::AdapterParameters(adapter), micro, eval);
+  if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
+  AppendRunLog(opts->out_dir, "pretrain", *opts, *result);
+  if (auto st = SaveAdapter(adapter, opts->out_dir); !st.ok()) return Fail(cmd, std::string(st.message()));
+  std::cout << "steps=" << result->steps_done << " final_loss="
+            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_ae_loss="
+            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
+            << " tokens_per_second=" << result->tokens_per_second
+            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
+            << "\n";
+  return 0;
+}
+
+absl::StatusOr<std::vector<IcaeExample>> InstructExamples(
+    const std::vector<train::InstructionExample>& raw, const Tokenizer& tok, int64_t max_ctx) {
+  std::vector<IcaeExample> out;
+  for (const auto& r : raw) {
+    IcaeExample e;
+    e.objective = IcaeObjective::kInstruct;
+    e.context = ToInt64(tok.Encode(r.input, /*add_bos=*/true));
+    if (static_cast<int64_t>(e.context.size()) > max_ctx) e.context.resize(max_ctx);
+    e.prompt = ToInt64(tok.Encode(r.prompt, false));
+    e.target = ToInt64(tok.Encode(r.answer, false));
+    e.target.push_back(tok.eos_id());
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+int TrainFinetune(const std::vector<std::string>& argv) {
+  const std::string cmd = "train finetune";
+  std::set<std::string> flags = {"model", "adapter", "train-jsonl", "heldout-jsonl",
+                                 "train-text", "ae-ratio", "ae-min-len", "ae-max-len",
+                                 "eval-examples"};
+  flags.insert(LoopFlags().begin(), LoopFlags().end());
+  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet"});
+  if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
+  if (!args->Has("model") || !args->Has("adapter") || !args->Has("train-jsonl") || !args->Has("out")) {
+    return Fail(cmd, "usage: icae train finetune --model DIR --adapter PRETRAINED.safetensors "
+                     "--train-jsonl F [--heldout-jsonl F] [--train-text F --ae-ratio 0.25] "
+                     "--out DIR …", 2);
+  }
+  if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  auto opts = LoopOptions(*args, 500, 5e-4);
+  if (!opts.ok()) return Fail(cmd, std::string(opts.status().message()), 2);
+  auto setup = LoadBase(*args);
+  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()));
+  const Transformer& model = *setup->model;
+  const Tokenizer& tok = *setup->tokenizer;
+  // Master weights in float32 whatever the base dtype.
+  auto loaded = LoadIcaeAdapter(args->Get("adapter"), model.config(), torch::kFloat32);
+  if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
+  IcaeAdapter adapter = std::move(*loaded);
+  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  const int64_t batch = geti("batch-size", 8), eval_n = geti("eval-examples", 32);
+  const int64_t ae_min = geti("ae-min-len", 32), ae_max = geti("ae-max-len", 256);
+  const double ae_ratio = *args->GetDouble("ae-ratio", 0.0);
+  auto raw = train::LoadInstructionJsonl(args->Get("train-jsonl"));
+  if (!raw.ok()) return Fail(cmd, std::string(raw.status().message()));
+  auto train_ex = InstructExamples(*raw, tok, adapter.config.max_context_tokens);
+  if (!train_ex.ok()) return Fail(cmd, std::string(train_ex.status().message()));
+  std::vector<IcaeExample> held;
+  if (args->Has("heldout-jsonl")) {
+    auto hr = train::LoadInstructionJsonl(args->Get("heldout-jsonl"));
+    if (!hr.ok()) return Fail(cmd, std::string(hr.status().message()));
+    if (static_cast<int64_t>(hr->size()) > eval_n) hr->resize(eval_n);
+    auto h = InstructExamples(*hr, tok, adapter.config.max_context_tokens);
+    if (!h.ok()) return Fail(cmd, std::string(h.status().message()));
+    held = std::move(*h);
+  }
+  std::vector<int32_t> stream;
+  if (ae_ratio > 0) {
+    if (!args->Has("train-text")) return Fail(cmd, "--ae-ratio needs --train-text", 2);
+    auto s = train::TokenizeTextFile(tok, args->Get("train-text"));
+    if (!s.ok()) return Fail(cmd, std::string(s.status().message()));
+    stream = std::move(*s);
+  }
+  std::cerr << "train finetune: " << train_ex->size() << " training examples, " << held.size()
+            << " held-out\n";
+  const int64_t bos = tok.bos_id(), eos = tok.eos_id();
+  auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
+    auto rng = train::StepRng(opts->seed, step, m);
+    std::uniform_real_distribution<double> u(0, 1);
+    std::uniform_int_distribution<size_t> pick(0, train_ex->size() - 1);
+    std::uniform_int_distribution<int64_t> len(ae_min, ae_max);
+    std::vector<IcaeExample> ex;
+    for (int64_t b = 0; b < batch; ++b) {
+      if (ae_ratio > 0 && u(rng) < ae_ratio) {
+        ex.push_back(AeExample(stream, len(rng), bos, eos, rng));
+      } else {
+        ex.push_back((*train_ex)[pick(rng)]);
+      }
+    }
+    return train::IcaeLossSum(model, adapter, ex);
+  };
+  train::EvalFn eval;
+  if (!held.empty()) {
+    eval = [&]() -> absl::StatusOr<double> {
+      ASSIGN_OR_RETURN(auto ls, train::IcaeLossSum(model, adapter, held));
+      return ls.sum.item<double>() / static_cast<double>(ls.tokens);
+    };
+  }
+  std::error_code ec;
+  fs::create_directories(opts->out_dir, ec);
+  auto result = train::RunTraining(*opts, train::AdapterParameters(adapter), micro, eval);
+  if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
+  AppendRunLog(opts->out_dir, "finetune", *opts, *result);
+  if (auto st = SaveAdapter(adapter, opts->out_dir); !st.ok()) return Fail(cmd, std::string(st.message()));
+  std::cout << "steps=" << result->steps_done << " final_loss="
+            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_answer_loss="
+            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
+            << " tokens_per_second=" << result->tokens_per_second
+            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
+            << "\n";
+  return 0;
+}
+
+ICAE_REGISTER_COMMAND("train lm", "train a small causal LM from scratch (bf16 autocast, resumable)",
+                      TrainLm);
+ICAE_REGISTER_COMMAND("train pretrain",
+                      "ICAE adapter pretraining: autoencoding + continuation, base frozen",
+                      TrainPretrain);
+ICAE_REGISTER_COMMAND("train finetune", "ICAE adapter fine-tuning on instruction JSONL",
+                      TrainFinetune);
+
+}  // namespace
+}  // namespace icae::tools
