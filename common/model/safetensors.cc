@@ -277,10 +277,7 @@ absl::Status WriteSafetensors(const std::string& path,
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // align the data section
-  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create"));
+  return WriteFileAtomically(path, [&](std::ostream& out) {
     uint64_t n = h.size();
     char len[8];
     for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
@@ -290,18 +287,7 @@ absl::Status WriteSafetensors(const std::string& path,
       out.write(static_cast<const char*>(c.data_ptr()),
                 static_cast<std::streamsize>(c.numel() * c.element_size()));
     }
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return absl::ResourceExhaustedError(absl::StrCat(tmp, ": write failed"));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    std::remove(tmp.c_str());
-    return absl::InternalError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
-  }
-  return absl::OkStatus();
+  });
 }
 
 }  // namespace icae

@@ -58,12 +58,13 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
   return ss.str();
 }
 
-absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<void(std::ostream&)>& write) {
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     if (!out) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot create"));
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+    write(out);
     out.flush();
     if (!out) {
       std::remove(tmp.c_str());
@@ -76,6 +77,12 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     return absl::InternalError(absl::StrCat("rename to ", path, ": ", std::strerror(err)));
   }
   return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
+  return WriteFileAtomically(path, [&](std::ostream& out) {
+    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
+  });
 }
 
 }  // namespace icae

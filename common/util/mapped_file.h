@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <ostream>
 #include <memory>
 #include <string>
 
@@ -35,6 +37,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 // Writes `contents` to `path` atomically (temp file in the same folder, then rename).
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
+// Same, streaming: `write` fills the temp file (large files need no in-memory copy).
+absl::Status WriteFileAtomically(const std::string& path,
+                                 const std::function<void(std::ostream&)>& write);
 
 }  // namespace icae
 
