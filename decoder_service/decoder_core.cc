@@ -468,26 +468,8 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
 }
 
 icae::v1::ModelInfo DecoderCore::Info() const {
-  icae::v1::ModelInfo info;
-  const auto& c = bundle_.model().config();
-  const auto& a = bundle_.adapter().config;
-  info.set_model_fingerprint(bundle_.model_fingerprint());
-  info.set_adapter_fingerprint(bundle_.adapter_fingerprint());
-  info.set_model_type(c.model_type);
-  info.set_hidden_size(c.hidden_size);
-  info.set_num_layers(c.num_hidden_layers);
-  info.set_base_vocab_size(a.base_vocab_size);
-  info.set_mem_size(a.mem_size);
-  info.set_rate(a.mean_compression_rate);
-  info.set_max_context_tokens(max_context_tokens_);
+  icae::v1::ModelInfo info = server::BaseModelInfo(bundle_, max_context_tokens_);
   info.set_max_new_tokens(options_.max_new_tokens);
-  switch (bundle_.slot_dtype()) {
-    case slot_store::SlotDType::kFloat32: info.set_dtype(icae::v1::DTYPE_FLOAT32); break;
-    case slot_store::SlotDType::kBFloat16: info.set_dtype(icae::v1::DTYPE_BFLOAT16); break;
-    case slot_store::SlotDType::kFloat16: info.set_dtype(icae::v1::DTYPE_FLOAT16); break;
-    default: break;
-  }
-  info.set_max_position_embeddings(c.max_position_embeddings);
   return info;
 }
 

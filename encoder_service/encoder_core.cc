@@ -12,15 +12,6 @@
 namespace icae::encoder {
 namespace {
 
-icae::v1::DType ToProtoDType(slot_store::SlotDType d) {
-  switch (d) {
-    case slot_store::SlotDType::kFloat32: return icae::v1::DTYPE_FLOAT32;
-    case slot_store::SlotDType::kBFloat16: return icae::v1::DTYPE_BFLOAT16;
-    case slot_store::SlotDType::kFloat16: return icae::v1::DTYPE_FLOAT16;
-    default: return icae::v1::DTYPE_UNSPECIFIED;
-  }
-}
-
 CompressorOptions MakeCompressorOptions(const EncoderOptions& o) {
   CompressorOptions c;
   c.max_context_tokens = o.max_context_tokens;
@@ -223,7 +214,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
           r.set_segment_count(view->header.segment_count);
           r.set_cached(true);
           r.mutable_slots()->set_data(std::string(view->payload));
-          r.mutable_slots()->set_dtype(ToProtoDType(view->header.dtype));
+          r.mutable_slots()->set_dtype(server::ToProtoDType(view->header.dtype));
           r.mutable_slots()->add_shape(static_cast<int64_t>(view->header.n_slots));
           r.mutable_slots()->add_shape(static_cast<int64_t>(view->header.hidden_size));
           hit = std::move(r);
@@ -289,7 +280,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       r.set_cached(false);
       if (g.want_slots) {
         r.mutable_slots()->set_data(std::move(record->payload));
-        r.mutable_slots()->set_dtype(ToProtoDType(record->header.dtype));
+        r.mutable_slots()->set_dtype(server::ToProtoDType(record->header.dtype));
         r.mutable_slots()->add_shape(c.slots.size(0));
         r.mutable_slots()->add_shape(c.slots.size(1));
       }
@@ -317,21 +308,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
 }
 
 icae::v1::ModelInfo EncoderCore::Info() const {
-  icae::v1::ModelInfo info;
-  const auto& c = bundle_.model().config();
-  const auto& a = bundle_.adapter().config;
-  info.set_model_fingerprint(bundle_.model_fingerprint());
-  info.set_adapter_fingerprint(bundle_.adapter_fingerprint());
-  info.set_model_type(c.model_type);
-  info.set_hidden_size(c.hidden_size);
-  info.set_num_layers(c.num_hidden_layers);
-  info.set_base_vocab_size(a.base_vocab_size);
-  info.set_mem_size(a.mem_size);
-  info.set_rate(a.mean_compression_rate);
-  info.set_max_context_tokens(max_context_tokens_);
-  info.set_dtype(ToProtoDType(bundle_.slot_dtype()));
-  info.set_max_position_embeddings(c.max_position_embeddings);
-  return info;
+  return server::BaseModelInfo(bundle_, max_context_tokens_);
 }
 
 }  // namespace icae::encoder

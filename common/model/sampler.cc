@@ -24,6 +24,10 @@ absl::Status ValidateSamplingParams(const SamplingParams& p) {
 }
 
 int64_t Sampler::Next(const float* logits, int64_t n, const std::vector<int64_t>& history) {
+  if (params_.temperature <= 0 && params_.repetition_penalty == 1.0) {
+    // Plain greedy: no copy of the logits; ties go to the lowest id (as torch.argmax).
+    return std::max_element(logits, logits + n) - logits;
+  }
   work_.assign(logits, logits + n);
   if (params_.repetition_penalty != 1.0) {
     for (int64_t id : history) {

@@ -153,4 +153,31 @@ absl::Status ModelBundle::CheckIds(const std::vector<int64_t>& ids, std::string_
   return absl::OkStatus();
 }
 
+icae::v1::DType ToProtoDType(slot_store::SlotDType d) {
+  switch (d) {
+    case slot_store::SlotDType::kFloat32: return icae::v1::DTYPE_FLOAT32;
+    case slot_store::SlotDType::kBFloat16: return icae::v1::DTYPE_BFLOAT16;
+    case slot_store::SlotDType::kFloat16: return icae::v1::DTYPE_FLOAT16;
+    default: return icae::v1::DTYPE_UNSPECIFIED;
+  }
+}
+
+icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens) {
+  icae::v1::ModelInfo info;
+  const auto& c = bundle.model().config();
+  const auto& a = bundle.adapter().config;
+  info.set_model_fingerprint(bundle.model_fingerprint());
+  info.set_adapter_fingerprint(bundle.adapter_fingerprint());
+  info.set_model_type(c.model_type);
+  info.set_hidden_size(c.hidden_size);
+  info.set_num_layers(c.num_hidden_layers);
+  info.set_base_vocab_size(a.base_vocab_size);
+  info.set_mem_size(a.mem_size);
+  info.set_rate(a.mean_compression_rate);
+  info.set_max_context_tokens(max_context_tokens);
+  info.set_dtype(ToProtoDType(bundle.slot_dtype()));
+  info.set_max_position_embeddings(c.max_position_embeddings);
+  return info;
+}
+
 }  // namespace icae::server

@@ -17,6 +17,7 @@
 #include "common/icae/adapter.h"
 #include "common/icae/compressor.h"
 #include "common/model/transformer.h"
+#include "icae/v1/icae.pb.h"
 #include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_record.h"
 #include "common/tokenizer/tokenizer.h"
@@ -65,6 +66,12 @@ class ModelBundle {
 // Offset of the first malformed UTF-8 byte, or -1 when `s` is valid (shortest form, no
 // surrogates, <= U+10FFFF).
 int64_t FirstInvalidUtf8(std::string_view s);
+
+// The slot dtype as the API names it.
+icae::v1::DType ToProtoDType(slot_store::SlotDType d);
+
+// GetModelInfo's answer common to both services (the decoder adds its own bounds).
+icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens);
 
 }  // namespace icae::server
 

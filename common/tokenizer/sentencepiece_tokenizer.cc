@@ -12,24 +12,11 @@
 namespace icae {
 
 using tokenizer_internal::BpeLink;
+using tokenizer_internal::ParseBytePiece;
 using tokenizer_internal::kSpaceSymbol;
 using tokenizer_internal::Utf8Assembler;
 
 namespace {
-
-// "<0x41>" -> 0x41; -1 if `piece` is not exactly a byte piece.
-int ParseBytePiece(std::string_view piece) {
-  if (piece.size() != 6 || piece.substr(0, 3) != "<0x" || piece[5] != '>') return -1;
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  const int hi = hex(piece[3]);
-  const int lo = hex(piece[4]);
-  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
-}
 
 const char* ModelTypeName(int t) {
   switch (t) {

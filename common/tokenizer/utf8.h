@@ -48,6 +48,9 @@ class Utf8Assembler {
   size_t pending_len_ = 0;
 };
 
+// "<0x41>" -> 0x41; -1 if `piece` is not exactly a byte-fallback piece.
+int ParseBytePiece(std::string_view piece);
+
 }  // namespace icae::tokenizer_internal
 
 #endif  // ICAE_COMMON_TOKENIZER_UTF8_H_
