@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the embedded default model (models/default) end to end from the corpora:
-#   1. split   every corpus: first 95% of its lines → train, last 5% → held-out (no stage
-#              trains on the held-out split; tests/integration/default_model_test.cc uses the
-#              same arithmetic)
+#   1. split   every corpus: first 95% of its lines → train, last 5% → held-out, WikiText's
+#              "<unk>" markers removed (no stage trains on the held-out split;
+#              tests/integration/default_model_test.cc rebuilds it the same way)
 #   2. spm     SentencePiece BPE tokenizer with byte fallback (Debian's spm_train), 4096 pieces
 #   3. lm      base causal LM from scratch:           icae train lm
 #   4. data    instruction JSONL from held-in / held-out text: icae data instructions
@@ -45,8 +45,10 @@ if ! stage_done "$D/train.txt"; then
   fi
   for p in "${files[@]}"; do
     n=$(wc -l < "$p"); k=$((n * 95 / 100))
-    head -n "$k" "$p" >> "$D/train.txt.tmp"
-    tail -n +"$((k + 1))" "$p" >> "$D/heldout.txt.tmp"
+    # WikiText marks rare words with a literal "<unk>": drop it (and the space before it) so
+    # the model never learns to write it.
+    head -n "$k" "$p" | sed -e 's/ <unk>//g' -e 's/<unk>//g' >> "$D/train.txt.tmp"
+    tail -n +"$((k + 1))" "$p" | sed -e 's/ <unk>//g' -e 's/<unk>//g' >> "$D/heldout.txt.tmp"
   done
   mv "$D/heldout.txt.tmp" "$D/heldout.txt"; mv "$D/train.txt.tmp" "$D/train.txt"
 fi

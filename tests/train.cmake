@@ -8,3 +8,8 @@ icae_add_test(default_model_test SOURCES integration/default_model_test.cc
 if(TARGET icae)
   add_dependencies(default_model_test icae)
 endif()
+icae_add_test(train_cli_test SOURCES integration/train_cli_test.cc
+  LIBS icae_train icae_util LABELS integration train)
+if(TARGET icae)
+  add_dependencies(train_cli_test icae)
+endif()

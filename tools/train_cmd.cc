@@ -4,6 +4,11 @@
 //             with continuation at --lm-ratio, random windows over a text corpus
 //   finetune  an ICAE adapter on instruction JSONL {"input","prompt","answer"}, loss on the
 //             answer only, the instruct template
+// pretrain and finetune take --train-base: the base model's weights train too and the stage
+// writes a new model folder beside the adapter (a small base trained from scratch does not
+// read slots unless it learns to; a large pretrained base is kept frozen, as in the paper).
+// --base-lm-ratio then mixes plain LM windows into every batch so the base stays a language
+// model without slots.
 // All stages: --steps --batch-size --grad-accum --lr --warmup --min-lr-ratio --weight-decay
 // --clip --seed --save-every --eval-every --log-every --max-minutes --stop-after --resume --fp32
 // --threads.
@@ -88,6 +93,25 @@ void AppendRunLog(const std::string& out_dir, const std::string& stage,
 
 std::vector<int64_t> ToInt64(const std::vector<int32_t>& v) {
   return std::vector<int64_t>(v.begin(), v.end());
+}
+
+// Writes a model folder in the HF layout: bf16 weights (small; the loader converts at load),
+// config.json and a copy of the tokenizer.
+absl::Status SaveModelDir(const Transformer& model, const std::string& tokenizer_file,
+                          const std::string& out_dir) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& [n, t] : model.NamedWeights()) {
+    named.emplace_back(n, t.detach().to(torch::kBFloat16).contiguous());
+  }
+  RETURN_IF_ERROR(
+      WriteSafetensors(out_dir + "/model.safetensors", named, {{"format", "pt"}}));
+  RETURN_IF_ERROR(WriteFileAtomically(out_dir + "/config.json", ModelConfigToJson(model.config())));
+  std::error_code ec;
+  const std::string dst = out_dir + "/" + fs::path(tokenizer_file).filename().string();
+  if (fs::equivalent(tokenizer_file, dst, ec)) return absl::OkStatus();
+  fs::copy_file(tokenizer_file, dst, fs::copy_options::overwrite_existing, ec);
+  if (ec) return absl::InternalError("cannot copy the tokenizer: " + ec.message());
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------- train lm
@@ -193,21 +217,9 @@ int TrainLm(const std::vector<std::string>& argv) {
   auto result = train::RunTraining(*opts, train::ModelParameters(model), micro, eval);
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
   AppendRunLog(opts->out_dir, "lm", *opts, *result);
-  // The model folder: HF layout, bf16 weights (small; the loader converts at load).
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& [n, t] : model.NamedWeights()) {
-    named.emplace_back(n, t.detach().to(torch::kBFloat16).contiguous());
-  }
-  if (auto st = WriteSafetensors(opts->out_dir + "/model.safetensors", named, {{"format", "pt"}});
-      !st.ok()) {
+  if (auto st = SaveModelDir(model, args->Get("tokenizer"), opts->out_dir); !st.ok()) {
     return Fail(cmd, std::string(st.message()));
   }
-  if (auto st = WriteFileAtomically(opts->out_dir + "/config.json", ModelConfigToJson(c)); !st.ok()) {
-    return Fail(cmd, std::string(st.message()));
-  }
-  fs::copy_file(args->Get("tokenizer"), opts->out_dir + "/tokenizer.model",
-                fs::copy_options::overwrite_existing, ec);
-  if (ec) return Fail(cmd, "cannot copy the tokenizer: " + ec.message());
   std::cout << "steps=" << result->steps_done << " final_loss="
             << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_loss="
             << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
@@ -222,23 +234,77 @@ int TrainLm(const std::vector<std::string>& argv) {
 struct IcaeSetup {
   std::unique_ptr<Transformer> model;
   std::unique_ptr<Tokenizer> tokenizer;
-  IcaeAdapter adapter;
+  std::string tokenizer_file;
+  bool train_base = false;      // --train-base
+  double base_lm_ratio = 0;     // --base-lm-ratio (only with --train-base)
 };
+
+// Exit code 2 for flags that do not fit together, 1 for everything else.
+int UsageCode(const absl::Status& st) {
+  return st.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
 
 absl::StatusOr<IcaeSetup> LoadBase(const Args& a) {
   IcaeSetup s;
   ASSIGN_OR_RETURN(torch::Dtype dtype, DtypeFromArgs(a, "float32"));
+  s.train_base = a.Has("train-base");
+  ASSIGN_OR_RETURN(s.base_lm_ratio, a.GetDouble("base-lm-ratio", 0.0));
+  if (s.base_lm_ratio < 0 || s.base_lm_ratio >= 1) {
+    return absl::InvalidArgumentError("--base-lm-ratio must be in [0, 1)");
+  }
+  if (s.base_lm_ratio > 0 && !s.train_base) {
+    return absl::InvalidArgumentError("--base-lm-ratio needs --train-base");
+  }
+  if (s.train_base && dtype != torch::kFloat32) {
+    return absl::InvalidArgumentError("--train-base trains float32 master weights: drop --dtype");
+  }
   ModelLoadOptions lo;
   lo.dtype = dtype;  // a bf16 frozen base works too (autocast casts the fp32 adapter)
   const std::string dir = a.Get("model");
   if (dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   ASSIGN_OR_RETURN(s.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(s.tokenizer, Tokenizer::LoadFromModelDir(dir));
+  for (const char* name : {"tokenizer.model", "tokenizer.bin"}) {
+    if (fs::exists(dir + "/" + name)) {
+      s.tokenizer_file = dir + "/" + name;
+      break;
+    }
+  }
   return s;
 }
 
-absl::Status SaveAdapter(const IcaeAdapter& a, const std::string& out_dir) {
-  return train::SaveTrainedAdapter(a, out_dir + "/icae_adapter.safetensors");
+// The stage's trainable tensors: the adapter's, plus the base model's with --train-base.
+train::NamedTensors TrainableParameters(IcaeSetup& s, IcaeAdapter& adapter) {
+  train::NamedTensors p = train::AdapterParameters(adapter);
+  if (s.train_base) {
+    for (auto& nt : train::ModelParameters(*s.model)) p.push_back(nt);
+  }
+  return p;
+}
+
+// With --train-base: `examples` plus plain LM windows drawn at --base-lm-ratio (each in place
+// of an ICAE example, `len` ids), in one loss sum.
+absl::StatusOr<train::LossSum> StageLoss(const IcaeSetup& s, const IcaeAdapter& adapter,
+                                         const std::vector<IcaeExample>& examples,
+                                         const std::vector<std::vector<int64_t>>& lm_windows) {
+  train::LossSum total;
+  if (!examples.empty()) {
+    ASSIGN_OR_RETURN(total, train::IcaeLossSum(*s.model, adapter, examples));
+  }
+  if (!lm_windows.empty()) {
+    ASSIGN_OR_RETURN(auto lm, train::LmLossSum(*s.model, lm_windows));
+    total.sum = total.sum.defined() ? total.sum + lm.sum : lm.sum;
+    total.tokens += lm.tokens;
+  }
+  return total;
+}
+
+// Saves what the stage trained: the adapter, and the base model folder with --train-base.
+absl::Status SaveStage(const IcaeSetup& s, const IcaeAdapter& adapter, const std::string& out_dir) {
+  RETURN_IF_ERROR(train::SaveTrainedAdapter(adapter, out_dir + "/icae_adapter.safetensors"));
+  if (!s.train_base) return absl::OkStatus();
+  if (s.tokenizer_file.empty()) return absl::FailedPreconditionError("the base has no tokenizer file");
+  return SaveModelDir(*s.model, s.tokenizer_file, out_dir);
 }
 
 // Autoencoding example: a random window of `len` ids (BOS included).
@@ -258,20 +324,21 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   const std::string cmd = "train pretrain";
   std::set<std::string> flags = {"model", "train-text", "heldout-text", "mem-size", "rate",
                                  "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
-                                 "cont-len", "eval-len", "eval-windows"};
+                                 "cont-len", "eval-len", "eval-windows", "base-lm-ratio"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
-  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token"});
+  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->Has("model") || !args->Has("train-text") || !args->Has("out")) {
     return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
                      "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
-                     "--min-len 32 --max-len 256 --lm-ratio 0.5 --cont-len 64 …]", 2);
+                     "--min-len 32 --max-len 256 --lm-ratio 0.5 --cont-len 64 "
+                     "--train-base --base-lm-ratio 0.25 …]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto opts = LoopOptions(*args, 1000, 1e-3);
   if (!opts.ok()) return Fail(cmd, std::string(opts.status().message()), 2);
   auto setup = LoadBase(*args);
-  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()));
+  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()), UsageCode(setup.status()));
   const Transformer& model = *setup->model;
   const Tokenizer& tok = *setup->tokenizer;
   auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
@@ -314,7 +381,14 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     std::uniform_real_distribution<double> u(0, 1);
     std::uniform_int_distribution<int64_t> len(min_len, max_len);
     std::vector<IcaeExample> ex;
+    std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
+      if (setup->base_lm_ratio > 0 && u(rng) < setup->base_lm_ratio) {
+        auto w = train::RandomWindow(*stream, max_len + cont_len - 1, rng);
+        w.insert(w.begin(), bos);
+        plain.push_back(std::move(w));
+        continue;
+      }
       const bool lm = u(rng) < lm_ratio;
       const int64_t L = len(rng);
       if (!lm) {
@@ -329,7 +403,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
       e.target.assign(w.begin() + (L - 1), w.end());
       ex.push_back(std::move(e));
     }
-    return train::IcaeLossSum(model, adapter, ex);
+    return StageLoss(*setup, adapter, ex, plain);
   };
   train::EvalFn eval;
   if (!heldout.empty()) {
@@ -351,10 +425,12 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   }
   std::error_code ec;
   fs::create_directories(opts->out_dir, ec);
-  auto result = train::RunTraining(*opts, train::AdapterParameters(adapter), micro, eval);
+  auto result = train::RunTraining(*opts, TrainableParameters(*setup, adapter), micro, eval);
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
   AppendRunLog(opts->out_dir, "pretrain", *opts, *result);
-  if (auto st = SaveAdapter(adapter, opts->out_dir); !st.ok()) return Fail(cmd, std::string(st.message()));
+  if (auto st = SaveStage(*setup, adapter, opts->out_dir); !st.ok()) {
+    return Fail(cmd, std::string(st.message()));
+  }
   std::cout << "steps=" << result->steps_done << " final_loss="
             << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_ae_loss="
             << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
@@ -384,9 +460,9 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   const std::string cmd = "train finetune";
   std::set<std::string> flags = {"model", "adapter", "train-jsonl", "heldout-jsonl",
                                  "train-text", "ae-ratio", "ae-min-len", "ae-max-len",
-                                 "eval-examples"};
+                                 "eval-examples", "base-lm-ratio"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
-  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet"});
+  auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->Has("model") || !args->Has("adapter") || !args->Has("train-jsonl") || !args->Has("out")) {
     return Fail(cmd, "usage: icae train finetune --model DIR --adapter PRETRAINED.safetensors "
@@ -397,7 +473,7 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   auto opts = LoopOptions(*args, 500, 5e-4);
   if (!opts.ok()) return Fail(cmd, std::string(opts.status().message()), 2);
   auto setup = LoadBase(*args);
-  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()));
+  if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()), UsageCode(setup.status()));
   const Transformer& model = *setup->model;
   const Tokenizer& tok = *setup->tokenizer;
   // Master weights in float32 whatever the base dtype.
@@ -422,8 +498,10 @@ int TrainFinetune(const std::vector<std::string>& argv) {
     held = std::move(*h);
   }
   std::vector<int32_t> stream;
-  if (ae_ratio > 0) {
-    if (!args->Has("train-text")) return Fail(cmd, "--ae-ratio needs --train-text", 2);
+  if (ae_ratio > 0 || setup->base_lm_ratio > 0) {
+    if (!args->Has("train-text")) {
+      return Fail(cmd, "--ae-ratio and --base-lm-ratio need --train-text", 2);
+    }
     auto s = train::TokenizeTextFile(tok, args->Get("train-text"));
     if (!s.ok()) return Fail(cmd, std::string(s.status().message()));
     stream = std::move(*s);
@@ -437,14 +515,21 @@ int TrainFinetune(const std::vector<std::string>& argv) {
     std::uniform_int_distribution<size_t> pick(0, train_ex->size() - 1);
     std::uniform_int_distribution<int64_t> len(ae_min, ae_max);
     std::vector<IcaeExample> ex;
+    std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
+      if (setup->base_lm_ratio > 0 && u(rng) < setup->base_lm_ratio) {
+        auto w = train::RandomWindow(stream, ae_max - 1, rng);
+        w.insert(w.begin(), bos);
+        plain.push_back(std::move(w));
+        continue;
+      }
       if (ae_ratio > 0 && u(rng) < ae_ratio) {
         ex.push_back(AeExample(stream, len(rng), bos, eos, rng));
       } else {
         ex.push_back((*train_ex)[pick(rng)]);
       }
     }
-    return train::IcaeLossSum(model, adapter, ex);
+    return StageLoss(*setup, adapter, ex, plain);
   };
   train::EvalFn eval;
   if (!held.empty()) {
@@ -455,10 +540,12 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   }
   std::error_code ec;
   fs::create_directories(opts->out_dir, ec);
-  auto result = train::RunTraining(*opts, train::AdapterParameters(adapter), micro, eval);
+  auto result = train::RunTraining(*opts, TrainableParameters(*setup, adapter), micro, eval);
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
   AppendRunLog(opts->out_dir, "finetune", *opts, *result);
-  if (auto st = SaveAdapter(adapter, opts->out_dir); !st.ok()) return Fail(cmd, std::string(st.message()));
+  if (auto st = SaveStage(*setup, adapter, opts->out_dir); !st.ok()) {
+    return Fail(cmd, std::string(st.message()));
+  }
   std::cout << "steps=" << result->steps_done << " final_loss="
             << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_answer_loss="
             << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
