@@ -24,8 +24,7 @@ namespace {
 using ::icae::testing::SharedDir;
 
 // The held-out split of scripts/train-default-model.sh: the last 5% of the lines of each
-// corpus (wc -l arithmetic: k = newlines * 95 / 100, held-out = lines k+1 …), without
-// WikiText's "<unk>" markers.
+// corpus (wc -l arithmetic: k = newlines * 95 / 100, held-out = lines k+1 …).
 std::string HeldOutText(const std::string& corpora) {
   std::string out;
   for (const char* name : {"tinyshakespeare", "wikitext2-valid", "wikitext2-test",
@@ -43,11 +42,6 @@ std::string HeldOutText(const std::string& corpora) {
       if (pos != std::string::npos) ++pos;
     }
     if (pos != std::string::npos) out += text.substr(pos);
-  }
-  // WikiText's "<unk>" markers are removed, with the space before them (sed in the script).
-  for (const char* marker : {" <unk>", "<unk>"}) {
-    const std::string m(marker);
-    for (size_t p = out.find(m); p != std::string::npos; p = out.find(m, p)) out.erase(p, m.size());
   }
   return out;
 }
