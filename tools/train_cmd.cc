@@ -95,6 +95,16 @@ std::vector<int64_t> ToInt64(const std::vector<int32_t>& v) {
   return std::vector<int64_t>(v.begin(), v.end());
 }
 
+// The stage's last stdout line: steps, last training loss, last held-out loss, speed.
+void PrintSummary(const train::TrainResult& r, const char* heldout_label) {
+  std::cout << "steps=" << r.steps_done << " final_loss="
+            << (r.losses.empty() ? 0.0 : r.losses.back()) << " " << heldout_label << "="
+            << (r.heldout.empty() ? 0.0 : r.heldout.back().second)
+            << " tokens_per_second=" << r.tokens_per_second
+            << (r.stopped_early ? " (stopped at the time limit; --resume continues)" : "")
+            << "\n";
+}
+
 // Writes a model folder in the HF layout: bf16 weights (small; the loader converts at load),
 // config.json and a copy of the tokenizer.
 absl::Status SaveModelDir(const Transformer& model, const std::string& tokenizer_file,
@@ -220,12 +230,7 @@ int TrainLm(const std::vector<std::string>& argv) {
   if (auto st = SaveModelDir(model, args->Get("tokenizer"), opts->out_dir); !st.ok()) {
     return Fail(cmd, std::string(st.message()));
   }
-  std::cout << "steps=" << result->steps_done << " final_loss="
-            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_loss="
-            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
-            << " tokens_per_second=" << result->tokens_per_second
-            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
-            << "\n";
+  PrintSummary(*result, "heldout_loss");
   return 0;
 }
 
@@ -431,12 +436,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   if (auto st = SaveStage(*setup, adapter, opts->out_dir); !st.ok()) {
     return Fail(cmd, std::string(st.message()));
   }
-  std::cout << "steps=" << result->steps_done << " final_loss="
-            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_ae_loss="
-            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
-            << " tokens_per_second=" << result->tokens_per_second
-            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
-            << "\n";
+  PrintSummary(*result, "heldout_ae_loss");
   return 0;
 }
 
@@ -546,12 +546,7 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   if (auto st = SaveStage(*setup, adapter, opts->out_dir); !st.ok()) {
     return Fail(cmd, std::string(st.message()));
   }
-  std::cout << "steps=" << result->steps_done << " final_loss="
-            << (result->losses.empty() ? 0.0 : result->losses.back()) << " heldout_answer_loss="
-            << (result->heldout.empty() ? 0.0 : result->heldout.back().second)
-            << " tokens_per_second=" << result->tokens_per_second
-            << (result->stopped_early ? " (stopped at the time limit; --resume continues)" : "")
-            << "\n";
+  PrintSummary(*result, "heldout_answer_loss");
   return 0;
 }
 

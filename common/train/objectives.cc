@@ -8,6 +8,19 @@
 #include "common/util/status_macros.h"
 
 namespace icae::train {
+namespace {
+
+// Cross-entropy summed over the rows of `logits` [N, V] against `labels` [N].
+LossSum SummedCrossEntropy(const torch::Tensor& logits, const std::vector<int64_t>& labels) {
+  LossSum out;
+  out.sum = torch::nn::functional::cross_entropy(
+      logits.to(torch::kFloat32), torch::tensor(labels, torch::kInt64),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+  out.tokens = static_cast<int64_t>(labels.size());
+  return out;
+}
+
+}  // namespace
 
 absl::StatusOr<LossSum> LmLossSum(const Transformer& model,
                                   const std::vector<std::vector<int64_t>>& sequences) {
@@ -22,13 +35,7 @@ absl::StatusOr<LossSum> LmLossSum(const Transformer& model,
     labels.insert(labels.end(), s.begin() + 1, s.end());
   }
   ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch));  // [N, V] float32
-  auto target = torch::tensor(labels, torch::kInt64);
-  LossSum out;
-  out.sum = torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), target,
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  out.tokens = static_cast<int64_t>(labels.size());
-  return out;
+  return SummedCrossEntropy(logits, labels);
 }
 
 absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter& adapter,
@@ -72,13 +79,7 @@ absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter&
   ForwardOptions fo;  // LoRA off on the decoder side
   ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch, fo));
   // Only the base vocabulary is ever predicted (the model's vocabulary is the base one).
-  auto target = torch::tensor(labels, torch::kInt64);
-  LossSum out;
-  out.sum = torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), target,
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-  out.tokens = static_cast<int64_t>(labels.size());
-  return out;
+  return SummedCrossEntropy(logits, labels);
 }
 
 IcaeAdapter NewIcaeAdapter(const Transformer& base, const IcaeConfig& config, uint64_t seed) {
