@@ -106,6 +106,29 @@ absl::Status CheckShape(const SlotRecordHeader& h, uint64_t payload_bytes) {
   return absl::OkStatus();
 }
 
+// Index of the first NaN or infinity in a payload of `dtype` elements, or -1. An element is
+// non-finite exactly when its exponent bits are all ones, in each of the three formats.
+int64_t FirstNonFinite(SlotDType dtype, std::string_view payload) {
+  const char* p = payload.data();
+  if (dtype == SlotDType::kFloat32) {
+    const size_t n = payload.size() / 4;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t v;
+      std::memcpy(&v, p + 4 * i, 4);
+      if ((v & 0x7f800000u) == 0x7f800000u) return static_cast<int64_t>(i);
+    }
+    return -1;
+  }
+  const uint16_t mask = dtype == SlotDType::kBFloat16 ? 0x7f80 : 0x7c00;
+  const size_t n = payload.size() / 2;
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t v;
+    std::memcpy(&v, p + 2 * i, 2);
+    if ((v & mask) == mask) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
 absl::Status DataLoss(std::string_view what) {
   return absl::DataLossError(absl::StrCat("corrupt slot record: ", ToAbsl(what)));
 }
@@ -212,6 +235,13 @@ absl::StatusOr<SlotRecordView> ParseSlotRecordView(std::string_view bytes) {
   h.created_unix_micros = static_cast<int64_t>(GetU64(p + kOffCreated));
   if (absl::Status s = CheckShape(h, payload_bytes); !s.ok()) return DataLoss(ToStd(s.message()));
   view.payload = bytes.substr(kSlotRecordHeaderBytes, payload_bytes);
+  // A checksum only proves the bytes are the ones written; slots holding NaN or infinity
+  // (written by a broken encoder, or forged with a recomputed CRC) would decode to garbage.
+  if (const int64_t bad = FirstNonFinite(h.dtype, view.payload); bad >= 0) {
+    const auto hidden = static_cast<int64_t>(h.hidden_size);
+    return DataLoss(absl::StrCat("non-finite value (NaN or infinity) at slot ", bad / hidden,
+                                 ", element ", bad % hidden));
+  }
   return view;
 }
 

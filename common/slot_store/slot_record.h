@@ -84,8 +84,9 @@ absl::StatusOr<std::string> EncodeSlotRecord(const SlotRecord& record);
 
 // Parses and verifies untrusted bytes: every size is checked against the bytes actually present
 // before anything is read or allocated. Short, oversized, wrong-magic, wrong-version,
-// inconsistent or checksum-failing input is DATA_LOSS; it never crashes or over-reads. Pure
-// function of its input (fuzzable).
+// inconsistent or checksum-failing input is DATA_LOSS, and so is a payload holding NaN or
+// infinity; it never crashes or over-reads. Pure function of its input (fuzzable). This is the
+// one validation of records: every store runs it on Put and on reads it did not itself verify.
 absl::StatusOr<SlotRecordView> ParseSlotRecordView(std::string_view bytes);
 absl::StatusOr<SlotRecord> ParseSlotRecord(std::string_view bytes);
 

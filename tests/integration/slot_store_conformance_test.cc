@@ -119,6 +119,23 @@ TEST_P(SlotStoreConformance, InvalidInput) {
   EXPECT_FALSE(*store->Contains("ok"));
 }
 
+// The one record validation runs in every tier: a record holding NaN (checksum correct) is
+// refused on Put, so no tier, the local LRU of tiered:// included, ever holds or serves it.
+TEST_P(SlotStoreConformance, NonFiniteRecordIsRefused) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  SlotRecord r = ::icae::slot_store::testing::MakeRecord(1000);
+  r.payload[11] = static_cast<char>(0x7f);  // element 5 of bf16: exponent all ones, a NaN
+  r.payload[10] = static_cast<char>(0xc0);
+  auto bytes = EncodeSlotRecord(r);
+  ASSERT_TRUE(bytes.ok());
+  absl::Status put = store->Put("nan", *bytes);
+  EXPECT_EQ(put.code(), absl::StatusCode::kInvalidArgument) << put;
+  EXPECT_NE(put.message().find("non-finite"), absl::string_view::npos) << put;
+  EXPECT_EQ(store->Get("nan").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(*store->Contains("nan"));
+}
+
 TEST_P(SlotStoreConformance, TtlExpiry) {
   auto store = Open();
   ASSERT_NE(store, nullptr);

@@ -125,6 +125,45 @@ TEST(SlotStoreRecord, EveryBitFlipIsDataLoss) {
   }
 }
 
+// A record whose checksum is right but whose slots hold NaN or infinity is corrupt in every
+// dtype (what a forged record or a broken encoder leaves); finite extremes are fine.
+TEST(SlotStoreRecord, NonFinitePayloadIsDataLoss) {
+  struct Case {
+    SlotDType dtype;
+    std::string element;  // little-endian bytes of one element
+    bool finite;
+  };
+  const std::vector<Case> cases = {
+      {SlotDType::kBFloat16, std::string("\xc0\x7f", 2), false},  // NaN
+      {SlotDType::kBFloat16, std::string("\x80\xff", 2), false},  // -inf
+      {SlotDType::kBFloat16, std::string("\x7f\x7f", 2), true},   // largest finite
+      {SlotDType::kFloat16, std::string("\x00\x7c", 2), false},   // +inf
+      {SlotDType::kFloat16, std::string("\x01\xfe", 2), false},   // NaN
+      {SlotDType::kFloat16, std::string("\xff\x7b", 2), true},    // 65504
+      {SlotDType::kFloat32, std::string("\x00\x00\xc0\x7f", 4), false},  // NaN
+      {SlotDType::kFloat32, std::string("\x00\x00\x80\x7f", 4), false},  // +inf
+      {SlotDType::kFloat32, std::string("\xff\xff\x7f\x7f", 4), true},   // FLT_MAX
+  };
+  for (const Case& c : cases) {
+    SlotRecord r = MakeRecord(0);
+    r.header.dtype = c.dtype;
+    r.header.hidden_size = 5;
+    r.payload.assign(5 * c.element.size(), '\0');
+    r.payload.replace(3 * c.element.size(), c.element.size(), c.element);  // element 3
+    auto bytes = EncodeSlotRecord(r);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    absl::Status st = VerifySlotRecord(*bytes);
+    if (c.finite) {
+      EXPECT_TRUE(st.ok()) << DTypeName(c.dtype) << ": " << st;
+    } else {
+      EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss) << DTypeName(c.dtype);
+      EXPECT_THAT(st.message(), HasSubstr("non-finite value"));
+      EXPECT_THAT(st.message(), HasSubstr("slot 0, element 3"));
+      EXPECT_EQ(ParseSlotRecordView(*bytes).status().code(), absl::StatusCode::kDataLoss);
+    }
+  }
+}
+
 TEST(SlotStoreRecord, WrongVersionAndMagicAreNamed) {
   auto bytes = EncodeSlotRecord(MakeRecord(16));
   ASSERT_TRUE(bytes.ok());

@@ -15,7 +15,8 @@ namespace icae::slot_store::testing {
 inline const std::string kModelFp(64, 'a');
 inline const std::string kAdapterFp(64, 'b');
 
-// A valid record whose payload is `payload_bytes` (even) bytes of a pattern seeded by `seed`.
+// A valid record whose payload is `payload_bytes` (even) bytes of a pattern seeded by `seed`
+// (finite bf16 values).
 inline SlotRecord MakeRecord(size_t payload_bytes, int seed = 1) {
   SlotRecord r;
   r.header.model_fingerprint = kModelFp;
@@ -34,6 +35,9 @@ inline SlotRecord MakeRecord(size_t payload_bytes, int seed = 1) {
     x = x * 1664525u + 1013904223u;
     c = static_cast<char>(x >> 24);
   }
+  // Clear one exponent bit of every bf16 element (high byte): a record with NaN or infinity
+  // is invalid, and random bytes would hold some.
+  for (size_t i = 1; i < r.payload.size(); i += 2) r.payload[i] &= static_cast<char>(0xbf);
   return r;
 }
 
