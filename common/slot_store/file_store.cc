@@ -29,21 +29,14 @@ constexpr size_t kEnvelopeBytes = 16;
 constexpr char kSuffix[] = ".slot";
 constexpr char kTempPrefix[] = ".tmp-";
 
-absl::Status ErrnoError(int err, std::string_view what) {
-  std::string msg = absl::StrCat(ToAbsl(what), ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(msg);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(msg);
-    case EACCES:
-    case EPERM:
-    case EROFS:
-      return absl::FailedPreconditionError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
+// Filesystem errors are the store being unusable (folder gone, unwritable, unreadable, full):
+// UNAVAILABLE, so clients retry rather than re-encode. The client-facing message names the
+// operation only; the path (a server detail) goes to the log.
+absl::Status StoreError(int err, std::string_view op, std::string_view path) {
+  LOG(WARNING) << "file slot store: " << ToAbsl(op) << " " << ToAbsl(path) << ": "
+               << std::strerror(err);
+  return absl::UnavailableError(
+      absl::StrCat("file slot store: ", ToAbsl(op), ": ", std::strerror(err)));
 }
 
 class Fd {
@@ -85,7 +78,7 @@ absl::Status WriteAll(int fd, const struct iovec* iov_in, int n, const std::stri
   while (i < iov.size()) {
     ssize_t w = ::writev(fd, &iov[i], static_cast<int>(iov.size() - i));
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) return ErrnoError(errno, "writing " + path);
+    if (w < 0) return StoreError(errno, "writing a record", path);
     size_t left = static_cast<size_t>(w);
     while (i < iov.size() && left >= iov[i].iov_len) left -= iov[i++].iov_len;
     if (i < iov.size()) {
@@ -102,7 +95,7 @@ absl::StatusOr<bool> ReadExact(int fd, char* out, size_t n, off_t offset, const 
   while (n > 0) {
     ssize_t r = ::pread(fd, out, n, offset);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return ErrnoError(errno, "reading " + path);
+    if (r < 0) return StoreError(errno, "reading a record", path);
     if (r == 0) return false;
     out += r;
     n -= static_cast<size_t>(r);
@@ -145,19 +138,19 @@ absl::StatusOr<std::unique_ptr<FileSlotStore>> FileSlotStore::Open(
     if (pos == options.dir.size() || options.dir[pos] == '/') {
       std::string prefix = options.dir.substr(0, pos);
       if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-        return ErrnoError(errno, "creating " + prefix);
+        return StoreError(errno, "creating the folder", prefix);
       }
     }
   }
   struct stat st;
-  if (::stat(options.dir.c_str(), &st) != 0) return ErrnoError(errno, "stat " + options.dir);
+  if (::stat(options.dir.c_str(), &st) != 0) return StoreError(errno, "stat of the folder", options.dir);
   if (!S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(options.dir, " is not a folder"));
   }
   std::unique_ptr<FileSlotStore> store(new FileSlotStore(options));
   const std::string lock_path = options.dir + "/.lock";
   store->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (store->lock_fd_ < 0) return ErrnoError(errno, "opening " + lock_path);
+  if (store->lock_fd_ < 0) return StoreError(errno, "opening the lock file", lock_path);
   RETURN_IF_ERROR(store->ScanAndEvict(""));
   return store;
 }
@@ -211,15 +204,15 @@ absl::Status FileSlotStore::Put(std::string_view id, std::string_view record,
                                        temp_counter_.fetch_add(1), "-", ToAbsl(id));
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-    if (fd.get() < 0) return ErrnoError(errno, "creating " + tmp);
+    if (fd.get() < 0) return StoreError(errno, "creating a temp file", tmp);
     struct iovec iov[2] = {{envelope, kEnvelopeBytes},
                            {const_cast<char*>(record.data()), record.size()}};
     absl::Status s = WriteAll(fd.get(), iov, 2, tmp);
     if (s.ok() && options_.fsync && ::fdatasync(fd.get()) != 0) {
-      s = ErrnoError(errno, "fdatasync " + tmp);
+      s = StoreError(errno, "fdatasync", tmp);
     }
     if (s.ok()) Touch(fd.get());
-    if (s.ok() && ::close(fd.release()) != 0) s = ErrnoError(errno, "closing " + tmp);
+    if (s.ok() && ::close(fd.release()) != 0) s = StoreError(errno, "closing a temp file", tmp);
     if (!s.ok()) {
       ::unlink(tmp.c_str());
       return s;
@@ -227,13 +220,13 @@ absl::Status FileSlotStore::Put(std::string_view id, std::string_view record,
   }
   const std::string path = PathFor(id);
   struct stat old;
-  const bool replaced = ::stat(path.c_str(), &old) == 0;
+  const bool replaced = ::lstat(path.c_str(), &old) == 0;
   // Unlink first instead of renaming over the old file: ext4 (auto_da_alloc) flushes the new
   // file's data on a rename that replaces another, which measured 3-7 ms per Put here. Readers
   // see the old record, none (a miss) or the new one; never a partial one.
   if (replaced) ::unlink(path.c_str());
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    absl::Status s = ErrnoError(errno, "renaming " + tmp);
+    absl::Status s = StoreError(errno, "renaming a temp file", tmp);
     ::unlink(tmp.c_str());
     return s;
   }
@@ -264,21 +257,66 @@ absl::Status FileSlotStore::Put(std::string_view id, std::string_view record,
 void FileSlotStore::RemoveIfSame(const std::string& path, int fd) {
   // Only unlink the file we judged: another process may have renamed a fresh one into place.
   struct stat mine, now;
-  if (::fstat(fd, &mine) == 0 && ::stat(path.c_str(), &now) == 0 && mine.st_ino == now.st_ino &&
+  if (::fstat(fd, &mine) == 0 && ::lstat(path.c_str(), &now) == 0 && mine.st_ino == now.st_ino &&
       mine.st_dev == now.st_dev && ::unlink(path.c_str()) == 0) {
     AddBytes(-1, -(std::max<int64_t>(mine.st_size, kEnvelopeBytes) - kEnvelopeBytes), 0);
   }
 }
 
+absl::StatusOr<FileSlotStore::Opened> FileSlotStore::OpenForRead(const std::string& path,
+                                                                  int* fd) const {
+  *fd = -1;
+  // Never block and never follow: a FIFO or device in place of a record would hang open() or
+  // read() (and with it the encoder's batch thread), a symlink would read outside the folder.
+  // lstat keeps us from opening such a thing at all; O_NONBLOCK | O_NOFOLLOW and the fstat
+  // below cover one swapped in between.
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno != ENOENT) return StoreError(errno, "stat of a record", path);
+    // A missing folder is a store that is down, not a record that is absent: clients must
+    // not be sent to re-encode into a store that cannot hold anything.
+    struct stat dir;
+    if (::stat(options_.dir.c_str(), &dir) != 0) return StoreError(errno, "stat of the folder", options_.dir);
+    if (!S_ISDIR(dir.st_mode)) return StoreError(ENOTDIR, "stat of the folder", options_.dir);
+    return Opened::kAbsent;
+  }
+  if (!S_ISREG(st.st_mode)) return Opened::kNotRegular;
+  *fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (*fd < 0) {
+    if (errno == ENOENT) return Opened::kAbsent;  // removed since the lstat
+    if (errno == ELOOP) return Opened::kNotRegular;
+    return StoreError(errno, "opening a record", path);
+  }
+  if (::fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(*fd);
+    *fd = -1;
+    return Opened::kNotRegular;
+  }
+  return Opened::kFile;
+}
+
 absl::StatusOr<RecordBytes> FileSlotStore::Get(std::string_view id) {
   RETURN_IF_ERROR(ValidateSlotId(id));
   const std::string path = PathFor(id);
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    if (errno != ENOENT) return ErrnoError(errno, "opening " + path);
+  int raw_fd = -1;
+  ASSIGN_OR_RETURN(Opened opened, OpenForRead(path, &raw_fd));
+  Fd fd(raw_fd);
+  if (opened == Opened::kAbsent) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.misses;
     return absl::NotFoundError(absl::StrCat("slot ", ToAbsl(id), " not in the file store"));
+  }
+  if (opened == Opened::kNotRegular) {
+    // Not something this store wrote: remove it (a folder is left alone) so a Put can
+    // replace it, and report it like any other corrupt entry.
+    struct stat st;
+    const bool removed = ::lstat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) &&
+                         ::unlink(path.c_str()) == 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.corrupt;
+    return absl::DataLossError(absl::StrCat("slot ", ToAbsl(id),
+                                            " in the file store is not a regular file",
+                                            removed ? "; removed" : ""));
   }
   auto corrupt = [&](std::string_view why) {
     RemoveIfSame(path, fd.get());
@@ -288,7 +326,7 @@ absl::StatusOr<RecordBytes> FileSlotStore::Get(std::string_view id) {
         absl::StrCat("slot ", ToAbsl(id), " in the file store is corrupt (", ToAbsl(why), "); removed"));
   };
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return ErrnoError(errno, "stat " + path);
+  if (::fstat(fd.get(), &st) != 0) return StoreError(errno, "stat of a record", path);
   if (st.st_size < static_cast<off_t>(kEnvelopeBytes)) return corrupt("shorter than its envelope");
   const uint64_t record_size = static_cast<uint64_t>(st.st_size) - kEnvelopeBytes;
   if (record_size > options_.max_record_bytes) {
@@ -323,11 +361,12 @@ absl::StatusOr<RecordBytes> FileSlotStore::Get(std::string_view id) {
 absl::StatusOr<bool> FileSlotStore::Contains(std::string_view id) {
   RETURN_IF_ERROR(ValidateSlotId(id));
   const std::string path = PathFor(id);
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    if (errno == ENOENT) return false;
-    return ErrnoError(errno, "opening " + path);
-  }
+  int raw_fd = -1;
+  ASSIGN_OR_RETURN(Opened opened, OpenForRead(path, &raw_fd));
+  Fd fd(raw_fd);
+  // Something that is not a regular file holds no record: absent, so the encoder computes the
+  // record again and its Put replaces the thing.
+  if (opened != Opened::kFile) return false;
   char envelope[kEnvelopeBytes];
   ASSIGN_OR_RETURN(bool full, ReadExact(fd.get(), envelope, kEnvelopeBytes, 0, path));
   int64_t expires = 0;
@@ -340,10 +379,10 @@ absl::Status FileSlotStore::Delete(std::string_view id) {
   RETURN_IF_ERROR(ValidateSlotId(id));
   const std::string path = PathFor(id);
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
   if (::unlink(path.c_str()) != 0) {
     if (errno == ENOENT) return absl::OkStatus();
-    return ErrnoError(errno, "removing " + path);
+    return StoreError(errno, "removing a record", path);
   }
   AddBytes(-1, -(std::max<int64_t>(st.st_size, kEnvelopeBytes) - kEnvelopeBytes), 0);
   return absl::OkStatus();
@@ -356,7 +395,7 @@ absl::Status FileSlotStore::ScanAndEvict(std::string_view keep) {
   // Another thread of this process is scanning right now; it will do the work.
   if (!in_process.owns_lock()) return absl::OkStatus();
   while (::flock(lock_fd_, LOCK_EX) != 0) {
-    if (errno != EINTR) return ErrnoError(errno, "locking " + options_.dir + "/.lock");
+    if (errno != EINTR) return StoreError(errno, "locking", options_.dir + "/.lock");
   }
   struct Unlock {
     int fd;
@@ -370,7 +409,7 @@ absl::Status FileSlotStore::ScanAndEvict(std::string_view keep) {
   };
   std::vector<FileInfo> files;
   DIR* dir = ::opendir(options_.dir.c_str());
-  if (dir == nullptr) return ErrnoError(errno, "listing " + options_.dir);
+  if (dir == nullptr) return StoreError(errno, "listing the folder", options_.dir);
   const int dir_fd = ::dirfd(dir);
   const absl::Time now = absl::Now();
   int64_t total = 0;

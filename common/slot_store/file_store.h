@@ -7,6 +7,11 @@
 // record checksum catches that (DATA_LOSS, file removed). Readers keep their open descriptor,
 // so a record being read cannot be pulled away by an eviction in another process.
 //
+// Only regular files are records: a FIFO, device, symlink or folder named <id>.slot is never
+// opened in a way that can block or leave the folder; Get answers DATA_LOSS and removes it,
+// Contains says absent. Filesystem failures (folder missing, unwritable, unreadable, full) are
+// UNAVAILABLE with the path only in the server log.
+//
 // LRU: a file's mtime is its last access (set on Put and on every Get; atime is unreliable
 // under relatime/noatime mounts). When a process's view of the folder's size passes max_bytes
 // it takes <dir>/.lock (flock), rescans the folder and deletes the least recently used files
@@ -72,6 +77,10 @@ class FileSlotStore final : public SlotStore {
 
   explicit FileSlotStore(FileStoreOptions options);
   std::string PathFor(std::string_view id) const;
+  enum class Opened { kAbsent, kNotRegular, kFile };
+  // Opens a record for reading without blocking or following links; *fd is set only for
+  // kFile. UNAVAILABLE when the folder itself is gone or unreadable.
+  absl::StatusOr<Opened> OpenForRead(const std::string& path, int* fd) const;
   // Scans the folder; if it is over max_bytes, deletes LRU files down to the low watermark,
   // sparing `keep` (the record just written).
   absl::Status ScanAndEvict(std::string_view keep);

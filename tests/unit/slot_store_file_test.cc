@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -161,6 +162,76 @@ TEST_F(SlotStoreFile, TruncatedOrForeignFileIsDataLoss) {
   EXPECT_EQ(store->Get("v").status().code(), absl::StatusCode::kDataLoss);
   WriteFile(dir_ + "/w.slot", "");
   EXPECT_EQ(store->Get("w").status().code(), absl::StatusCode::kDataLoss);
+}
+
+// A FIFO, a symlink or a folder in place of <id>.slot: Contains says absent and Get says
+// DATA_LOSS, both at once (a FIFO used to block open() until someone wrote to it), and a Put
+// then replaces the thing with a real record.
+TEST_F(SlotStoreFile, NonRegularFilesNeverBlockAndAreReplaced) {
+  auto store = Open();
+  const std::string fifo = dir_ + "/fifo.slot";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const std::string target = dir_ + "/../outside-record";
+  WriteFile(target, RecordBytesOfSize(kRecord));
+  ASSERT_EQ(::symlink(target.c_str(), (dir_ + "/link.slot").c_str()), 0);
+  ASSERT_EQ(::mkdir((dir_ + "/dir.slot").c_str(), 0755), 0);
+  // Runs `f` on another thread; if it blocks, a writer opens the FIFO to free it and the
+  // test fails instead of hanging.
+  auto within_a_second = [&](std::function<void()> f) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      f();
+      done = true;
+    });
+    for (int i = 0; i < 100 && !done; ++i) absl::SleepFor(absl::Milliseconds(10));
+    EXPECT_TRUE(done.load()) << "blocked on a non-regular file";
+    if (!done) {
+      int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+      if (w >= 0) ::close(w);
+    }
+    t.join();
+  };
+  for (const char* id : {"fifo", "link", "dir"}) {
+    within_a_second([&] {
+      auto has = store->Contains(id);
+      ASSERT_TRUE(has.ok()) << id << ": " << has.status();
+      EXPECT_FALSE(*has) << id;
+    });
+    within_a_second([&] {
+      auto got = store->Get(id);
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << id << ": " << got.status();
+      EXPECT_THAT(got.status().message(), HasSubstr("not a regular file"));
+    });
+  }
+  EXPECT_FALSE(icae::testing::PathExists(fifo));
+  EXPECT_TRUE(icae::testing::PathExists(target));  // the link went, not what it pointed to
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  const std::string bytes = RecordBytesOfSize(kRecord, 3);
+  ASSERT_TRUE(store->Put("fifo", bytes).ok());
+  auto got = store->Get("fifo");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(**got, bytes);
+}
+
+// The folder gone (or replaced by a file) is a store that is down: UNAVAILABLE for every
+// operation, not NOT_FOUND (which sends clients to re-encode), and no server path in the message.
+TEST_F(SlotStoreFile, MissingFolderIsUnavailableWithoutItsPath) {
+  auto store = Open();
+  ASSERT_TRUE(store->Put("kept", RecordBytesOfSize(kRecord)).ok());
+  std::string out;
+  for (bool replace_with_file : {false, true}) {
+    icae::testing::RunCommand("rm -rf '" + dir_ + "'", &out);
+    if (replace_with_file) WriteFile(dir_, "not a folder");
+    auto check = [&](const absl::Status& st, const char* op) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << op << ": " << st;
+      EXPECT_EQ(st.message().find(dir_), absl::string_view::npos) << op << ": " << st;
+      EXPECT_THAT(st.message(), HasSubstr("file slot store"));
+    };
+    check(store->Get("kept").status(), "Get");
+    check(store->Contains("kept").status(), "Contains");
+    check(store->Put("new", RecordBytesOfSize(kRecord)), "Put");
+  }
+  icae::testing::RunCommand("rm -f '" + dir_ + "'", &out);
 }
 
 TEST_F(SlotStoreFile, HalfWrittenTempFileIsNeverServed) {
