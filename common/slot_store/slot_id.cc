@@ -1,6 +1,7 @@
 #include "common/slot_store/slot_id.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/slot_store/absl_compat.h"
 #include "common/slot_store/sha256.h"
 
 namespace icae::slot_store {
@@ -52,6 +53,23 @@ absl::Status ValidateSlotId(std::string_view id) {
     if (!ok) {
       return absl::InvalidArgumentError(
           "slot id may only contain letters, digits, '_' and '-'");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateApiSlotId(std::string_view id, std::string_view field) {
+  if (id.size() != kApiSlotIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(ToAbsl(field), " must be a slot ID from Encode (", kApiSlotIdLength,
+                     " lowercase hex characters), got ", id.size(), " bytes"));
+  }
+  for (size_t i = 0; i < id.size(); ++i) {
+    const char c = id[i];
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(ToAbsl(field), " must be a slot ID from Encode (", kApiSlotIdLength,
+                       " lowercase hex characters): byte ", i, " is not one"));
     }
   }
   return absl::OkStatus();

@@ -33,6 +33,13 @@ std::string ComputeSlotId(const SlotIdInputs& inputs, absl::Span<const int32_t> 
 inline constexpr size_t kMaxSlotIdLength = 128;
 absl::Status ValidateSlotId(std::string_view id);
 
+// The API's slot ID: what ComputeSlotId returns and Encode answers, exactly 64 lowercase hex
+// characters. Client input is checked against this (not the looser storage rule above, which
+// also admits tenant-prefixed store keys): INVALID_ARGUMENT naming `field` (e.g. "slot_ids[2]")
+// and the length the client sent; the value itself is not echoed.
+inline constexpr size_t kApiSlotIdLength = 64;
+absl::Status ValidateApiSlotId(std::string_view id, std::string_view field);
+
 }  // namespace icae::slot_store
 
 #endif  // ICAE_COMMON_SLOT_STORE_SLOT_ID_H_

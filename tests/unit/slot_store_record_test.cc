@@ -237,6 +237,36 @@ TEST(SlotStoreSlotId, ValidateRejectsUnsafeIds) {
   }
 }
 
+// Client-supplied slot IDs follow the API's format, not the storage rule: the message names
+// the field and the client's own length.
+TEST(SlotStoreSlotId, ApiFormatIs64LowercaseHex) {
+  const std::string good = ComputeSlotId(SlotIdInputs{"", kModelFp, kAdapterFp, 8, 4},
+                                         std::vector<int64_t>{1, 2, 3});
+  EXPECT_TRUE(ValidateApiSlotId(good, "slot_ids[0]").ok());
+  EXPECT_TRUE(ValidateApiSlotId(std::string(64, 'f'), "slot_ids[0]").ok());
+  struct Case {
+    std::string id;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"", "got 0 bytes"},
+      {"abc", "got 3 bytes"},
+      {std::string(63, 'a'), "got 63 bytes"},
+      {std::string(65, 'a'), "got 65 bytes"},
+      {std::string(128, 'a'), "got 128 bytes"},  // storage would take it; the API does not
+      {std::string(64, 'z'), "byte 0 is not one"},
+      {std::string(64, 'A'), "byte 0 is not one"},  // upper case: one spelling per ID
+      {std::string(63, 'a') + "\n", "byte 63 is not one"},
+  };
+  for (const Case& c : cases) {
+    absl::Status st = ValidateApiSlotId(c.id, "slot_ids[2]");
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.id;
+    EXPECT_THAT(st.message(), HasSubstr("slot_ids[2]"));
+    EXPECT_THAT(st.message(), HasSubstr(c.says));
+    EXPECT_THAT(st.message(), HasSubstr("64 lowercase hex"));
+  }
+}
+
 class SlotStoreFingerprint : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = icae::testing::MakeTempDir("icae-fp"); }
