@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/server/auth.h"
+#include "common/server/log_safe.h"
 #include "common/server/metrics.h"
 #include "common/server/metrics_http.h"
 #include "common/server/status.h"
@@ -126,6 +127,22 @@ TEST(StatusTest, MapsCodesAndCapsMessages) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
   EXPECT_EQ(FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "q")).code(),
             absl::StatusCode::kResourceExhausted);
+}
+
+// A client value cannot start a new log line, hide bytes or flood the log.
+TEST(LogSafeTest, EscapesControlBytesAndCapsLength) {
+  EXPECT_EQ(LogSafe("req-42_ok.x"), "req-42_ok.x");
+  EXPECT_EQ(LogSafe("a\nE1129 12:00:00.000000 1 x.cc:1] forged"),
+            "a\\nE1129 12:00:00.000000 1 x.cc:1] forged");
+  EXPECT_EQ(LogSafe("tab\tcr\r\\ \x1b[31m\x7f\xff"), "tab\\tcr\\r\\\\ \\x1b[31m\\x7f\\xff");
+  EXPECT_EQ(LogSafe(std::string("nul\0x", 5)), "nul\\x00x");
+  EXPECT_EQ(LogSafe("h\xc3\xa9"), "h\\xc3\\xa9");  // non-ASCII is escaped too: one rule
+  // At the bound: kept whole. Past it: cut, with the real length.
+  const std::string at(kMaxLoggedValueBytes, 'a');
+  EXPECT_EQ(LogSafe(at), at);
+  EXPECT_EQ(LogSafe(at + "b"), at + "...(" + std::to_string(kMaxLoggedValueBytes + 1) + " bytes)");
+  EXPECT_EQ(LogSafe(std::string(1 << 20, '\n'), 4), "\\n\\n\\n\\n...(1048576 bytes)");
+  EXPECT_EQ(LogSafe(at + "\n").find('\n'), std::string::npos);
 }
 
 }  // namespace
