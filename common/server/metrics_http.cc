@@ -20,7 +20,6 @@ namespace icae::server {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 8192;
-constexpr int kIoTimeoutMs = 2000;
 
 bool WriteAll(int fd, const std::string& data) {
   size_t off = 0;
@@ -36,7 +35,11 @@ bool WriteAll(int fd, const std::string& data) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& host, int port, const MetricsRegistry* registry) {
+    const std::string& host, int port, const MetricsRegistry* registry,
+    const MetricsHttpOptions& options) {
+  if (options.max_connections < 1 || options.io_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("metrics listener needs max_connections >= 1 and a positive timeout");
+  }
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   int one = 1;
@@ -56,12 +59,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   }
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer(fd, ntohs(addr.sin_port), registry));
+  std::unique_ptr<MetricsHttpServer> s(
+      new MetricsHttpServer(fd, ntohs(addr.sin_port), registry, options));
   return s;
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, int port, const MetricsRegistry* registry)
-    : listen_fd_(fd), port_(port), registry_(registry) {
+MetricsHttpServer::MetricsHttpServer(int fd, int port, const MetricsRegistry* registry,
+                                     MetricsHttpOptions options)
+    : listen_fd_(fd), port_(port), registry_(registry), options_(options) {
   if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) wake_pipe_[0] = wake_pipe_[1] = -1;
   thread_ = std::thread([this] { Loop(); });
 }
@@ -80,6 +85,9 @@ void MetricsHttpServer::Stop() {
     (void)!::write(wake_pipe_[1], &c, 1);
   }
   if (thread_.joinable()) thread_.join();
+  // Connection threads see the wake pipe too and end at once.
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait(lock, [&] { return active_ == 0; });
 }
 
 void MetricsHttpServer::Loop() {
@@ -89,24 +97,45 @@ void MetricsHttpServer::Loop() {
     if (n <= 0) continue;
     if (fds[0].revents & POLLIN) {
       int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (conn >= 0) {
+      if (conn < 0) continue;
+      // Bounds a client that stops reading the answer.
+      const int64_t ms = absl::ToInt64Milliseconds(options_.io_timeout);
+      timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+      ::setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      bool full = false;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        full = active_ >= options_.max_connections;
+        if (!full) ++active_;
+      }
+      if (full) {
+        static const char kBusy[] =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        (void)!::send(conn, kBusy, sizeof(kBusy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::close(conn);
+        continue;
+      }
+      std::thread([this, conn] {
         Serve(conn);
         ::close(conn);
-      }
+        std::lock_guard<std::mutex> lock(mu_);
+        if (--active_ == 0) idle_.notify_all();
+      }).detach();
     }
   }
 }
 
 void MetricsHttpServer::Serve(int conn) {
   std::string req;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kIoTimeoutMs);
+  auto deadline = std::chrono::steady_clock::now() +
+                  std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.io_timeout));
   char buf[2048];
   while (req.find("\r\n\r\n") == std::string::npos && req.size() < kMaxRequestBytes) {
     int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                     deadline - std::chrono::steady_clock::now()).count());
     if (left <= 0) return;
-    pollfd p{conn, POLLIN, 0};
-    if (::poll(&p, 1, left) <= 0) return;
+    pollfd p[2] = {{conn, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
+    if (::poll(p, wake_pipe_[0] >= 0 ? 2 : 1, left) <= 0 || stopping_.load()) return;
     ssize_t n = ::recv(conn, buf, sizeof(buf), 0);
     if (n <= 0) return;
     req.append(buf, static_cast<size_t>(n));

@@ -28,6 +28,8 @@ ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest request message accepted
 ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0 = a free port, -1 = off)");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
           "IPv4 address the /metrics listener binds (0.0.0.0 to let Prometheus scrape the pod IP)");
+ABSL_FLAG(int32_t, metrics_max_connections, 32,
+          "/metrics connections served at once (each idle one for at most 2 s); beyond: 503");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
           "on SIGTERM: how long in-flight work may finish before it is cancelled");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (TLS when set with --tls_key)");
@@ -54,7 +56,9 @@ int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
   std::string metrics_address;
   if (absl::GetFlag(FLAGS_metrics_port) >= 0) {
     const std::string host = absl::GetFlag(FLAGS_metrics_host);
-    auto m = MetricsHttpServer::Start(host, absl::GetFlag(FLAGS_metrics_port), &metrics);
+    MetricsHttpOptions mo;
+    mo.max_connections = absl::GetFlag(FLAGS_metrics_max_connections);
+    auto m = MetricsHttpServer::Start(host, absl::GetFlag(FLAGS_metrics_port), &metrics, mo);
     if (!m.ok()) {
       LOG(ERROR) << m.status();
       return 1;

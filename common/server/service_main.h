@@ -35,6 +35,7 @@ ABSL_DECLARE_FLAG(int64_t, max_context_tokens);
 ABSL_DECLARE_FLAG(int32_t, max_message_bytes);
 ABSL_DECLARE_FLAG(int32_t, metrics_port);
 ABSL_DECLARE_FLAG(std::string, metrics_host);
+ABSL_DECLARE_FLAG(int32_t, metrics_max_connections);
 ABSL_DECLARE_FLAG(absl::Duration, grace_period);
 ABSL_DECLARE_FLAG(std::string, tls_cert);
 ABSL_DECLARE_FLAG(std::string, tls_key);

@@ -1,7 +1,14 @@
 // common/server: metrics registry and exposition, the /metrics listener, API keys and tenant
 // store keys, the stop-sequence filter, status mapping, UTF-8 checks.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <vector>
+
+#include "absl/time/clock.h"
 #include "common/server/auth.h"
 #include "common/server/log_safe.h"
 #include "common/server/metrics.h"
@@ -57,6 +64,68 @@ TEST(MetricsHttpTest, ServesMetricsAndHealthz404Otherwise) {
   EXPECT_EQ(*HttpGet("127.0.0.1", (*s)->port(), "/healthz"), "ok\n");
   EXPECT_FALSE(HttpGet("127.0.0.1", (*s)->port(), "/other").ok());
   (*s)->Stop();
+}
+
+// A connected socket that sends nothing (what a slow or hostile client holds open).
+int IdleConnection(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+// Five idle connections used to delay a scrape by 5 x 2 s (one connection at a time); now a
+// scrape is answered at once while they idle, up to max_connections. Past it: 503 at once,
+// and served again when the idle ones time out.
+TEST(MetricsHttpTest, IdleConnectionsDoNotDelayAScrape) {
+  MetricsRegistry r;
+  r.AddGauge("icae_up", "up")->Set(1);
+  MetricsHttpOptions o;
+  o.max_connections = 6;
+  o.io_timeout = absl::Milliseconds(1500);
+  auto s = MetricsHttpServer::Start("127.0.0.1", 0, &r, o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  const int port = (*s)->port();
+  std::vector<int> idle;
+  for (int i = 0; i < 5; ++i) idle.push_back(IdleConnection(port));
+  absl::SleepFor(absl::Milliseconds(100));  // all five accepted and waiting
+  absl::Time t0 = absl::Now();
+  auto body = HttpGet("127.0.0.1", port, "/metrics");  // the 6th connection: at the limit
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("icae_up 1"), std::string::npos);
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(1000));
+  idle.push_back(IdleConnection(port));  // 6 idle: the limit is taken
+  absl::SleepFor(absl::Milliseconds(100));
+  t0 = absl::Now();
+  auto busy = HttpGet("127.0.0.1", port, "/metrics");
+  EXPECT_FALSE(busy.ok());
+  EXPECT_NE(std::string(busy.status().message()).find("503"), std::string::npos) << busy.status();
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(1000));
+  absl::SleepFor(absl::Milliseconds(1700));  // the idle ones time out and are dropped
+  EXPECT_TRUE(HttpGet("127.0.0.1", port, "/healthz").ok());
+  for (int fd : idle) ::close(fd);
+  t0 = absl::Now();
+  (*s)->Stop();
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(1000));
+  EXPECT_FALSE(MetricsHttpServer::Start("127.0.0.1", 0, &r, MetricsHttpOptions{0}).ok());
+}
+
+// Stop does not wait for an idle connection's timeout.
+TEST(MetricsHttpTest, StopEndsIdleConnectionsAtOnce) {
+  MetricsRegistry r;
+  MetricsHttpOptions o;
+  o.io_timeout = absl::Seconds(30);
+  auto s = MetricsHttpServer::Start("127.0.0.1", 0, &r, o);
+  ASSERT_TRUE(s.ok()) << s.status();
+  int fd = IdleConnection((*s)->port());
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Time t0 = absl::Now();
+  (*s)->Stop();
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+  ::close(fd);
 }
 
 TEST(AuthTest, KeysMapToTenants) {
