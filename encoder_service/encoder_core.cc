@@ -6,6 +6,8 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "common/server/log_safe.h"
+#include "common/server/status.h"
 #include "common/server/auth.h"
 #include "common/util/status_macros.h"
 
@@ -48,7 +50,7 @@ EncoderCore::~EncoderCore() { Stop(); }
 
 absl::StatusOr<EncodeJob> EncoderCore::Prepare(const icae::v1::EncodeRequest& r,
                                                const std::string& tenant) const {
-  if (r.request_id().size() > 128) return absl::InvalidArgumentError("request_id longer than 128 bytes");
+  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id", server::kMaxRequestIdBytes));
   EncodeJob job;
   job.request_id = r.request_id();
   job.tenant = tenant;
@@ -56,14 +58,8 @@ absl::StatusOr<EncodeJob> EncoderCore::Prepare(const icae::v1::EncodeRequest& r,
   switch (r.context_case()) {
     case icae::v1::EncodeRequest::kText: {
       if (r.text().empty()) return absl::InvalidArgumentError("empty context");
-      // Cheap bound before tokenizing: no token of these vocabularies spans 16 bytes or more,
-      // so a longer text cannot fit; the exact bound is checked on the ids below.
-      if (static_cast<int64_t>(r.text().size()) > 16 * max_context_tokens_) {
-        return absl::InvalidArgumentError(absl::StrCat("context of ", r.text().size(),
-                                                       " bytes is over the bound of ",
-                                                       max_context_tokens_, " tokens"));
-      }
-      ASSIGN_OR_RETURN(job.ids, bundle_.Tokenize(r.text(), /*add_bos=*/true));
+      ASSIGN_OR_RETURN(job.ids, bundle_.TokenizeBounded(r.text(), /*add_bos=*/true, max_context_tokens_,
+                                                        "context", "--max_context_tokens"));
       break;
     }
     case icae::v1::EncodeRequest::kTokenIds:
@@ -196,48 +192,34 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
     g.members.push_back(i);
     g.want_slots |= j.return_slots;
   }
-  // Already stored? Those are cache hits; the rest are compressed together.
+  // Already stored? Those are cache hits; the rest are compressed together. A hit is a record
+  // that passes the full validation (Get verifies it; the fingerprints must be ours), not a
+  // name in the store: a corrupt or non-finite record must never be answered `cached`, it is
+  // computed again and the Put overwrites it.
   std::vector<Group*> todo;
   for (auto& [key, g] : groups) {
-    const bool need_bytes = g.want_slots;
     absl::StatusOr<icae::v1::EncodeResponse> hit = absl::NotFoundError("");
-    if (need_bytes) {
-      auto rec = store_.Get(key);
-      if (rec.ok()) {
-        auto view = slot_store::ParseSlotRecordView(**rec);
-        if (view.ok() && slot_store::CheckSlotRecordFingerprints(view->header, bundle_.model_fingerprint(),
-                                                                 bundle_.adapter_fingerprint()).ok()) {
-          icae::v1::EncodeResponse r;
-          r.set_slot_id(g.slot_id);
-          r.set_token_count(static_cast<int64_t>(view->header.token_count));
-          r.set_slot_count(static_cast<int64_t>(view->header.n_slots));
-          r.set_segment_count(view->header.segment_count);
-          r.set_cached(true);
+    auto rec = store_.Get(key);
+    if (rec.ok()) {
+      auto view = slot_store::ParseSlotRecordView(**rec);
+      if (view.ok() && slot_store::CheckSlotRecordFingerprints(view->header, bundle_.model_fingerprint(),
+                                                               bundle_.adapter_fingerprint()).ok()) {
+        icae::v1::EncodeResponse r;
+        r.set_slot_id(g.slot_id);
+        r.set_token_count(static_cast<int64_t>(view->header.token_count));
+        r.set_slot_count(static_cast<int64_t>(view->header.n_slots));
+        r.set_segment_count(view->header.segment_count);
+        r.set_cached(true);
+        if (g.want_slots) {
           r.mutable_slots()->set_data(std::string(view->payload));
           r.mutable_slots()->set_dtype(server::ToProtoDType(view->header.dtype));
           r.mutable_slots()->add_shape(static_cast<int64_t>(view->header.n_slots));
           r.mutable_slots()->add_shape(static_cast<int64_t>(view->header.hidden_size));
-          hit = std::move(r);
         }
-      } else if (rec.status().code() == absl::StatusCode::kUnavailable) {
-        hit = rec.status();
-      }
-    } else {
-      auto has = store_.Contains(key);
-      if (!has.ok()) {
-        hit = has.status();
-      } else if (*has) {
-        const auto seg = SegmentContext(static_cast<int64_t>(g.job->ids.size()),
-                                        bundle_.adapter().config.mem_size,
-                                        bundle_.adapter().config.mean_compression_rate);
-        icae::v1::EncodeResponse r;
-        r.set_slot_id(g.slot_id);
-        r.set_token_count(static_cast<int64_t>(g.job->ids.size()));
-        r.set_segment_count(seg.num_segments);
-        r.set_slot_count(seg.num_segments * bundle_.adapter().config.mem_size);
-        r.set_cached(true);
         hit = std::move(r);
       }
+    } else if (rec.status().code() == absl::StatusCode::kUnavailable) {
+      hit = rec.status();
     }
     if (hit.ok() || hit.status().code() == absl::StatusCode::kUnavailable) {
       if (hit.ok()) cache_hits_->Inc(static_cast<double>(g.members.size()));
@@ -268,6 +250,9 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       }
       absl::Status put = store_.PutRecord(g.store_key, *record);
       if (!put.ok()) {
+        // The store refusing our own record (e.g. non-finite slots from a broken model) is
+        // the server's fault, not the client's input.
+        if (absl::IsInvalidArgument(put)) put = absl::InternalError(absl::StrCat("encoded record refused: ", put.message()));
         g.result = put;
         continue;
       }
@@ -291,8 +276,9 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
     for (size_t n = 0; n < g.members.size(); ++n) {
       Pending& p = batch[g.members[n]];
       if (!g.result.ok()) {
-        LOG(WARNING) << "encode request_id=" << p.job.request_id << " tenant=" << p.job.tenant
-                     << " failed: " << g.result.status();
+        LOG(WARNING) << "encode request_id=" << server::LogSafe(p.job.request_id)
+                     << " tenant=" << server::LogSafe(p.job.tenant)
+                     << " failed: " << server::LogSafe(g.result.status().ToString(), server::kMaxStatusMessageBytes);
         p.done(g.result.status());
         continue;
       }
@@ -300,7 +286,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       // The second request for a context computed in this batch finds it computed: cached.
       if (n > 0) r.set_cached(true);
       if (!p.job.return_slots) r.clear_slots();
-      LOG(INFO) << "encode request_id=" << p.job.request_id << " slot_id=" << r.slot_id()
+      LOG(INFO) << "encode request_id=" << server::LogSafe(p.job.request_id) << " slot_id=" << r.slot_id()
               << " tokens=" << r.token_count() << " cached=" << r.cached();
       p.done(std::move(r));
     }

@@ -5,6 +5,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/server/log_safe.h"
 #include "common/server/status.h"
 
 namespace icae::encoder {
@@ -44,7 +45,8 @@ grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext
   }
   auto job = core->Prepare(*request, *tenant);
   if (!job.ok()) {
-    LOG(INFO) << "encode request_id=" << request->request_id() << " rejected: " << job.status();
+    LOG(INFO) << "encode request_id=" << server::LogSafe(request->request_id())
+              << " rejected: " << server::LogSafe(job.status().ToString(), server::kMaxStatusMessageBytes);
     finish(job.status());
     return reactor;
   }

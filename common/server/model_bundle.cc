@@ -142,6 +142,42 @@ absl::StatusOr<std::vector<int64_t>> ModelBundle::Tokenize(std::string_view text
   return ids;
 }
 
+absl::StatusOr<std::vector<int64_t>> ModelBundle::TokenizeBounded(std::string_view text, bool add_bos,
+                                                                 int64_t max_tokens, std::string_view what,
+                                                                 std::string_view bound_flag) const {
+  if (static_cast<int64_t>(text.size()) > kMaxBytesPerToken * max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(what), " of ", text.size(),
+                                                   " bytes is over the bound of ", max_tokens, " tokens (",
+                                                   std::string(bound_flag), "; at most ", kMaxBytesPerToken,
+                                                   " bytes per token)"));
+  }
+  int64_t bad = FirstInvalidUtf8(text);
+  if (bad >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(what), " is not valid UTF-8 (byte offset ", bad, ")"));
+  }
+  std::vector<int64_t> ids;
+  for (int32_t id : tokenizer_->Encode(text, add_bos)) ids.push_back(id);
+  if (static_cast<int64_t>(ids.size()) > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(what), " of ", ids.size(),
+                                                   " tokens is over the bound of ", max_tokens, " (",
+                                                   std::string(bound_flag), ")"));
+  }
+  return ids;
+}
+
+absl::Status CheckClientText(std::string_view value, std::string_view field, size_t max_bytes) {
+  if (value.size() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(field), " is ", value.size(),
+                                                   " bytes, over the bound of ", max_bytes));
+  }
+  if (int64_t bad = FirstInvalidUtf8(value); bad >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(field), " is not valid UTF-8 (byte offset ", bad, ")"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelBundle::CheckIds(const std::vector<int64_t>& ids, std::string_view what) const {
   const int64_t v = base_vocab_size();
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -52,6 +52,13 @@ class ModelBundle {
 
   // Text → ids. INVALID_ARGUMENT naming the byte offset when `text` is not valid UTF-8.
   absl::StatusOr<std::vector<int64_t>> Tokenize(std::string_view text, bool add_bos) const;
+  // The same for client text bounded to `max_tokens`: bytes first (more than
+  // kMaxBytesPerToken * max_tokens bytes cannot fit, INVALID_ARGUMENT naming `what` without
+  // spending time on the tokenizer), then UTF-8, then the exact bound on the ids.
+  absl::StatusOr<std::vector<int64_t>> TokenizeBounded(std::string_view text, bool add_bos,
+                                                       int64_t max_tokens,
+                                                       std::string_view what,
+                                                       std::string_view bound_flag) const;
   // INVALID_ARGUMENT naming the first id outside [0, base_vocab_size).
   absl::Status CheckIds(const std::vector<int64_t>& ids, std::string_view what) const;
 
@@ -66,6 +73,18 @@ class ModelBundle {
 // Offset of the first malformed UTF-8 byte, or -1 when `s` is valid (shortest form, no
 // surrogates, <= U+10FFFF).
 int64_t FirstInvalidUtf8(std::string_view s);
+
+// No token of the supported vocabularies spans this many bytes of text, so text longer than
+// this many bytes per allowed token is refused before tokenizing.
+inline constexpr int64_t kMaxBytesPerToken = 16;
+
+// Bytes of a request_id (both services).
+inline constexpr size_t kMaxRequestIdBytes = 128;
+
+// A client-supplied text field that the API carries as `bytes` (so that gRPC does not refuse
+// the whole message before we can name the field): at most `max_bytes` bytes and valid UTF-8.
+// INVALID_ARGUMENT naming `field`, the size and bound, or the offset of the first bad byte.
+absl::Status CheckClientText(std::string_view value, std::string_view field, size_t max_bytes);
 
 // The slot dtype as the API names it.
 icae::v1::DType ToProtoDType(slot_store::SlotDType d);
