@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/icae/prompt.h"
 #include "common/model/sampler.h"
+#include "common/server/log_safe.h"
 #include "common/server/auth.h"
 #include "common/server/stop_filter.h"
 #include "common/slot_store/slot_id.h"
@@ -20,9 +21,9 @@ namespace icae::decoder {
 
 namespace {
 
-constexpr int64_t kMaxStopSequences = 8;
-constexpr size_t kMaxStopSequenceBytes = 256;
-constexpr int64_t kMaxStopTokenIds = 64;
+// Sampling ranges (stated in the proto): beyond them the distribution is degenerate anyway.
+constexpr double kMaxTemperature = 100;
+constexpr double kMaxRepetitionPenalty = 10;
 
 const char* FinishReasonLabel(icae::v1::FinishReason r) {
   switch (r) {
@@ -76,7 +77,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   c10::InferenceMode guard;
   auto s = std::make_unique<Sequence>();
   s->arrival = absl::Now();
-  if (r.request_id().size() > 128) return absl::InvalidArgumentError("request_id longer than 128 bytes");
+  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id", server::kMaxRequestIdBytes));
   s->request_id = r.request_id();
   const auto& cfg = bundle_.adapter().config;
 
@@ -86,12 +87,13 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   s->sampling.top_p = sp.top_p() == 0 ? 1.0 : sp.top_p();
   s->sampling.top_k = sp.top_k();
   s->sampling.repetition_penalty = sp.repetition_penalty() == 0 ? 1.0 : sp.repetition_penalty();
-  if (!(s->sampling.temperature >= 0 && s->sampling.temperature <= 100)) {
-    return absl::InvalidArgumentError(absl::StrCat("temperature must be in [0, 100], got ", sp.temperature()));
-  }
-  if (!(s->sampling.repetition_penalty >= 1 && s->sampling.repetition_penalty <= 10)) {
+  if (!(s->sampling.temperature >= 0 && s->sampling.temperature <= kMaxTemperature)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("repetition_penalty must be in [1, 10] (0 = 1), got ", sp.repetition_penalty()));
+        absl::StrCat("temperature must be in [0, ", kMaxTemperature, "], got ", sp.temperature()));
+  }
+  if (!(s->sampling.repetition_penalty >= 1 && s->sampling.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return absl::InvalidArgumentError(absl::StrCat("repetition_penalty must be in [1, ", kMaxRepetitionPenalty,
+                                                   "] (0 = 1), got ", sp.repetition_penalty()));
   }
   RETURN_IF_ERROR(ValidateSamplingParams(s->sampling));
   s->sampling.seed = sp.has_seed() ? sp.seed() : std::random_device{}() * 0x100000001ull + std::random_device{}();
@@ -103,17 +105,20 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
     return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [1, ", options_.max_new_tokens,
                                                    "] (--max_new_tokens), got ", st.max_new_tokens()));
   }
-  if (st.stop_sequences_size() > kMaxStopSequences) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopSequences, " stop sequences"));
+  if (st.stop_sequences_size() > options_.max_stop_sequences) {
+    return absl::InvalidArgumentError(absl::StrCat(st.stop_sequences_size(), " stop sequences is over the bound of ",
+                                                   options_.max_stop_sequences, " (--max_stop_sequences)"));
   }
-  for (const auto& seq : st.stop_sequences()) {
-    if (seq.empty() || seq.size() > kMaxStopSequenceBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("stop sequences must have 1 to ", kMaxStopSequenceBytes, " bytes"));
-    }
+  for (int i = 0; i < st.stop_sequences_size(); ++i) {
+    const std::string& seq = st.stop_sequences(i);
+    const std::string field = absl::StrCat("stopping.stop_sequences[", i, "]");
+    if (seq.empty()) return absl::InvalidArgumentError(absl::StrCat(field, " is empty"));
+    RETURN_IF_ERROR(server::CheckClientText(seq, field, static_cast<size_t>(options_.max_stop_sequence_bytes)));
     s->stop_sequences.push_back(seq);
   }
-  if (st.stop_token_ids_size() > kMaxStopTokenIds) {
-    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxStopTokenIds, " stop token ids"));
+  if (st.stop_token_ids_size() > options_.max_stop_token_ids) {
+    return absl::InvalidArgumentError(absl::StrCat(st.stop_token_ids_size(), " stop token ids is over the bound of ",
+                                                   options_.max_stop_token_ids, " (--max_stop_token_ids)"));
   }
   s->stop_token_ids.assign(st.stop_token_ids().begin(), st.stop_token_ids().end());
   RETURN_IF_ERROR(bundle_.CheckIds(s->stop_token_ids, "stop token"));
@@ -122,7 +127,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   // Prompt.
   std::vector<int64_t> prompt;
   if (r.prompt_case() == icae::v1::GenerateRequest::kPromptText) {
-    ASSIGN_OR_RETURN(prompt, bundle_.Tokenize(r.prompt_text(), /*add_bos=*/false));
+    ASSIGN_OR_RETURN(prompt, bundle_.TokenizeBounded(r.prompt_text(), /*add_bos=*/false, options_.max_prompt_tokens,
+                                                     "prompt", "--max_prompt_tokens"));
   } else if (r.prompt_case() == icae::v1::GenerateRequest::kPromptIds) {
     prompt.assign(r.prompt_ids().ids().begin(), r.prompt_ids().ids().end());
     RETURN_IF_ERROR(bundle_.CheckIds(prompt, "prompt"));
@@ -151,20 +157,32 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
     return absl::InvalidArgumentError(absl::StrCat(r.slot_ids_size(), " slot ids is over the bound of ",
                                                    options_.max_slot_ids, " (--max_slot_ids)"));
   }
-  for (const auto& id : r.slot_ids()) {
-    RETURN_IF_ERROR(slot_store::ValidateSlotId(id));
+  // Every ID in the API's format before the store is asked anything.
+  for (int i = 0; i < r.slot_ids_size(); ++i) {
+    RETURN_IF_ERROR(slot_store::ValidateApiSlotId(r.slot_ids(i), absl::StrCat("slot_ids[", i, "]")));
+  }
+  for (int i = 0; i < r.slot_ids_size(); ++i) {
+    const std::string& id = r.slot_ids(i);
     const std::string key = server::TenantStoreKey(tenant, id);
     auto rec = store_.Get(key);
-    if (!rec.ok()) {
-      if (rec.status().code() == absl::StatusCode::kNotFound) {
-        m_.slot_misses->Inc();
-        return absl::NotFoundError(absl::StrCat("slot ", id, " not found (unknown or evicted): encode the context again"));
-      }
-      return rec.status();
+    absl::Status bad = rec.status();
+    if (!rec.ok() && bad.code() == absl::StatusCode::kNotFound) {
+      m_.slot_misses->Inc();
+      return absl::NotFoundError(
+          absl::StrCat("slot_ids[", i, "]: slot ", id, " not found (unknown or evicted): encode the context again"));
     }
-    m_.slot_hits->Inc();
-    auto view = slot_store::ParseSlotRecordView(**rec);
-    if (!view.ok()) return view.status();
+    absl::StatusOr<slot_store::SlotRecordView> view = absl::UnknownError("no record");
+    if (rec.ok()) {
+      m_.slot_hits->Inc();
+      view = slot_store::ParseSlotRecordView(**rec);
+      bad = view.status();
+    }
+    if (!bad.ok()) {
+      // A corrupt record must not stay in any tier (the local LRU included): the next Get
+      // then says NOT_FOUND and the client re-encodes.
+      if (bad.code() == absl::StatusCode::kDataLoss) (void)store_.Delete(key);
+      return absl::Status(bad.code(), absl::StrCat("slot_ids[", i, "]: ", bad.message()));
+    }
     ASSIGN_OR_RETURN(torch::Tensor slots, bundle_.SlotsFromRecord(*view));
     s->slot_count += slots.size(0);
     s->context_tokens += static_cast<int64_t>(view->header.token_count);
@@ -174,7 +192,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
     std::vector<int64_t> ids;
     if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
       if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
-      ASSIGN_OR_RETURN(ids, bundle_.Tokenize(r.context_text(), /*add_bos=*/true));
+      ASSIGN_OR_RETURN(ids, bundle_.TokenizeBounded(r.context_text(), /*add_bos=*/true, max_context_tokens_,
+                                                    "context", "--max_context_tokens"));
     } else {
       ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
       RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
@@ -274,7 +293,7 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
   m_.e2e->Observe(absl::ToDoubleSeconds(now - s.arrival));
   m_.registry->AddCounter("icae_request_success_total", "Finished generations by finish reason",
                           {{"finish_reason", FinishReasonLabel(reason)}})->Inc();
-  LOG(INFO) << "generate request_id=" << s.request_id << " finish=" << FinishReasonLabel(reason)
+  LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " finish=" << FinishReasonLabel(reason)
             << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens << " tokens=" << s.generated
             << " ttft_ms=" << (s.generated > 0 ? absl::ToDoubleMilliseconds(s.first_token - s.arrival) : 0)
             << " total_ms=" << absl::ToDoubleMilliseconds(now - s.arrival);
@@ -342,12 +361,12 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
   // Leave: cancelled by the client, or past the deadline. Their caches go with them.
   auto gone = [&](std::unique_ptr<Sequence>& s) {
     if (s->cancelled && s->cancelled->load()) {
-      LOG(INFO) << "generate request_id=" << s->request_id << " cancelled after " << s->generated << " tokens";
+      LOG(INFO) << "generate request_id=" << server::LogSafe(s->request_id) << " cancelled after " << s->generated << " tokens";
       s->sink->Fail(absl::CancelledError("cancelled by the client"));
       return true;
     }
     if (now >= s->deadline) {
-      LOG(INFO) << "generate request_id=" << s->request_id << " deadline exceeded after " << s->generated << " tokens";
+      LOG(INFO) << "generate request_id=" << server::LogSafe(s->request_id) << " deadline exceeded after " << s->generated << " tokens";
       s->sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
       return true;
     }
@@ -470,6 +489,11 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
 icae::v1::ModelInfo DecoderCore::Info() const {
   icae::v1::ModelInfo info = server::BaseModelInfo(bundle_, max_context_tokens_);
   info.set_max_new_tokens(options_.max_new_tokens);
+  info.set_max_prompt_tokens(options_.max_prompt_tokens);
+  info.set_max_slot_ids(options_.max_slot_ids);
+  info.set_max_stop_sequences(options_.max_stop_sequences);
+  info.set_max_stop_sequence_bytes(options_.max_stop_sequence_bytes);
+  info.set_max_stop_token_ids(options_.max_stop_token_ids);
   return info;
 }
 

@@ -42,6 +42,9 @@ struct DecoderOptions {
   int64_t max_prompt_tokens = 2048;
   int64_t max_slot_ids = 16;
   int64_t max_prefill_tokens = 2048;    // prefill positions admitted per step (>= 1 request)
+  int64_t max_stop_sequences = 8;       // per request
+  int64_t max_stop_sequence_bytes = 256;
+  int64_t max_stop_token_ids = 64;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/server/log_safe.h"
 #include "common/server/status.h"
 
 namespace icae::decoder {
@@ -119,7 +120,8 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
       : stream_(std::make_shared<GenerateStream>(this, svc)) {
     absl::Status st = svc->StartGeneration(ctx, *request, stream_, stream_->cancelled());
     if (!st.ok()) {
-      LOG(INFO) << "generate request_id=" << request->request_id() << " rejected: " << st;
+      LOG(INFO) << "generate request_id=" << server::LogSafe(request->request_id())
+                << " rejected: " << server::LogSafe(st.ToString(), server::kMaxStatusMessageBytes);
       stream_->Fail(st);
     }
   }

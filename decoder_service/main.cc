@@ -21,6 +21,9 @@ ABSL_FLAG(int64_t, max_slot_ids, 16, "bound on slot IDs per request");
 ABSL_FLAG(int64_t, max_prefill_tokens, 2048,
           "input positions prefilled per scheduler step (at least one request); bounds how long "
           "admitting new requests stalls the running streams");
+ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
+ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
+ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");
 ABSL_FLAG(std::string, local_cache_bytes, "256M",
           "local in-process LRU in front of --store (0 = none)");
 
@@ -68,7 +71,11 @@ int main(int argc, char** argv) {
     o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
     o.max_slot_ids = absl::GetFlag(FLAGS_max_slot_ids);
     o.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
-    if (o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
+    o.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
+    o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
+    o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
+    if (o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
+        o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
         o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||
         o.max_prefill_tokens < 1) {
       return absl::InvalidArgumentError("a limit flag is out of range (see --helpfull)");
