@@ -12,4 +12,7 @@ if(TARGET encoder_service AND TARGET decoder_service)
   icae_add_test(services_test SOURCES integration/services_test.cc
     LIBS icae_server_model icae_server LABELS integration services)
   add_dependencies(services_test encoder_service decoder_service icae)
+  icae_add_test(hostile_client_test SOURCES integration/hostile_client_test.cc
+    LIBS icae_server icae_slot_store LABELS integration services)
+  add_dependencies(hostile_client_test encoder_service decoder_service)
 endif()
