@@ -135,14 +135,14 @@ absl::StatusOr<std::unique_ptr<RedisSlotStore>> RedisSlotStore::FromUri(const St
 }
 
 absl::StatusOr<std::unique_ptr<RedisSlotStore::Conn>> RedisSlotStore::Connect(absl::Time deadline) {
-  const std::string where = absl::StrCat(options_.host, ":", options_.port);
+  // Status messages reach clients: they name the store, not its address (that goes to the log
+  // where the store is reported down).
   const struct timeval tv = TimeoutTimeval(deadline - absl::Now());
   redisContext* raw = redisConnectWithTimeout(options_.host.c_str(), options_.port, tv);
   if (raw == nullptr) return absl::ResourceExhaustedError("cannot allocate a redis context");
   auto conn = std::make_unique<Conn>(raw);
   if (raw->err != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot connect to redis at ", where, ": ",
-                                               raw->errstr));
+    return absl::UnavailableError(absl::StrCat("cannot connect to the redis slot store: ", raw->errstr));
   }
   redisSetTimeout(raw, tv);
   redisEnableKeepAlive(raw);
@@ -156,7 +156,7 @@ absl::StatusOr<std::unique_ptr<RedisSlotStore::Conn>> RedisSlotStore::Connect(ab
     Reply reply(redisCommandArgv(raw, static_cast<int>(argv.size()), ptrs.data(), lens.data()));
     if (!reply.r) {
       return absl::UnavailableError(
-          absl::StrCat("redis at ", where, " failed during ", what, ": ", raw->errstr));
+          absl::StrCat("the redis slot store failed during ", what, ": ", raw->errstr));
     }
     if (reply.r->type == REDIS_REPLY_ERROR) return ErrorReply(reply.r.get(), what);
     return absl::OkStatus();
@@ -211,7 +211,10 @@ absl::StatusOr<std::unique_ptr<RedisSlotStore::Conn>> RedisSlotStore::Acquire(ab
         if (absl::IsUnavailable(conn.status())) {
           down_until_ = absl::Now() + options_.reconnect_backoff;
           last_error_ = std::string(conn.status().message());
-          if (!down_) LOG(WARNING) << "slot store: " << last_error_;
+          if (!down_) {
+            LOG(WARNING) << "slot store: redis at " << options_.host << ":" << options_.port << ": "
+                         << last_error_;
+          }
           down_ = true;
         }
         return conn.status();
@@ -284,8 +287,10 @@ absl::StatusOr<RedisSlotStore::Reply> RedisSlotStore::Run(const std::vector<std:
         continue;
       }
     }
+    LOG_EVERY_N(WARNING, 100) << "slot store: redis at " << options_.host << ":" << options_.port
+                              << (timed_out ? " timed out" : " failed: ") << (timed_out ? "" : error);
     return absl::UnavailableError(absl::StrCat(
-        "redis at ", options_.host, ":", options_.port, " ",
+        "the redis slot store ",
         timed_out ? absl::StrCat("did not answer within ", absl::FormatDuration(options_.timeout))
                   : absl::StrCat("failed: ", error)));
   }
