@@ -77,7 +77,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   c10::InferenceMode guard;
   auto s = std::make_unique<Sequence>();
   s->arrival = absl::Now();
-  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id", server::kMaxRequestIdBytes));
+  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id",
+                                          static_cast<size_t>(options_.max_request_id_bytes)));
   s->request_id = r.request_id();
   const auto& cfg = bundle_.adapter().config;
 
@@ -487,7 +488,7 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
 }
 
 icae::v1::ModelInfo DecoderCore::Info() const {
-  icae::v1::ModelInfo info = server::BaseModelInfo(bundle_, max_context_tokens_);
+  icae::v1::ModelInfo info = server::BaseModelInfo(bundle_, max_context_tokens_, options_.max_request_id_bytes);
   info.set_max_new_tokens(options_.max_new_tokens);
   info.set_max_prompt_tokens(options_.max_prompt_tokens);
   info.set_max_slot_ids(options_.max_slot_ids);

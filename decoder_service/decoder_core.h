@@ -45,6 +45,7 @@ struct DecoderOptions {
   int64_t max_stop_sequences = 8;       // per request
   int64_t max_stop_sequence_bytes = 256;
   int64_t max_stop_token_ids = 64;
+  int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.

@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
     o.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
     o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
     o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
-    if (o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
+    o.max_request_id_bytes = absl::GetFlag(FLAGS_max_request_id_bytes);
+    if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
         o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
         o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||
         o.max_prefill_tokens < 1) {

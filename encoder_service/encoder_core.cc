@@ -50,7 +50,8 @@ EncoderCore::~EncoderCore() { Stop(); }
 
 absl::StatusOr<EncodeJob> EncoderCore::Prepare(const icae::v1::EncodeRequest& r,
                                                const std::string& tenant) const {
-  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id", server::kMaxRequestIdBytes));
+  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id",
+                                          static_cast<size_t>(options_.max_request_id_bytes)));
   EncodeJob job;
   job.request_id = r.request_id();
   job.tenant = tenant;
@@ -294,7 +295,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
 }
 
 icae::v1::ModelInfo EncoderCore::Info() const {
-  return server::BaseModelInfo(bundle_, max_context_tokens_);
+  return server::BaseModelInfo(bundle_, max_context_tokens_, options_.max_request_id_bytes);
 }
 
 }  // namespace icae::encoder

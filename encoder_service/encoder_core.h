@@ -30,6 +30,7 @@ struct EncoderOptions {
   absl::Duration batch_wait = absl::Milliseconds(5);  // how long a batch waits for company
   int64_t max_context_tokens = 0;    // 0 = the adapter's bound
   int64_t max_segments_per_pass = 16;
+  int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
 };
 
 struct EncodeJob {

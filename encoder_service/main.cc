@@ -44,8 +44,10 @@ int main(int argc, char** argv) {
     eo.max_queue = absl::GetFlag(FLAGS_max_queue);
     eo.batch_wait = absl::GetFlag(FLAGS_batch_wait);
     eo.max_context_tokens = absl::GetFlag(FLAGS_max_context_tokens);
-    if (eo.max_batch < 1 || eo.max_queue < 0 || eo.max_context_tokens < 0) {
-      return absl::InvalidArgumentError("--max_batch must be >= 1, --max_queue and --max_context_tokens >= 0");
+    eo.max_request_id_bytes = absl::GetFlag(FLAGS_max_request_id_bytes);
+    if (eo.max_batch < 1 || eo.max_queue < 0 || eo.max_context_tokens < 0 || eo.max_request_id_bytes < 0) {
+      return absl::InvalidArgumentError(
+          "--max_batch must be >= 1, --max_queue, --max_context_tokens and --max_request_id_bytes >= 0");
     }
     core = std::make_unique<icae::encoder::EncoderCore>(*bundle, *store, eo, metrics);
     auto* st = store.get();

@@ -198,7 +198,8 @@ icae::v1::DType ToProtoDType(slot_store::SlotDType d) {
   }
 }
 
-icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens) {
+icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens,
+                                  int64_t max_request_id_bytes) {
   icae::v1::ModelInfo info;
   const auto& c = bundle.model().config();
   const auto& a = bundle.adapter().config;
@@ -213,6 +214,7 @@ icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context
   info.set_max_context_tokens(max_context_tokens);
   info.set_dtype(ToProtoDType(bundle.slot_dtype()));
   info.set_max_position_embeddings(c.max_position_embeddings);
+  info.set_max_request_id_bytes(max_request_id_bytes);
   return info;
 }
 

@@ -78,8 +78,8 @@ int64_t FirstInvalidUtf8(std::string_view s);
 // this many bytes per allowed token is refused before tokenizing.
 inline constexpr int64_t kMaxBytesPerToken = 16;
 
-// Bytes of a request_id (both services).
-inline constexpr size_t kMaxRequestIdBytes = 128;
+// Default bound on the bytes of a request_id (both services; --max_request_id_bytes).
+inline constexpr int64_t kMaxRequestIdBytes = 128;
 
 // A client-supplied text field that the API carries as `bytes` (so that gRPC does not refuse
 // the whole message before we can name the field): at most `max_bytes` bytes and valid UTF-8.
@@ -90,7 +90,8 @@ absl::Status CheckClientText(std::string_view value, std::string_view field, siz
 icae::v1::DType ToProtoDType(slot_store::SlotDType d);
 
 // GetModelInfo's answer common to both services (the decoder adds its own bounds).
-icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens);
+icae::v1::ModelInfo BaseModelInfo(const ModelBundle& bundle, int64_t max_context_tokens,
+                                  int64_t max_request_id_bytes);
 
 }  // namespace icae::server
 

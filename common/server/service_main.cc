@@ -24,6 +24,7 @@ ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads (0 = all cores)");
 ABSL_FLAG(int64_t, max_batch, 8, "encoder: contexts per compression pass; decoder: running sequences");
 ABSL_FLAG(int64_t, max_queue, 64, "requests waiting for admission; beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_context_tokens, 0, "bound on context tokens (0 = the adapter's bound)");
+ABSL_FLAG(int64_t, max_request_id_bytes, 128, "bound on a request's request_id (bytes)");
 ABSL_FLAG(int32_t, max_message_bytes, 4 << 20, "largest request message accepted (bytes)");
 ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0 = a free port, -1 = off)");
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1",

@@ -32,6 +32,7 @@ ABSL_DECLARE_FLAG(int32_t, threads);
 ABSL_DECLARE_FLAG(int64_t, max_batch);
 ABSL_DECLARE_FLAG(int64_t, max_queue);
 ABSL_DECLARE_FLAG(int64_t, max_context_tokens);
+ABSL_DECLARE_FLAG(int64_t, max_request_id_bytes);
 ABSL_DECLARE_FLAG(int32_t, max_message_bytes);
 ABSL_DECLARE_FLAG(int32_t, metrics_port);
 ABSL_DECLARE_FLAG(std::string, metrics_host);

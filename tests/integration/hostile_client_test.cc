@@ -30,10 +30,11 @@ namespace {
 
 constexpr char kKey[] = "hostile-key-1";
 constexpr char kTenant[] = "mallory";
-constexpr int64_t kMaxStopSequences = 8;
-constexpr int64_t kMaxStopSequenceBytes = 256;
-constexpr int64_t kMaxStopTokenIds = 64;
-constexpr int64_t kMaxRequestIdBytes = 128;
+// Bounds set by flag, away from their defaults, so the test shows they are configurable.
+constexpr int64_t kMaxStopSequences = 5;
+constexpr int64_t kMaxStopSequenceBytes = 100;
+constexpr int64_t kMaxStopTokenIds = 20;
+constexpr int64_t kMaxRequestIdBytes = 64;
 
 std::string Context(int n) {
   return absl::StrCat("Context number ", n, " for the hostile client: slot caches, replicas and ",
@@ -48,10 +49,14 @@ class HostileClientTest : public ::testing::Test {
     std::ofstream(*dir_ + "/keys") << kKey << " " << kTenant << "\n";
     const std::string store = "file://" + *dir_ + "/slots";
     const std::string keys = "--api_keys_file=" + *dir_ + "/keys";
-    auto e = StartService("encoder_service", *dir_, store, {keys});
+    const std::string request_id = absl::StrCat("--max_request_id_bytes=", kMaxRequestIdBytes);
+    auto e = StartService("encoder_service", *dir_, store, {keys, request_id});
     ASSERT_TRUE(e.ok()) << e.status();
     encoder_ = new Service(std::move(*e));
-    auto d = StartService("decoder_service", *dir_, store, {keys});
+    auto d = StartService("decoder_service", *dir_, store,
+                          {keys, request_id, absl::StrCat("--max_stop_sequences=", kMaxStopSequences),
+                           absl::StrCat("--max_stop_sequence_bytes=", kMaxStopSequenceBytes),
+                           absl::StrCat("--max_stop_token_ids=", kMaxStopTokenIds)});
     ASSERT_TRUE(d.ok()) << d.status();
     decoder_ = new Service(std::move(*d));
   }
@@ -281,6 +286,15 @@ TEST_F(HostileClientTest, EveryBoundAtAndPastIt) {
   EXPECT_EQ(info.max_stop_sequences(), kMaxStopSequences);
   EXPECT_EQ(info.max_stop_sequence_bytes(), kMaxStopSequenceBytes);
   EXPECT_EQ(info.max_stop_token_ids(), kMaxStopTokenIds);
+  EXPECT_EQ(info.max_request_id_bytes(), kMaxRequestIdBytes);
+  {
+    auto enc = icae::v1::Encoder::NewStub(encoder_->channel);
+    grpc::ClientContext ectx;
+    ectx.AddMetadata("authorization", absl::StrCat("Bearer ", kKey));
+    icae::v1::ModelInfo einfo;
+    ASSERT_TRUE(enc->GetModelInfo(&ectx, {}, &einfo).ok());
+    EXPECT_EQ(einfo.max_request_id_bytes(), kMaxRequestIdBytes);
+  }
 
   struct Case {
     std::string name;

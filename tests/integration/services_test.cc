@@ -372,6 +372,13 @@ TEST_F(ServicesTest, MetricsAndModelInfo) {
   EXPECT_EQ(info.mem_size(), 8);
   EXPECT_EQ(info.max_new_tokens(), kMaxNew);
   EXPECT_EQ(info.max_context_tokens(), kMaxContext);
+  EXPECT_EQ(info.max_prompt_tokens(), kMaxPrompt);
+  EXPECT_EQ(info.max_slot_ids(), kMaxSlotIds);
+  // Defaults of the bounds not set by flag here.
+  EXPECT_EQ(info.max_stop_sequences(), 8);
+  EXPECT_EQ(info.max_stop_sequence_bytes(), 256);
+  EXPECT_EQ(info.max_stop_token_ids(), 64);
+  EXPECT_EQ(info.max_request_id_bytes(), 128);
   EXPECT_EQ(info.model_fingerprint().size(), 64u);
 }
 
