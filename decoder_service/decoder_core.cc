@@ -40,7 +40,7 @@ const char* FinishReasonLabel(icae::v1::FinishReason r) {
 
 DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
                          DecoderOptions options, server::MetricsRegistry& r)
-    : bundle_(bundle), store_(store), options_(options) {
+    : bundle_(bundle), store_(store), options_(options), prefix_cache_(options.prefix_cache_bytes) {
   max_context_tokens_ = options_.max_context_tokens > 0 ? options_.max_context_tokens
                                                         : bundle.adapter().config.max_context_tokens;
   m_.registry = &r;
@@ -67,6 +67,11 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
                               {{"service", "decoder"}});
   m_.slot_misses = r.AddCounter("icae_slot_cache_misses_total", "Slot lookups that found nothing",
                                 {{"service", "decoder"}});
+  m_.prefix_hits = r.AddCounter("icae_prefix_cache_hits_total",
+                                "Requests that started from a cached slot-prefix KV");
+  m_.prefix_misses = r.AddCounter("icae_prefix_cache_misses_total",
+                                  "Requests with slots that found no cached slot-prefix KV");
+  m_.prefix_bytes = r.AddGauge("icae_prefix_cache_bytes", "Bytes held by the slot-prefix KV cache");
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -185,6 +190,17 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
       return absl::Status(bad.code(), absl::StrCat("slot_ids[", i, "]: ", bad.message()));
     }
     ASSIGN_OR_RETURN(torch::Tensor slots, bundle_.SlotsFromRecord(*view));
+    // Slot IDs are content addresses, so tenant + lead + IDs name the prefix's KV exactly. The
+    // lead is the same for every mode but instruct (autoencode, continue and raw share keys).
+    if (i == 0) {
+      s->prefix_positions = LeadPositions(bundle_.adapter(), mode);
+      s->prefix_keys.push_back(absl::StrCat(tenant.size(), ":", tenant, "|",
+                                            mode == PromptMode::kInstruct ? "instruct" : "plain"));
+    } else {
+      s->prefix_keys.push_back(s->prefix_keys.back());
+    }
+    absl::StrAppend(&s->prefix_keys.back(), "|", id);
+    s->prefix_positions += slots.size(0);
     s->slot_count += slots.size(0);
     s->context_tokens += static_cast<int64_t>(view->header.token_count);
     memories.push_back(std::move(slots));
@@ -286,6 +302,7 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
   f->mutable_usage()->set_prompt_tokens(s.prompt_tokens);
   f->mutable_usage()->set_completion_tokens(s.generated);
   f->mutable_usage()->set_context_tokens(s.context_tokens);
+  f->mutable_usage()->set_cached_prefix_tokens(s.cached_prefix_tokens);
   f->mutable_timings()->set_queue_seconds(absl::ToDoubleSeconds(s.admitted - s.arrival));
   if (s.generated > 0) {
     f->mutable_timings()->set_time_to_first_token_seconds(absl::ToDoubleSeconds(s.first_token - s.arrival));
@@ -295,7 +312,8 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
   m_.registry->AddCounter("icae_request_success_total", "Finished generations by finish reason",
                           {{"finish_reason", FinishReasonLabel(reason)}})->Inc();
   LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " finish=" << FinishReasonLabel(reason)
-            << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens << " tokens=" << s.generated
+            << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens
+            << " cached_prefix_tokens=" << s.cached_prefix_tokens << " tokens=" << s.generated
             << " ttft_ms=" << (s.generated > 0 ? absl::ToDoubleMilliseconds(s.first_token - s.arrival) : 0)
             << " total_ms=" << absl::ToDoubleMilliseconds(now - s.arrival);
   s.sink->Send(std::move(msg));
@@ -354,6 +372,40 @@ void DecoderCore::Loop() {
   }
 }
 
+void DecoderCore::AttachPrefix(Sequence& s) {
+  const int64_t total = s.input.size(0);
+  const int64_t capacity = total + s.max_new_tokens;
+  if (prefix_cache_.max_bytes() > 0 && !s.prefix_keys.empty()) {
+    // Longest first: [A, B] reuses [A, B], else [A] and extends it.
+    for (size_t k = s.prefix_keys.size(); k-- > 0;) {
+      std::shared_ptr<const KVCache> entry = prefix_cache_.Lookup(s.prefix_keys[k]);
+      if (entry == nullptr) continue;
+      // The last input position is always computed: its logits choose the first token.
+      const int64_t n = std::min(entry->length(), total - 1);
+      if (n <= 0) break;
+      s.cache.emplace(CopyKVPrefix(bundle_.model().config(), *entry, n, capacity));
+      s.cached_prefix_tokens = n;
+      s.cached_prefix_sets = k + 1;
+      m_.prefix_hits->Inc();
+      return;
+    }
+    m_.prefix_misses->Inc();
+  }
+  s.cache.emplace(bundle_.model().NewCache(capacity));
+}
+
+void DecoderCore::OfferPrefix(const Sequence& s) {
+  if (prefix_cache_.max_bytes() == 0 || s.prefix_keys.empty() ||
+      s.cached_prefix_sets == s.prefix_keys.size() || s.cache->length() < s.prefix_positions) {
+    return;
+  }
+  // Causal attention: the first prefix_positions of this sequence's KV are exactly the KV of
+  // the prefix alone, so they are copied out rather than computed again.
+  prefix_cache_.Insert(s.prefix_keys.back(), CopyKVPrefix(bundle_.model().config(), *s.cache,
+                                                          s.prefix_positions, s.prefix_positions));
+  m_.prefix_bytes->Set(static_cast<double>(prefix_cache_.bytes()));
+}
+
 bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
                        std::vector<std::unique_ptr<Sequence>>& fresh) {
   const absl::Time now = absl::Now();
@@ -380,8 +432,8 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
   for (auto& s : fresh) {
     s->admitted = now;
     m_.queue_time->Observe(absl::ToDoubleSeconds(now - s->arrival));
-    m_.prompt_tokens->Inc(static_cast<double>(s->input.size(0)));
-    s->cache.emplace(model.NewCache(s->input.size(0) + s->max_new_tokens));
+    AttachPrefix(*s);
+    m_.prompt_tokens->Inc(static_cast<double>(s->input.size(0) - s->cached_prefix_tokens));
     s->sampler = std::make_unique<Sampler>(s->sampling);
     s->detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
     s->stops = std::make_unique<server::StopTextFilter>(s->stop_sequences);
@@ -399,7 +451,7 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
   }
   for (auto& s : fresh) {
     SequenceInput in;
-    in.embeds = s->input;
+    in.embeds = s->input.narrow(0, s->cached_prefix_tokens, s->input.size(0) - s->cached_prefix_tokens);
     in.cache = &*s->cache;
     batch.push_back(std::move(in));
     order.push_back(s.get());
@@ -411,6 +463,7 @@ bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
   m_.step_time->Observe(absl::ToDoubleSeconds(t1 - t0));
   if (!fresh.empty()) m_.prefill_time->Observe(absl::ToDoubleSeconds(t1 - t0));
   for (auto& s : fresh) {
+    if (logits.ok()) OfferPrefix(*s);
     s->input = torch::Tensor();  // the cache holds what is needed now
     active.push_back(std::move(s));
   }

@@ -4,6 +4,9 @@
 // continuous batching: each step is one Forward over every running sequence (one new token
 // each) plus the prefill of the sequences admitted at that step; finished, cancelled and
 // expired sequences leave between steps and their KV caches are freed at once.
+// The KV of the slot-only prefix of an input (the mode's template lead + the slots, in order)
+// is kept in a prefix cache keyed by tenant, lead and slot IDs: a later request with the same
+// slots (or more slots after them) starts from it and prefills only the rest.
 #ifndef ICAE_DECODER_SERVICE_DECODER_CORE_H_
 #define ICAE_DECODER_SERVICE_DECODER_CORE_H_
 
@@ -23,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/model/kv_cache.h"
+#include "common/model/prefix_cache.h"
 #include "common/model/sampler.h"
 #include "common/server/metrics.h"
 #include "common/server/stop_filter.h"
@@ -46,6 +50,7 @@ struct DecoderOptions {
   int64_t max_stop_sequence_bytes = 256;
   int64_t max_stop_token_ids = 64;
   int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
+  int64_t prefix_cache_bytes = int64_t{256} << 20;  // slot-prefix KV cache; 0 = off
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.
@@ -70,12 +75,18 @@ struct Sequence {
   std::vector<int64_t> stop_token_ids;
   bool ignore_eos = false;
   absl::Time arrival;
+  // Slot-prefix cache keys, one per slot set: prefix_keys[k] names the input's positions up to
+  // the end of slot set k (the lead + sets 0..k). prefix_positions = where the last one ends.
+  std::vector<std::string> prefix_keys;
+  int64_t prefix_positions = 0;
   // Set by Submit.
   std::shared_ptr<GenerationSink> sink;
   std::shared_ptr<std::atomic<bool>> cancelled;
   absl::Time deadline = absl::InfiniteFuture();
   // Scheduler state.
   std::optional<KVCache> cache;
+  int64_t cached_prefix_tokens = 0;  // positions taken from the prefix cache
+  size_t cached_prefix_sets = 0;     // slot sets those positions cover
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<IncrementalDecoder> detok;
   std::unique_ptr<server::StopTextFilter> stops;
@@ -113,6 +124,10 @@ class DecoderCore {
   void Loop();
   bool Step(std::vector<std::unique_ptr<Sequence>>& active,
             std::vector<std::unique_ptr<Sequence>>& fresh);
+  // Starts s's KV cache from the longest cached slot prefix, or empty.
+  void AttachPrefix(Sequence& s);
+  // Offers s's slot prefix to the prefix cache after its prefill.
+  void OfferPrefix(const Sequence& s);
   void Finish(Sequence& s, icae::v1::FinishReason reason, const std::string& stop_text,
               int64_t stop_id, std::string tail_text);
 
@@ -120,6 +135,7 @@ class DecoderCore {
   slot_store::SlotStore& store_;
   DecoderOptions options_;
   int64_t max_context_tokens_;
+  PrefixKVCache prefix_cache_;  // used by the scheduler thread only
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -132,6 +148,8 @@ class DecoderCore {
     server::Gauge *running, *waiting, *kv_bytes;
     server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time;
     server::Counter *prompt_tokens, *generation_tokens, *slot_hits, *slot_misses;
+    server::Counter *prefix_hits, *prefix_misses;
+    server::Gauge* prefix_bytes;
     server::MetricsRegistry* registry;
   } m_;
 };

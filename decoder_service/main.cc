@@ -24,6 +24,9 @@ ABSL_FLAG(int64_t, max_prefill_tokens, 2048,
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
 ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
 ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");
+ABSL_FLAG(std::string, prefix_cache_bytes, "256M",
+          "KV of slot-only input prefixes kept for later requests with the same slots, LRU by "
+          "bytes (0 = off)");
 ABSL_FLAG(std::string, local_cache_bytes, "256M",
           "local in-process LRU in front of --store (0 = none)");
 
@@ -75,6 +78,9 @@ int main(int argc, char** argv) {
     o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
     o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
     o.max_request_id_bytes = absl::GetFlag(FLAGS_max_request_id_bytes);
+    auto prefix_bytes = icae::slot_store::ParseByteSize(absl::GetFlag(FLAGS_prefix_cache_bytes));
+    if (!prefix_bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--prefix_cache_bytes: ", prefix_bytes.status().message()));
+    o.prefix_cache_bytes = static_cast<int64_t>(*prefix_bytes);
     if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
         o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
         o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||

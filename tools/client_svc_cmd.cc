@@ -176,6 +176,7 @@ absl::Status StreamGenerate(const std::string& addr, const Args& args, const ica
               << (final.stop_sequence().empty() ? "" : " stop=\"" + final.stop_sequence() + "\"")
               << " slots=" << final.usage().slot_count() << " prompt_tokens=" << final.usage().prompt_tokens()
               << " completion_tokens=" << final.usage().completion_tokens()
+              << " cached_prefix_tokens=" << final.usage().cached_prefix_tokens()
               << " ttft_ms=" << final.timings().time_to_first_token_seconds() * 1e3
               << " total_ms=" << final.timings().total_seconds() * 1e3 << " seed=" << final.seed() << "\n";
   }

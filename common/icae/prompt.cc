@@ -24,6 +24,10 @@ const char* PromptModeName(PromptMode mode) {
   return "unknown";
 }
 
+int64_t LeadPositions(const IcaeAdapter& adapter, PromptMode mode) {
+  return mode == PromptMode::kInstruct ? static_cast<int64_t>(adapter.config.instruct_prefix_ids.size()) : 0;
+}
+
 absl::StatusOr<torch::Tensor> ContextAsMemory(const Transformer& model,
                                               const std::vector<int64_t>& context_ids) {
   if (context_ids.empty()) return absl::InvalidArgumentError("empty context");

@@ -30,6 +30,10 @@ absl::StatusOr<torch::Tensor> AssembleDecoderInput(const Transformer& model,
                                                    const std::vector<torch::Tensor>& memories,
                                                    const std::vector<int64_t>& prompt_ids);
 
+// Decoder input positions before the first slot (the mode's template lead): the slot-only
+// prefix of the input is these positions followed by the slots.
+int64_t LeadPositions(const IcaeAdapter& adapter, PromptMode mode);
+
 // The baseline's "memory": the context ids' own embeddings [L, hidden].
 absl::StatusOr<torch::Tensor> ContextAsMemory(const Transformer& model,
                                               const std::vector<int64_t>& context_ids);

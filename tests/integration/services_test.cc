@@ -356,7 +356,9 @@ TEST_F(ServicesTest, MetricsAndModelInfo) {
   for (const char* name : {"icae_requests_running", "icae_requests_waiting", "icae_time_to_first_token_seconds_count",
                            "icae_inter_token_latency_seconds_count", "icae_e2e_request_latency_seconds_count",
                            "icae_request_queue_time_seconds_count", "icae_batch_size_count",
-                           "icae_prompt_tokens_total", "icae_generation_tokens_total", "icae_slot_cache_bytes"}) {
+                           "icae_prompt_tokens_total", "icae_generation_tokens_total", "icae_slot_cache_bytes",
+                           "icae_prefix_cache_hits_total", "icae_prefix_cache_misses_total",
+                           "icae_prefix_cache_bytes"}) {
     EXPECT_TRUE(server::FindSample(dm, name).ok()) << name << "\n" << dm;
   }
   EXPECT_GT(*server::FindSample(dm, "icae_generation_tokens_total"), 0);
@@ -395,8 +397,11 @@ TEST_F(ServicesTest, CliEncodeGenerateAsk) {
   GenResult ref = RunGenerate(decoder_->channel, SlotRequest(slot, 12));
   ASSERT_TRUE(ref.status.ok());
   ASSERT_EQ(testing::RunCommand(icae + " generate --server " + decoder_->address + " --slot " + slot +
-                                " --max-new-tokens 12 --ignore-eos", &out, &err), 0) << err;
+                                " --max-new-tokens 12 --ignore-eos --verbose", &out, &err), 0) << err;
   EXPECT_EQ(out, ref.text + "\n");
+  // The run above left the slots' prefix KV in the decoder's prefix cache.
+  EXPECT_NE(err.find("cached_prefix_tokens=" + std::to_string(ref.final.usage().slot_count())), std::string::npos)
+      << err;
   ASSERT_EQ(testing::RunCommand(icae + " ask --encoder " + encoder_->address + " --decoder " + decoder_->address +
                                 " --text '" + kContext + "' --max-new-tokens 12 --ignore-eos --print-ids", &out, &err), 0) << err;
   std::string ids;

@@ -11,6 +11,8 @@
 
 #include "common/icae/prompt.h"
 #include "common/model/generate.h"
+#include "common/model/prefix_cache.h"
+#include "common/server/auth.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
 #include "common/slot_store/slot_store.h"
@@ -94,15 +96,23 @@ class SchedulerTest : public ::testing::Test {
 
   // The reference: single-sequence Generate on the same input.
   std::vector<int64_t> Reference(const std::string& slot_id, const std::vector<int64_t>& prompt, int64_t n) {
+    return Reference(std::vector<std::string>{slot_id}, prompt, n);
+  }
+  std::vector<int64_t> Reference(const std::vector<std::string>& slot_ids, const std::vector<int64_t>& prompt,
+                                 int64_t n) {
     c10::InferenceMode guard;
-    auto rec = store_->GetRecord(slot_id);
-    EXPECT_TRUE(rec.ok());
-    slot_store::SlotRecordView view{rec->header, rec->payload};
-    auto slots = bundle_->SlotsFromRecord(view);
-    EXPECT_TRUE(slots.ok());
+    std::vector<torch::Tensor> memories;
+    for (const auto& slot_id : slot_ids) {
+      auto rec = store_->GetRecord(slot_id);
+      EXPECT_TRUE(rec.ok());
+      slot_store::SlotRecordView view{rec->header, rec->payload};
+      auto slots = bundle_->SlotsFromRecord(view);
+      EXPECT_TRUE(slots.ok());
+      memories.push_back(*slots);
+    }
     auto input = AssembleDecoderInput(bundle_->model(), bundle_->adapter(),
                                       prompt.empty() ? PromptMode::kAutoencode : PromptMode::kInstruct,
-                                      {*slots}, prompt);
+                                      memories, prompt);
     EXPECT_TRUE(input.ok()) << input.status();
     SequenceInput in;
     in.embeds = *input;
@@ -115,13 +125,37 @@ class SchedulerTest : public ::testing::Test {
   }
 
   icae::v1::GenerateRequest Request(const std::string& slot_id, const std::vector<int64_t>& prompt, int64_t n) {
+    return Request(std::vector<std::string>{slot_id}, prompt, n);
+  }
+  icae::v1::GenerateRequest Request(const std::vector<std::string>& slot_ids, const std::vector<int64_t>& prompt,
+                                    int64_t n) {
     icae::v1::GenerateRequest req;
-    req.add_slot_ids(slot_id);
+    for (const auto& id : slot_ids) req.add_slot_ids(id);
     for (int64_t id : prompt) req.mutable_prompt_ids()->add_ids(id);
     req.mutable_stopping()->set_max_new_tokens(n);
     req.mutable_stopping()->set_ignore_eos(true);
     return req;
   }
+
+  // Submits without waiting.
+  std::shared_ptr<CollectingSink> Start(decoder::DecoderCore& core, const icae::v1::GenerateRequest& req,
+                                        const std::string& tenant = "") {
+    auto sink = std::make_shared<CollectingSink>();
+    auto seq = core.Prepare(req, tenant);
+    EXPECT_TRUE(seq.ok()) << seq.status();
+    if (!seq.ok()) return sink;
+    EXPECT_TRUE(core.Submit(std::move(*seq), sink, std::make_shared<std::atomic<bool>>(false),
+                            absl::InfiniteFuture()).ok());
+    return sink;
+  }
+  std::shared_ptr<CollectingSink> Run(decoder::DecoderCore& core, const icae::v1::GenerateRequest& req,
+                                      const std::string& tenant = "") {
+    auto sink = Start(core, req, tenant);
+    EXPECT_TRUE(sink->WaitDone(absl::Seconds(30)));
+    EXPECT_TRUE(sink->status.ok()) << sink->status;
+    return sink;
+  }
+  double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->value(); }
 
   server::MetricsRegistry metrics_;
   std::unique_ptr<server::ModelBundle> bundle_;
@@ -241,6 +275,131 @@ TEST_F(SchedulerTest, StopSequenceAndStopTokenEndTheStream) {
     EXPECT_EQ(ss->final.stop_sequence(), stop);
     EXPECT_EQ(ss->text, full->text.substr(0, full->text.find(stop)));
   }
+}
+
+const std::vector<int64_t> kContextA = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
+const std::vector<int64_t> kContextB = {1, 851, 349, 264, 1269, 2757, 684, 264, 2485, 302, 9060, 28723, 661, 2368};
+
+TEST_F(SchedulerTest, PrefixCacheGivesTheSameGreedyOutputAndComposes) {
+  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  auto core = MakeDecoder({});
+  const int64_t lead = LeadPositions(bundle_->adapter(), PromptMode::kInstruct);
+  const std::vector<int64_t> p1 = {1824, 349, 378, 28804}, p2 = {5801, 28804};
+
+  auto first = Run(*core, Request(a, p1, 10));  // computes [A] and caches it
+  EXPECT_EQ(first->final.usage().cached_prefix_tokens(), 0);
+  EXPECT_EQ(first->ids, Reference(a, p1, 10));
+  const int64_t slots_a = first->final.usage().slot_count();
+  EXPECT_EQ(CounterValue("icae_prefix_cache_misses_total"), 1);
+
+  auto repeat = Run(*core, Request(a, p2, 10));
+  EXPECT_EQ(repeat->final.usage().cached_prefix_tokens(), lead + slots_a);
+  EXPECT_EQ(repeat->ids, Reference(a, p2, 10));
+  EXPECT_EQ(CounterValue("icae_prefix_cache_hits_total"), 1);
+
+  // Composition: [A, B] starts from the cached [A] and extends it; then [A, B] is cached.
+  auto ab = Run(*core, Request({a, b}, p1, 10));
+  EXPECT_EQ(ab->final.usage().cached_prefix_tokens(), lead + slots_a);
+  EXPECT_EQ(ab->ids, Reference({a, b}, p1, 10));
+  auto ab2 = Run(*core, Request({a, b}, p2, 10));
+  EXPECT_EQ(ab2->final.usage().cached_prefix_tokens(), ab->final.usage().slot_count() + lead);
+  EXPECT_EQ(ab2->ids, Reference({a, b}, p2, 10));
+  // [B, A] is another prefix.
+  auto ba = Run(*core, Request({b, a}, p1, 10));
+  EXPECT_EQ(ba->final.usage().cached_prefix_tokens(), 0);
+  EXPECT_EQ(ba->ids, Reference({b, a}, p1, 10));
+
+  // Autoencode has no template lead: its own entries, [slots] then [AE].
+  auto ae = Run(*core, Request(a, {}, 10));
+  EXPECT_EQ(ae->final.usage().cached_prefix_tokens(), 0);
+  auto ae2 = Run(*core, Request(a, {}, 10));
+  EXPECT_EQ(ae2->final.usage().cached_prefix_tokens(), slots_a);
+  EXPECT_EQ(ae2->ids, Reference(a, {}, 10));
+
+  // Another tenant never sees this tenant's entries.
+  ASSERT_TRUE(store_->Put(server::TenantStoreKey("t2", a), *store_->Get(server::TenantStoreKey("", a)).value()).ok());
+  auto other = Run(*core, Request(a, p2, 10), "t2");
+  EXPECT_EQ(other->final.usage().cached_prefix_tokens(), 0);
+  EXPECT_EQ(other->ids, repeat->ids);
+  EXPECT_GT(metrics_.AddGauge("icae_prefix_cache_bytes", "")->value(), 0);
+}
+
+TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
+  const std::string a = Encode(kContextA);
+  const std::vector<std::vector<int64_t>> prompts = {{1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 28804}};
+  decoder::DecoderOptions o;
+  o.max_batch = 4;
+  auto core = MakeDecoder(o);
+  Run(*core, Request(a, {2936}, 2));  // caches the instruct [A] prefix
+  std::vector<std::shared_ptr<CollectingSink>> sinks;
+  for (const auto& p : prompts) sinks.push_back(Start(*core, Request(a, p, 12)));
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
+    ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
+    EXPECT_EQ(sinks[i]->ids, Reference(a, prompts[i], 12)) << "sequence " << i;
+    if (!prompts[i].empty()) EXPECT_GT(sinks[i]->final.usage().cached_prefix_tokens(), 0) << "sequence " << i;
+  }
+  // --prefix_cache_bytes 0: nothing cached, the same output.
+  o.prefix_cache_bytes = 0;
+  auto off = MakeDecoder(o);
+  for (int k = 0; k < 2; ++k) {
+    auto r = Run(*off, Request(a, prompts[0], 12));
+    EXPECT_EQ(r->final.usage().cached_prefix_tokens(), 0);
+    EXPECT_EQ(r->ids, sinks[0]->ids);
+  }
+}
+
+TEST_F(SchedulerTest, PrefixKVCacheEvictsUnpinnedLruAtAndPastTheBound) {
+  c10::InferenceMode guard;
+  const Transformer& model = bundle_->model();
+  const int64_t entry = model.NewCache(16).bytes();
+  PrefixKVCache cache(2 * entry);
+  EXPECT_TRUE(cache.Insert("a", model.NewCache(16)));
+  EXPECT_TRUE(cache.Insert("b", model.NewCache(16)));
+  EXPECT_EQ(cache.bytes(), 2 * entry);  // at the bound
+  EXPECT_EQ(cache.evictions(), 0);
+  auto pin_a = cache.Lookup("a");  // a is now the most recently used, and pinned
+  ASSERT_NE(pin_a, nullptr);
+  EXPECT_TRUE(cache.Insert("c", model.NewCache(16)));  // past it: b goes
+  EXPECT_EQ(cache.Lookup("b"), nullptr);
+  EXPECT_EQ(cache.bytes(), 2 * entry);
+  EXPECT_EQ(cache.evictions(), 1);
+  auto pin_c = cache.Lookup("c");
+  EXPECT_FALSE(cache.Insert("d", model.NewCache(16)));  // everything pinned: not stored
+  EXPECT_EQ(cache.entries(), 2);
+  pin_c.reset();
+  EXPECT_TRUE(cache.Insert("d", model.NewCache(16)));  // c is unpinned; a stays pinned
+  EXPECT_NE(cache.Lookup("a"), nullptr);
+  EXPECT_EQ(cache.Lookup("c"), nullptr);
+  EXPECT_EQ(cache.bytes(), 2 * entry);
+  EXPECT_FALSE(cache.Insert("big", model.NewCache(48)));  // larger than the bound
+  EXPECT_TRUE(cache.Insert("a", model.NewCache(16)));     // already there
+  EXPECT_EQ(cache.entries(), 2);
+
+  PrefixKVCache off(0);
+  EXPECT_FALSE(off.Insert("a", model.NewCache(16)));
+  EXPECT_EQ(off.Lookup("a"), nullptr);
+}
+
+TEST_F(SchedulerTest, CopyKVPrefixCopiesThePositions) {
+  c10::InferenceMode guard;
+  const Transformer& model = bundle_->model();
+  const ModelConfig& c = model.config();
+  KVCache src = model.NewCache(8);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    src.Write(l, torch::randn({c.num_key_value_heads, 6, c.head_dim}), torch::randn({c.num_key_value_heads, 6, c.head_dim}));
+  }
+  src.Advance(6);
+  KVCache dst = CopyKVPrefix(c, src, 4, 32);
+  EXPECT_EQ(dst.length(), 4);
+  EXPECT_GE(dst.capacity(), 32);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    EXPECT_TRUE(torch::equal(dst.Keys(l, 0), src.Keys(l, 0).narrow(1, 0, 4)));
+    EXPECT_TRUE(torch::equal(dst.Values(l, 0), src.Values(l, 0).narrow(1, 0, 4)));
+  }
+  // The copy is its own memory: writing past it leaves the source alone.
+  dst.Write(0, torch::zeros({c.num_key_value_heads, 1, c.head_dim}), torch::zeros({c.num_key_value_heads, 1, c.head_dim}));
+  EXPECT_FALSE(torch::equal(src.Keys(0, 0).narrow(1, 4, 1), torch::zeros({c.num_key_value_heads, 1, c.head_dim})));
 }
 
 }  // namespace
