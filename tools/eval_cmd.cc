@@ -13,8 +13,12 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/tokenizer/tokenizer.h"
 #include "common/train/evaluate.h"
+#include "common/train/metrics.h"
 #include "common/train/text_data.h"
+#include "common/util/mapped_file.h"
+#include "common/util/paths.h"
 #include "tools/args.h"
 #include "tools/command.h"
 #include "tools/icae_inputs.h"
@@ -113,6 +117,39 @@ int Eval(const std::vector<std::string>& argv) {
   }
   return 0;
 }
+
+// icae compare [--model DIR] --reference-file F --hypothesis-file H: how faithfully H (e.g. an
+// autoencode reconstruction) reproduces F, on the model's token ids (BOS excluded): token
+// accuracy (position-exact), BLEU-4, exact match. One line, `key=value` pairs.
+int Compare(const std::vector<std::string>& argv) {
+  const std::string cmd = "compare";
+  auto args = Args::Parse(argv, {"model", "reference-file", "hypothesis-file"}, {});
+  if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
+  if (!args->Has("reference-file") || !args->Has("hypothesis-file") || !args->positional().empty()) {
+    return Fail(cmd, "usage: icae compare [--model DIR] --reference-file F --hypothesis-file H", 2);
+  }
+  const std::string dir = args->Get("model", DefaultModelDir());
+  auto tok = Tokenizer::LoadFromModelDir(dir);
+  if (!tok.ok()) return Fail(cmd, std::string(tok.status().message()));
+  std::vector<std::vector<int64_t>> ids;
+  for (const char* f : {"reference-file", "hypothesis-file"}) {
+    auto text = ReadFileToString(args->Get(f));
+    if (!text.ok()) return Fail(cmd, std::string(text.status().message()));
+    // Trailing newlines are the file's, not the text's.
+    while (!text->empty() && (text->back() == '\n' || text->back() == '\r')) text->pop_back();
+    auto v = (*tok)->Encode(*text, /*add_bos=*/false);
+    ids.emplace_back(v.begin(), v.end());
+  }
+  std::cout << absl::StrFormat("reference_tokens=%d reconstructed_tokens=%d token_accuracy=%.4f "
+                               "bleu4=%.4f exact=%d\n",
+                               ids[0].size(), ids[1].size(), train::TokenAccuracy(ids[1], ids[0]),
+                               train::Bleu4(ids[1], ids[0]), ids[0] == ids[1] ? 1 : 0);
+  return 0;
+}
+
+ICAE_REGISTER_COMMAND("compare",
+                      "token accuracy and BLEU-4 of a text (e.g. a reconstruction) against a reference",
+                      Compare);
 
 ICAE_REGISTER_COMMAND("eval", "evaluate an ICAE adapter: autoencoding, continuation ppl, instructions",
                       Eval);

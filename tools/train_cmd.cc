@@ -12,6 +12,7 @@
 // All stages: --steps --batch-size --grad-accum --lr --warmup --min-lr-ratio --weight-decay
 // --clip --seed --save-every --eval-every --log-every --max-minutes --stop-after --resume --fp32
 // --threads.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -19,12 +20,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/icae/adapter.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 #include "common/tokenizer/tokenizer.h"
+#include "common/train/evaluate.h"
 #include "common/train/objectives.h"
 #include "common/train/text_data.h"
 #include "common/train/trainer.h"
@@ -312,6 +316,47 @@ absl::Status SaveStage(const IcaeSetup& s, const IcaeAdapter& adapter, const std
   return SaveModelDir(*s.model, s.tokenizer_file, out_dir);
 }
 
+// One learning-curve point: step, held-out AE loss (teacher forcing), greedy BLEU-4 of
+// reconstructions of `len` (one segment) and 4·len tokens, continuation perplexity of 64
+// tokens after `len` with the full context, its slots and none. Writes the header (with the
+// lengths in the column names) when the file is new.
+absl::Status AppendCurvePoint(const std::string& path, int64_t step, double ae_loss,
+                              const Transformer& model, const IcaeAdapter& adapter,
+                              const std::vector<int32_t>& heldout, int64_t len, int64_t passages) {
+  ASSIGN_OR_RETURN(auto ae1, train::EvalAutoencode(model, adapter, heldout, len, passages));
+  ASSIGN_OR_RETURN(auto ae4, train::EvalAutoencode(model, adapter, heldout, 4 * len, passages));
+  ASSIGN_OR_RETURN(auto cont, train::EvalContinuation(model, adapter, heldout, len, 64, passages));
+  const bool fresh = !fs::exists(path);
+  std::ofstream out(path, std::ios::app);
+  if (fresh) {
+    out << "step,ae_loss,bleu4_" << len << ",bleu4_" << 4 * len
+        << ",ppl_full,ppl_slots,ppl_none\n";
+  }
+  out << step << "," << ae_loss << "," << ae1.bleu4 << "," << ae4.bleu4 << "," << cont.ppl_full
+      << "," << cont.ppl_slots << "," << cont.ppl_none << "\n";
+  if (!out) return absl::InternalError("cannot append to " + path);
+  std::cerr << "curve step=" << step << " ae_loss=" << ae_loss << " bleu4_" << len << "="
+            << ae1.bleu4 << " bleu4_" << 4 * len << "=" << ae4.bleu4
+            << " ppl full/slots/none=" << cont.ppl_full << "/" << cont.ppl_slots << "/"
+            << cont.ppl_none << "\n";
+  return absl::OkStatus();
+}
+
+// "128,256,512" → {128, 256, 512}; empty → {}. Every length is at least 2.
+absl::StatusOr<std::vector<int64_t>> ParseLengths(const std::string& list) {
+  std::vector<int64_t> out;
+  if (list.empty()) return out;
+  for (absl::string_view part : absl::StrSplit(list, ',')) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(part, &v) || v < 2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--lengths: '", part, "' is not a length >= 2 (a list like 128,256,512)"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
 // Autoencoding example: a random window of `len` ids (BOS included).
 IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t bos, int64_t eos,
                       std::mt19937_64& rng) {
@@ -325,19 +370,33 @@ IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t b
   return e;
 }
 
+// Continuation example: a random window of `len` context ids (BOS included) and the
+// `cont_len` ids that follow it as the target.
+IcaeExample ContinueExample(const std::vector<int32_t>& stream, int64_t len, int64_t cont_len,
+                            int64_t bos, std::mt19937_64& rng) {
+  IcaeExample e;
+  e.objective = IcaeObjective::kContinue;
+  auto w = train::RandomWindow(stream, len - 1 + cont_len, rng);
+  e.context.push_back(bos);
+  e.context.insert(e.context.end(), w.begin(), w.begin() + (len - 1));
+  e.target.assign(w.begin() + (len - 1), w.end());
+  return e;
+}
+
 int TrainPretrain(const std::vector<std::string>& argv) {
   const std::string cmd = "train pretrain";
   std::set<std::string> flags = {"model", "train-text", "heldout-text", "mem-size", "rate",
                                  "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
-                                 "cont-len", "eval-len", "eval-windows", "base-lm-ratio"};
+                                 "cont-len", "eval-len", "eval-windows", "base-lm-ratio",
+                                 "init-adapter", "lengths", "curve-csv", "curve-passages"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->Has("model") || !args->Has("train-text") || !args->Has("out")) {
     return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
                      "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
-                     "--min-len 32 --max-len 256 --lm-ratio 0.5 --cont-len 64 "
-                     "--train-base --base-lm-ratio 0.25 …]", 2);
+                     "--min-len 32 --max-len 256 | --lengths 128,256,512] [--lm-ratio 0.5 "
+                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 …]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto opts = LoopOptions(*args, 1000, 1e-3);
@@ -362,7 +421,14 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   const int64_t cont_len = geti("cont-len", 64), batch = geti("batch-size", 8);
   const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
   const double lm_ratio = *args->GetDouble("lm-ratio", 0.5);
-  ic.max_context_tokens = std::max<int64_t>(4096, max_len);
+  // --lengths L1,L2,…: context lengths drawn from this list (repeat a value to weight it)
+  // instead of uniformly from [--min-len, --max-len]; e.g. whole 128-token segments, 1 to 4 of
+  // them, keep the slot ↔ token layout of every segment the same.
+  auto lengths = ParseLengths(args->Get("lengths"));
+  if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
+  const int64_t longest =
+      lengths->empty() ? max_len : *std::max_element(lengths->begin(), lengths->end());
+  ic.max_context_tokens = std::max<int64_t>(4096, longest);
   // Our tokenizer's own instruct template: BOS "[INST]" … " [/INST]".
   ic.instruct_prefix_ids = {tok.bos_id()};
   for (int32_t id : tok.Encode("[INST]", false)) ic.instruct_prefix_ids.push_back(id);
@@ -379,17 +445,32 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     if (!h.ok()) return Fail(cmd, std::string(h.status().message()));
     heldout = std::move(*h);
   }
-  IcaeAdapter adapter = train::NewIcaeAdapter(model, ic, opts->seed);
+  // --init-adapter FILE: start from a trained adapter (its config wins over the flags above)
+  // instead of a fresh one; a new schedule on new data then continues an earlier model.
+  IcaeAdapter adapter;
+  if (args->Has("init-adapter")) {
+    auto loaded = LoadIcaeAdapter(args->Get("init-adapter"), model.config(), torch::kFloat32);
+    if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
+    adapter = std::move(*loaded);
+    adapter.config.max_context_tokens =
+        std::max(adapter.config.max_context_tokens, ic.max_context_tokens);
+  } else {
+    adapter = train::NewIcaeAdapter(model, ic, opts->seed);
+  }
   const int64_t bos = tok.bos_id(), eos = tok.eos_id();
   auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
     auto rng = train::StepRng(opts->seed, step, m);
     std::uniform_real_distribution<double> u(0, 1);
-    std::uniform_int_distribution<int64_t> len(min_len, max_len);
+    std::uniform_int_distribution<int64_t> uniform_len(min_len, max_len);
+    std::uniform_int_distribution<size_t> pick_len(0, lengths->empty() ? 0 : lengths->size() - 1);
+    auto len = [&](std::mt19937_64& r) {
+      return lengths->empty() ? uniform_len(r) : (*lengths)[pick_len(r)];
+    };
     std::vector<IcaeExample> ex;
     std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
       if (setup->base_lm_ratio > 0 && u(rng) < setup->base_lm_ratio) {
-        auto w = train::RandomWindow(*stream, max_len + cont_len - 1, rng);
+        auto w = train::RandomWindow(*stream, longest + cont_len - 1, rng);
         w.insert(w.begin(), bos);
         plain.push_back(std::move(w));
         continue;
@@ -400,15 +481,24 @@ int TrainPretrain(const std::vector<std::string>& argv) {
         ex.push_back(AeExample(*stream, L, bos, eos, rng));
         continue;
       }
-      IcaeExample e;
-      e.objective = IcaeObjective::kContinue;
-      auto w = train::RandomWindow(*stream, L - 1 + cont_len, rng);
-      e.context.push_back(bos);
-      e.context.insert(e.context.end(), w.begin(), w.begin() + (L - 1));
-      e.target.assign(w.begin() + (L - 1), w.end());
-      ex.push_back(std::move(e));
+      ex.push_back(ContinueExample(*stream, L, cont_len, bos, rng));
     }
     return StageLoss(*setup, adapter, ex, plain);
+  };
+  // --curve-csv FILE: every held-out evaluation also measures what the learning curve is
+  // judged by (BLEU-4 of --eval-len and 4x --eval-len reconstructions, continuation
+  // perplexities after --eval-len) on
+  // --curve-passages passages and appends one CSV line.
+  const std::string curve_csv = args->Get("curve-csv");
+  const int64_t curve_passages = geti("curve-passages", 8);
+  if (!curve_csv.empty() && (heldout.empty() || curve_passages < 1)) {
+    return Fail(cmd, "--curve-csv needs --heldout-text and --curve-passages >= 1", 2);
+  }
+  // The eval runs after the step the last micro-batch belonged to.
+  int64_t last_step = 0;
+  train::MicroBatchFn counted = [&](int64_t step, int64_t m) {
+    last_step = step;
+    return micro(step, m);
   };
   train::EvalFn eval;
   if (!heldout.empty()) {
@@ -425,12 +515,17 @@ int TrainPretrain(const std::vector<std::string>& argv) {
         ex.push_back(std::move(e));
       }
       ASSIGN_OR_RETURN(auto ls, train::IcaeLossSum(model, adapter, ex));
-      return ls.sum.item<double>() / static_cast<double>(ls.tokens);
+      const double ae_loss = ls.sum.item<double>() / static_cast<double>(ls.tokens);
+      if (!curve_csv.empty()) {
+        RETURN_IF_ERROR(AppendCurvePoint(curve_csv, last_step + 1, ae_loss, model, adapter,
+                                         heldout, eval_len, curve_passages));
+      }
+      return ae_loss;
     };
   }
   std::error_code ec;
   fs::create_directories(opts->out_dir, ec);
-  auto result = train::RunTraining(*opts, TrainableParameters(*setup, adapter), micro, eval);
+  auto result = train::RunTraining(*opts, TrainableParameters(*setup, adapter), counted, eval);
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
   AppendRunLog(opts->out_dir, "pretrain", *opts, *result);
   if (auto st = SaveStage(*setup, adapter, opts->out_dir); !st.ok()) {
@@ -460,13 +555,13 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   const std::string cmd = "train finetune";
   std::set<std::string> flags = {"model", "adapter", "train-jsonl", "heldout-jsonl",
                                  "train-text", "ae-ratio", "ae-min-len", "ae-max-len",
-                                 "eval-examples", "base-lm-ratio"};
+                                 "eval-examples", "base-lm-ratio", "cont-ratio", "cont-len"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->Has("model") || !args->Has("adapter") || !args->Has("train-jsonl") || !args->Has("out")) {
     return Fail(cmd, "usage: icae train finetune --model DIR --adapter PRETRAINED.safetensors "
-                     "--train-jsonl F [--heldout-jsonl F] [--train-text F --ae-ratio 0.25] "
+                     "--train-jsonl F [--heldout-jsonl F] [--train-text F --ae-ratio 0.25 --cont-ratio 0.1] "
                      "--out DIR …", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
@@ -484,6 +579,13 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   const int64_t batch = geti("batch-size", 8), eval_n = geti("eval-examples", 32);
   const int64_t ae_min = geti("ae-min-len", 32), ae_max = geti("ae-max-len", 256);
   const double ae_ratio = *args->GetDouble("ae-ratio", 0.0);
+  // --cont-ratio: continuation examples ([slots][LM] → the next --cont-len ids), so that a
+  // base trained on instructions (--train-base) keeps continuing text from its slots.
+  const double cont_ratio = *args->GetDouble("cont-ratio", 0.0);
+  const int64_t cont_len = geti("cont-len", 64);
+  if (ae_ratio < 0 || cont_ratio < 0 || ae_ratio + cont_ratio > 1 || cont_len < 1) {
+    return Fail(cmd, "need --ae-ratio, --cont-ratio >= 0 with a sum <= 1, --cont-len >= 1", 2);
+  }
   auto raw = train::LoadInstructionJsonl(args->Get("train-jsonl"));
   if (!raw.ok()) return Fail(cmd, std::string(raw.status().message()));
   auto train_ex = InstructExamples(*raw, tok, adapter.config.max_context_tokens);
@@ -498,9 +600,9 @@ int TrainFinetune(const std::vector<std::string>& argv) {
     held = std::move(*h);
   }
   std::vector<int32_t> stream;
-  if (ae_ratio > 0 || setup->base_lm_ratio > 0) {
+  if (ae_ratio > 0 || cont_ratio > 0 || setup->base_lm_ratio > 0) {
     if (!args->Has("train-text")) {
-      return Fail(cmd, "--ae-ratio and --base-lm-ratio need --train-text", 2);
+      return Fail(cmd, "--ae-ratio, --cont-ratio and --base-lm-ratio need --train-text", 2);
     }
     auto s = train::TokenizeTextFile(tok, args->Get("train-text"));
     if (!s.ok()) return Fail(cmd, std::string(s.status().message()));
@@ -523,8 +625,11 @@ int TrainFinetune(const std::vector<std::string>& argv) {
         plain.push_back(std::move(w));
         continue;
       }
-      if (ae_ratio > 0 && u(rng) < ae_ratio) {
+      const double r = u(rng);
+      if (r < ae_ratio) {
         ex.push_back(AeExample(stream, len(rng), bos, eos, rng));
+      } else if (r < ae_ratio + cont_ratio) {
+        ex.push_back(ContinueExample(stream, len(rng), cont_len, bos, rng));
       } else {
         ex.push_back((*train_ex)[pick(rng)]);
       }

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -130,6 +131,83 @@ TEST_F(TrainCliTest, TrainBaseFlagsThatDoNotFitAreUsageErrors) {
   EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/c") + " --train-base --dtype bfloat16", &err), 2);
   EXPECT_NE(err.find("float32"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir_ + "/a/icae_adapter.safetensors"));
+}
+
+TEST_F(TrainCliTest, InitAdapterContinuesATrainedAdapterOnAWholeSegmentLengthList) {
+  const std::string lm = TinyLm();
+  std::string err;
+  ASSERT_EQ(Icae(PretrainArgs(lm, dir_ + "/pt") + " --train-base", &err), 0) << err;
+  // A learning rate that moves nothing: the continued adapter is the one it started from.
+  ASSERT_EQ(Icae("train pretrain --model " + dir_ + "/pt --init-adapter " + dir_ +
+                     "/pt/icae_adapter.safetensors --train-text " + text_ + " --heldout-text " +
+                     text_ + " --out " + dir_ + "/pt2 --lengths 16,32 --cont-len 8 "
+                     "--batch-size 4 --steps 2 --lr 1e-12 --warmup 0 --save-every 0 "
+                     "--eval-every 1 --eval-len 16 --curve-csv " + dir_ + "/curve.csv --curve-passages 1 "
+                     "--quiet --threads 1",
+                 &err),
+            0)
+      << err;
+  auto model = Transformer::Load(dir_ + "/pt");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto a = LoadIcaeAdapter(dir_ + "/pt/icae_adapter.safetensors", (*model)->config(), torch::kFloat32);
+  auto b = LoadIcaeAdapter(dir_ + "/pt2/icae_adapter.safetensors", (*model)->config(), torch::kFloat32);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->config.mem_size, 4);
+  EXPECT_EQ(b->config.mem_size, 4);
+  EXPECT_LT((a->memory_embed - b->memory_embed).abs().max().item<double>(), 1e-4);
+  EXPECT_GT(a->memory_embed.abs().max().item<double>(), 1e-3);
+  // One learning-curve line per evaluation (steps 1, 2) under one header.
+  std::ifstream curve(dir_ + "/curve.csv");
+  std::string line;
+  std::vector<std::string> lines;
+  while (std::getline(curve, line)) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0], "step,ae_loss,bleu4_16,bleu4_64,ppl_full,ppl_slots,ppl_none");
+  EXPECT_EQ(lines[1].substr(0, 2), "1,");
+  EXPECT_EQ(lines[2].substr(0, 2), "2,");
+}
+
+TEST_F(TrainCliTest, LengthListAndCurveFlagsThatDoNotFitAreUsageErrors) {
+  const std::string lm = TinyLm();
+  std::string err;
+  EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/a") + " --lengths 16,1", &err), 2);
+  EXPECT_NE(err.find("--lengths: '1'"), std::string::npos) << err;
+  EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/b") + " --lengths 16,x", &err), 2);
+  EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/c") + " --curve-csv " + dir_ + "/c.csv", &err), 2);
+  EXPECT_NE(err.find("--curve-csv needs --heldout-text"), std::string::npos) << err;
+  EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/d") + " --init-adapter " + dir_ + "/missing", &err), 1);
+  EXPECT_FALSE(fs::exists(dir_ + "/a/icae_adapter.safetensors"));
+  EXPECT_FALSE(fs::exists(dir_ + "/c.csv"));
+}
+
+TEST_F(TrainCliTest, FinetuneMixesContinuationAndRejectsRatiosOverOne) {
+  const std::string lm = TinyLm();
+  std::string err;
+  ASSERT_EQ(Icae(PretrainArgs(lm, dir_ + "/pt"), &err), 0) << err;
+  const std::string ft = "train finetune --model " + lm + " --adapter " + dir_ +
+                         "/pt/icae_adapter.safetensors --train-jsonl " + dir_ +
+                         "/ft.jsonl --train-text " + text_ + " --ae-min-len 8 --ae-max-len 16 "
+                         "--cont-len 8 --batch-size 4 --steps 2 --save-every 0 --eval-every 0 "
+                         "--quiet --threads 1 --out " + dir_;
+  EXPECT_EQ(Icae(ft + "/ft --ae-ratio 0.25 --cont-ratio 0.5", &err), 0) << err;
+  EXPECT_TRUE(fs::exists(dir_ + "/ft/icae_adapter.safetensors"));
+  EXPECT_EQ(Icae(ft + "/bad --ae-ratio 0.6 --cont-ratio 0.5", &err), 2);
+  EXPECT_NE(err.find("sum <= 1"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir_ + "/bad/icae_adapter.safetensors"));
+}
+
+TEST_F(TrainCliTest, CompareScoresAReconstructionAgainstItsReference) {
+  std::string out, err;
+  std::ofstream(dir_ + "/ref.txt") << "The king walked into the garden with a lantern.\n";
+  std::ofstream(dir_ + "/same.txt") << "The king walked into the garden with a lantern.";
+  std::ofstream(dir_ + "/other.txt") << "A queen sat by the river.";
+  const std::string cmp = IcaeBinary() + " compare --reference-file " + dir_ + "/ref.txt";
+  ASSERT_EQ(RunCommand(cmp + " --hypothesis-file " + dir_ + "/same.txt", &out, &err), 0) << err;
+  EXPECT_NE(out.find("token_accuracy=1.0000 bleu4=1.0000 exact=1"), std::string::npos) << out;
+  ASSERT_EQ(RunCommand(cmp + " --hypothesis-file " + dir_ + "/other.txt", &out, &err), 0) << err;
+  EXPECT_NE(out.find("bleu4=0.0000 exact=0"), std::string::npos) << out;
+  EXPECT_EQ(RunCommand(cmp + " --hypothesis-file " + dir_ + "/missing.txt", &out, &err), 1);
+  EXPECT_EQ(RunCommand(IcaeBinary() + " compare --reference-file " + dir_ + "/ref.txt", &out, &err), 2);
 }
 
 }  // namespace
