@@ -387,7 +387,7 @@ TEST_F(HostileClientTest, IdleMetricsConnectionsDoNotBlindTheScrape) {
   absl::SleepFor(absl::Milliseconds(100));
   const absl::Time t0 = absl::Now();
   EXPECT_GE(decoder_->Sample("icae_requests_running"), 0);
-  EXPECT_LT(absl::Now() - t0, absl::Seconds(1));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5)) << "one connection at a time would take 5 x 2 s";
   for (int fd : idle) ::close(fd);
 }
 
