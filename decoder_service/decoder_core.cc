@@ -317,26 +317,26 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
             << " ttft_ms=" << (s.generated > 0 ? absl::ToDoubleMilliseconds(s.first_token - s.arrival) : 0)
             << " total_ms=" << absl::ToDoubleMilliseconds(now - s.arrival);
   s.sink->Send(std::move(msg));
+  s.state = SequenceState::kFinished;
 }
 
 void DecoderCore::Loop() {
   c10::InferenceMode guard;
-  std::vector<std::unique_ptr<Sequence>> active;
+  std::vector<std::unique_ptr<Sequence>> running;  // admission order
   while (true) {
-    std::vector<std::unique_ptr<Sequence>> fresh;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || cancel_all_ || !queue_.empty() || !active.empty(); });
+      cv_.wait(lock, [&] { return stop_ || cancel_all_ || !queue_.empty() || !running.empty(); });
       if (stop_ || cancel_all_) {
-        for (auto& s : queue_) active.push_back(std::move(s));
+        for (auto& s : queue_) running.push_back(std::move(s));
         queue_.clear();
         lock.unlock();
-        for (auto& s : active) {
+        for (auto& s : running) {
           if (s->admitted == absl::Time()) s->admitted = absl::Now();
           if (stop_) s->sink->Fail(absl::UnavailableError("decoder stopped"));
           else Finish(*s, icae::v1::FINISH_REASON_CANCELLED, "", 0, "");
         }
-        active.clear();
+        running.clear();
         lock.lock();
         running_ = 0;
         m_.running->Set(0);
@@ -346,59 +346,231 @@ void DecoderCore::Loop() {
         if (stop_) return;
         continue;
       }
-      // Admit between steps: up to max_batch running, and a bounded number of prefill positions
-      // per step (at least one request, so a long input cannot starve).
-      int64_t prefill = 0;
-      while (!queue_.empty() && static_cast<int64_t>(active.size() + fresh.size()) < options_.max_batch) {
-        const int64_t t = queue_.front()->input.size(0);
-        if (!fresh.empty() && prefill + t > options_.max_prefill_tokens) break;
-        prefill += t;
-        fresh.push_back(std::move(queue_.front()));
+      // Admit between steps, up to max_batch; how much of their prefill runs per step is
+      // Schedule's decision.
+      while (!queue_.empty() && static_cast<int64_t>(running.size()) < options_.max_batch) {
+        running.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      running_ = static_cast<int64_t>(active.size() + fresh.size());
+      running_ = static_cast<int64_t>(running.size());
       m_.running->Set(static_cast<double>(running_));
       m_.waiting->Set(static_cast<double>(queue_.size()));
     }
-    Step(active, fresh);
+    StepPlan plan = Schedule(running);
+    if (!plan.decode.empty() || !plan.prefill.empty()) {
+      absl::StatusOr<torch::Tensor> logits = Execute(plan);
+      if (logits.ok()) {
+        Update(plan, *logits);
+      } else {
+        LOG(ERROR) << "forward failed: " << logits.status();
+        for (auto& s : running) {
+          s->sink->Fail(absl::InternalError(absl::StrCat("forward failed: ", logits.status().message())));
+          s->state = SequenceState::kFinished;
+        }
+      }
+    }
+    running.erase(std::remove_if(running.begin(), running.end(),
+                                 [](const std::unique_ptr<Sequence>& s) { return s->state == SequenceState::kFinished; }),
+                  running.end());
     int64_t kv_bytes = 0;
-    for (const auto& s : active) kv_bytes += s->cache ? s->cache->bytes() : 0;
+    for (const auto& s : running) kv_bytes += s->cache ? s->cache->bytes() : 0;
     m_.kv_bytes->Set(static_cast<double>(kv_bytes));
     {
       std::lock_guard<std::mutex> lock(mu_);
-      running_ = static_cast<int64_t>(active.size());
+      running_ = static_cast<int64_t>(running.size());
       m_.running->Set(static_cast<double>(running_));
     }
   }
 }
 
-void DecoderCore::AttachPrefix(Sequence& s) {
-  const int64_t total = s.input.size(0);
-  const int64_t capacity = total + s.max_new_tokens;
-  if (prefix_cache_.max_bytes() > 0 && !s.prefix_keys.empty()) {
-    // Longest first: [A, B] reuses [A, B], else [A] and extends it.
-    for (size_t k = s.prefix_keys.size(); k-- > 0;) {
-      std::shared_ptr<const KVCache> entry = prefix_cache_.Lookup(s.prefix_keys[k]);
-      if (entry == nullptr) continue;
-      // The last input position is always computed: its logits choose the first token.
-      const int64_t n = std::min(entry->length(), total - 1);
-      if (n <= 0) break;
-      s.cache.emplace(CopyKVPrefix(bundle_.model().config(), *entry, n, capacity));
-      s.cached_prefix_tokens = n;
-      s.cached_prefix_sets = k + 1;
-      m_.prefix_hits->Inc();
-      return;
+DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence>>& running) {
+  const absl::Time now = absl::Now();
+  StepPlan plan;
+  int64_t budget = options_.max_prefill_tokens;
+  for (auto& p : running) {
+    Sequence& s = *p;
+    // Leave: cancelled by the client, or past the deadline. Their caches go with them.
+    if (s.cancelled && s.cancelled->load()) {
+      LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " cancelled after " << s.generated << " tokens";
+      s.sink->Fail(absl::CancelledError("cancelled by the client"));
+      s.state = SequenceState::kFinished;
+      continue;
     }
-    m_.prefix_misses->Inc();
+    if (now >= s.deadline) {
+      LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " deadline exceeded after " << s.generated << " tokens";
+      s.sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
+      s.state = SequenceState::kFinished;
+      continue;
+    }
+    if (s.state == SequenceState::kDecoding) {
+      plan.decode.push_back(&s);
+      continue;
+    }
+    // Prefill, in admission order, within the step's budget of input positions.
+    if (budget <= 0) continue;
+    PrefillChunk chunk;
+    chunk.seq = &s;
+    if (s.state == SequenceState::kWaiting) {
+      // Looked up once; the entry stays pinned until the first chunk has copied it.
+      if (!s.prefix_looked_up) s.prefix = FindPrefix(s);
+      s.prefix_looked_up = true;
+      chunk.prefix = s.prefix;
+      chunk.start = s.cached_prefix_tokens;
+    } else {
+      chunk.start = s.prefilled;
+    }
+    const int64_t remaining = s.input.size(0) - chunk.start;
+    int64_t n = remaining;
+    if (options_.prefill_chunk > 0) n = std::min(n, options_.prefill_chunk);
+    if (n > budget) {
+      if (options_.prefill_chunk > 0) {
+        n = budget;  // chunked: fill what the step has left
+      } else if (!plan.prefill.empty()) {
+        budget = 0;  // unchunked: whole prefills, at least one per step so none starves
+        continue;
+      }
+    }
+    budget -= n;
+    chunk.length = n;
+    if (s.state == SequenceState::kWaiting) {
+      s.state = SequenceState::kPrefilling;
+      s.admitted = now;
+      m_.queue_time->Observe(absl::ToDoubleSeconds(now - s.arrival));
+      m_.prompt_tokens->Inc(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
+      s.sampler = std::make_unique<Sampler>(s.sampling);
+      s.detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
+      s.stops = std::make_unique<server::StopTextFilter>(s.stop_sequences);
+    }
+    plan.prefill.push_back(std::move(chunk));
   }
-  s.cache.emplace(bundle_.model().NewCache(capacity));
+  return plan;
 }
 
-void DecoderCore::OfferPrefix(const Sequence& s) {
-  if (prefix_cache_.max_bytes() == 0 || s.prefix_keys.empty() ||
+absl::StatusOr<torch::Tensor> DecoderCore::Execute(const StepPlan& plan) {
+  const Transformer& model = bundle_.model();
+  // One packed batch: one id per decoding sequence, then each prefill chunk's embeddings.
+  // Logits come back one row per entry, in this order.
+  std::vector<SequenceInput> batch;
+  for (Sequence* s : plan.decode) {
+    SequenceInput in;
+    in.ids = torch::tensor({s->last_token}, torch::kInt64);
+    in.cache = &*s->cache;
+    batch.push_back(std::move(in));
+  }
+  for (const PrefillChunk& c : plan.prefill) {
+    Sequence& s = *c.seq;
+    if (!s.cache) {
+      const int64_t capacity = s.input.size(0) + s.max_new_tokens;
+      if (c.prefix != nullptr) {
+        s.cache.emplace(CopyKVPrefix(model.config(), *c.prefix, s.cached_prefix_tokens, capacity));
+      } else {
+        s.cache.emplace(model.NewCache(capacity));
+      }
+      s.prefix.reset();
+    }
+    SequenceInput in;
+    in.embeds = s.input.narrow(0, c.start, c.length);
+    in.cache = &*s.cache;
+    batch.push_back(std::move(in));
+  }
+  m_.batch_size->Observe(static_cast<double>(batch.size()));
+  const absl::Time t0 = absl::Now();
+  auto logits = model.Forward(batch);
+  const absl::Time t1 = absl::Now();
+  m_.step_time->Observe(absl::ToDoubleSeconds(t1 - t0));
+  if (!plan.prefill.empty()) m_.prefill_time->Observe(absl::ToDoubleSeconds(t1 - t0));
+  if (!logits.ok()) return logits.status();
+  return logits->to(torch::kCPU, torch::kFloat32).contiguous();
+}
+
+void DecoderCore::Update(const StepPlan& plan, const torch::Tensor& rows) {
+  const int64_t vocab = rows.size(1);
+  const int64_t limit = std::min<int64_t>(bundle_.base_vocab_size(), vocab);
+  const float* data = rows.data_ptr<float>();
+  int64_t row = 0;
+  for (Sequence* s : plan.decode) Advance(*s, data + (row++) * vocab, limit);
+  for (const PrefillChunk& c : plan.prefill) {
+    Sequence& s = *c.seq;
+    const float* r = data + (row++) * vocab;
+    s.prefilled = c.start + c.length;
+    if (s.prefilled >= s.prefix_positions) OfferPrefix(s);
+    if (s.prefilled < s.input.size(0)) continue;  // a middle chunk: its logits are not used
+    s.input = torch::Tensor();                     // the cache holds what is needed now
+    s.state = SequenceState::kDecoding;
+    Advance(s, r, limit);
+  }
+}
+
+void DecoderCore::Advance(Sequence& s, const float* row, int64_t limit) {
+  const ModelConfig& c = bundle_.model().config();
+  const int64_t next = s.sampler->Next(row, limit, s.history);
+  const absl::Time t = absl::Now();
+  if (!s.ignore_eos && (next == c.eos_token_id || next == c.extra_stop_token_id)) {
+    std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
+    Finish(s, icae::v1::FINISH_REASON_EOS, "", 0, tail + s.stops->Flush());
+    return;
+  }
+  if (std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), next) != s.stop_token_ids.end()) {
+    std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
+    Finish(s, icae::v1::FINISH_REASON_STOP_TOKEN, "", next, tail + s.stops->Flush());
+    return;
+  }
+  if (s.generated == 0) {
+    s.first_token = t;
+    m_.ttft->Observe(absl::ToDoubleSeconds(t - s.arrival));
+  } else {
+    m_.itl->Observe(absl::ToDoubleSeconds(t - s.last_token_time));
+  }
+  s.last_token_time = t;
+  s.generated++;
+  s.last_token = next;
+  s.history.push_back(next);
+  m_.generation_tokens->Inc();
+  std::string matched;
+  std::string text = s.stops->Push(s.detok->Push(static_cast<int32_t>(next)), &matched);
+  icae::v1::GenerateResponse chunk;
+  chunk.add_token_ids(next);
+  chunk.set_text(std::move(text));
+  s.sink->Send(std::move(chunk));
+  if (s.stops->stopped()) {
+    Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, matched, 0, "");
+    return;
+  }
+  if (s.generated >= s.max_new_tokens) {
+    std::string m2;
+    std::string tail = s.stops->Push(s.detok->Flush(), &m2);
+    if (s.stops->stopped()) {
+      Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, m2, 0, tail);
+    } else {
+      Finish(s, icae::v1::FINISH_REASON_LENGTH, "", 0, tail + s.stops->Flush());
+    }
+  }
+}
+
+std::shared_ptr<const KVCache> DecoderCore::FindPrefix(Sequence& s) {
+  if (prefix_cache_.max_bytes() == 0 || s.prefix_keys.empty()) return nullptr;
+  // Longest first: [A, B] reuses [A, B], else [A] and extends it.
+  for (size_t k = s.prefix_keys.size(); k-- > 0;) {
+    std::shared_ptr<const KVCache> entry = prefix_cache_.Lookup(s.prefix_keys[k]);
+    if (entry == nullptr) continue;
+    // The last input position is always computed: its logits choose the first token.
+    const int64_t n = std::min(entry->length(), s.input.size(0) - 1);
+    if (n <= 0) break;
+    s.cached_prefix_tokens = n;
+    s.cached_prefix_sets = k + 1;
+    m_.prefix_hits->Inc();
+    return entry;
+  }
+  m_.prefix_misses->Inc();
+  return nullptr;
+}
+
+void DecoderCore::OfferPrefix(Sequence& s) {
+  if (s.prefix_offered || prefix_cache_.max_bytes() == 0 || s.prefix_keys.empty() ||
       s.cached_prefix_sets == s.prefix_keys.size() || s.cache->length() < s.prefix_positions) {
     return;
   }
+  s.prefix_offered = true;
   // Causal attention: the first prefix_positions of this sequence's KV are exactly the KV of
   // the prefix alone, so they are copied out rather than computed again.
   prefix_cache_.Insert(s.prefix_keys.back(), CopyKVPrefix(bundle_.model().config(), *s.cache,
@@ -406,139 +578,6 @@ void DecoderCore::OfferPrefix(const Sequence& s) {
   m_.prefix_bytes->Set(static_cast<double>(prefix_cache_.bytes()));
 }
 
-bool DecoderCore::Step(std::vector<std::unique_ptr<Sequence>>& active,
-                       std::vector<std::unique_ptr<Sequence>>& fresh) {
-  const absl::Time now = absl::Now();
-  const Transformer& model = bundle_.model();
-  const ModelConfig& c = model.config();
-  // Leave: cancelled by the client, or past the deadline. Their caches go with them.
-  auto gone = [&](std::unique_ptr<Sequence>& s) {
-    if (s->cancelled && s->cancelled->load()) {
-      LOG(INFO) << "generate request_id=" << server::LogSafe(s->request_id) << " cancelled after " << s->generated << " tokens";
-      s->sink->Fail(absl::CancelledError("cancelled by the client"));
-      return true;
-    }
-    if (now >= s->deadline) {
-      LOG(INFO) << "generate request_id=" << server::LogSafe(s->request_id) << " deadline exceeded after " << s->generated << " tokens";
-      s->sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
-      return true;
-    }
-    return false;
-  };
-  active.erase(std::remove_if(active.begin(), active.end(), gone), active.end());
-  fresh.erase(std::remove_if(fresh.begin(), fresh.end(), gone), fresh.end());
-  if (active.empty() && fresh.empty()) return true;
-
-  for (auto& s : fresh) {
-    s->admitted = now;
-    m_.queue_time->Observe(absl::ToDoubleSeconds(now - s->arrival));
-    AttachPrefix(*s);
-    m_.prompt_tokens->Inc(static_cast<double>(s->input.size(0) - s->cached_prefix_tokens));
-    s->sampler = std::make_unique<Sampler>(s->sampling);
-    s->detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
-    s->stops = std::make_unique<server::StopTextFilter>(s->stop_sequences);
-  }
-  // One packed batch: a decode step (one id) for every running sequence, a prefill for each
-  // new one. Logits come back one row per sequence, in this order.
-  std::vector<Sequence*> order;
-  std::vector<SequenceInput> batch;
-  for (auto& s : active) {
-    SequenceInput in;
-    in.ids = torch::tensor({s->last_token}, torch::kInt64);
-    in.cache = &*s->cache;
-    batch.push_back(std::move(in));
-    order.push_back(s.get());
-  }
-  for (auto& s : fresh) {
-    SequenceInput in;
-    in.embeds = s->input.narrow(0, s->cached_prefix_tokens, s->input.size(0) - s->cached_prefix_tokens);
-    in.cache = &*s->cache;
-    batch.push_back(std::move(in));
-    order.push_back(s.get());
-  }
-  m_.batch_size->Observe(static_cast<double>(batch.size()));
-  const absl::Time t0 = absl::Now();
-  auto logits = model.Forward(batch);
-  const absl::Time t1 = absl::Now();
-  m_.step_time->Observe(absl::ToDoubleSeconds(t1 - t0));
-  if (!fresh.empty()) m_.prefill_time->Observe(absl::ToDoubleSeconds(t1 - t0));
-  for (auto& s : fresh) {
-    if (logits.ok()) OfferPrefix(*s);
-    s->input = torch::Tensor();  // the cache holds what is needed now
-    active.push_back(std::move(s));
-  }
-  fresh.clear();
-  if (!logits.ok()) {
-    LOG(ERROR) << "forward failed: " << logits.status();
-    for (auto& s : active) s->sink->Fail(absl::InternalError(absl::StrCat("forward failed: ", logits.status().message())));
-    active.clear();
-    return false;
-  }
-  torch::Tensor rows = logits->to(torch::kCPU, torch::kFloat32).contiguous();
-  const int64_t vocab = rows.size(1);
-  const int64_t limit = std::min<int64_t>(bundle_.base_vocab_size(), vocab);
-  std::vector<Sequence*> finished;
-  for (size_t i = 0; i < order.size(); ++i) {
-    Sequence& s = *order[i];
-    const float* row = rows.data_ptr<float>() + static_cast<int64_t>(i) * vocab;
-    const int64_t next = s.sampler->Next(row, limit, s.history);
-    const absl::Time t = absl::Now();
-    if (!s.ignore_eos && (next == c.eos_token_id || next == c.extra_stop_token_id)) {
-      std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
-      Finish(s, icae::v1::FINISH_REASON_EOS, "", 0, tail + s.stops->Flush());
-      finished.push_back(&s);
-      continue;
-    }
-    if (std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), next) != s.stop_token_ids.end()) {
-      std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
-      Finish(s, icae::v1::FINISH_REASON_STOP_TOKEN, "", next, tail + s.stops->Flush());
-      finished.push_back(&s);
-      continue;
-    }
-    if (s.generated == 0) {
-      s.first_token = t;
-      m_.ttft->Observe(absl::ToDoubleSeconds(t - s.arrival));
-    } else {
-      m_.itl->Observe(absl::ToDoubleSeconds(t - s.last_token_time));
-    }
-    s.last_token_time = t;
-    s.generated++;
-    s.last_token = next;
-    s.history.push_back(next);
-    m_.generation_tokens->Inc();
-    std::string matched;
-    std::string text = s.stops->Push(s.detok->Push(static_cast<int32_t>(next)), &matched);
-    icae::v1::GenerateResponse chunk;
-    chunk.add_token_ids(next);
-    if (s.stops->stopped()) {
-      chunk.set_text(std::move(text));
-      s.sink->Send(std::move(chunk));
-      Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, matched, 0, "");
-      finished.push_back(&s);
-      continue;
-    }
-    chunk.set_text(std::move(text));
-    s.sink->Send(std::move(chunk));
-    if (s.generated >= s.max_new_tokens) {
-      std::string m2;
-      std::string tail = s.stops->Push(s.detok->Flush(), &m2);
-      if (s.stops->stopped()) {
-        Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, m2, 0, tail);
-      } else {
-        Finish(s, icae::v1::FINISH_REASON_LENGTH, "", 0, tail + s.stops->Flush());
-      }
-      finished.push_back(&s);
-    }
-  }
-  if (!finished.empty()) {
-    active.erase(std::remove_if(active.begin(), active.end(),
-                                [&](const std::unique_ptr<Sequence>& s) {
-                                  return std::find(finished.begin(), finished.end(), s.get()) != finished.end();
-                                }),
-                 active.end());
-  }
-  return true;
-}
 
 icae::v1::ModelInfo DecoderCore::Info() const {
   icae::v1::ModelInfo info = server::BaseModelInfo(bundle_, max_context_tokens_, options_.max_request_id_bytes);

@@ -1,9 +1,15 @@
 // The decoder's core (no gRPC). Prepare() turns a request into a Sequence on the caller's
 // thread (validation, slot fetch from the store, fingerprint check, prompt assembly); Submit()
 // puts it in the bounded admission queue. ONE scheduler thread owns the model and runs
-// continuous batching: each step is one Forward over every running sequence (one new token
-// each) plus the prefill of the sequences admitted at that step; finished, cancelled and
-// expired sequences leave between steps and their KV caches are freed at once.
+// continuous batching, each step in three phases as vLLM's scheduler does:
+//   Schedule()  drops cancelled/expired sequences and returns a plan: every decoding sequence
+//               (one new token each) and prefill chunks of the waiting/prefilling ones, at
+//               most --prefill_chunk positions each and --max_prefill_tokens per step, with
+//               the prefix-cache entries they start from;
+//   Execute()   one packed Forward over the plan;
+//   Update()    samples, applies the stop decision, streams, and marks finished sequences,
+//               which leave at once (their KV with them).
+// A long prefill thus runs across steps, interleaved with the running streams' decode steps.
 // The KV of the slot-only prefix of an input (the mode's template lead + the slots, in order)
 // is kept in a prefix cache keyed by tenant, lead and slot IDs: a later request with the same
 // slots (or more slots after them) starts from it and prefills only the rest.
@@ -45,12 +51,15 @@ struct DecoderOptions {
   int64_t max_context_tokens = 0;       // raw-context baseline bound; 0 = the adapter's
   int64_t max_prompt_tokens = 2048;
   int64_t max_slot_ids = 16;
-  int64_t max_prefill_tokens = 2048;    // prefill positions admitted per step (>= 1 request)
+  int64_t max_prefill_tokens = 2048;    // prefill positions per step, all sequences (>= 1 chunk)
   int64_t max_stop_sequences = 8;       // per request
   int64_t max_stop_sequence_bytes = 256;
   int64_t max_stop_token_ids = 64;
   int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
   int64_t prefix_cache_bytes = int64_t{256} << 20;  // slot-prefix KV cache; 0 = off
+  // Input positions of one sequence prefilled per step; longer prefills are split across steps
+  // (0 = whole prefills).
+  int64_t prefill_chunk = 256;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.
@@ -62,6 +71,10 @@ class GenerationSink {
   // Ends the stream with an error status (nothing is sent after).
   virtual void Fail(const absl::Status& status) = 0;
 };
+
+//   kWaiting → kPrefilling (one or more chunks) → kDecoding → kFinished; cancellation,
+//   deadlines and errors go to kFinished from any state.
+enum class SequenceState { kWaiting, kPrefilling, kDecoding, kFinished };
 
 // One request from preparation to its last token.
 struct Sequence {
@@ -84,9 +97,13 @@ struct Sequence {
   std::shared_ptr<std::atomic<bool>> cancelled;
   absl::Time deadline = absl::InfiniteFuture();
   // Scheduler state.
+  SequenceState state = SequenceState::kWaiting;
+  int64_t prefilled = 0;  // input positions in the cache
   std::optional<KVCache> cache;
   int64_t cached_prefix_tokens = 0;  // positions taken from the prefix cache
   size_t cached_prefix_sets = 0;     // slot sets those positions cover
+  bool prefix_looked_up = false, prefix_offered = false;
+  std::shared_ptr<const KVCache> prefix;  // the entry to start from, pinned until copied
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<IncrementalDecoder> detok;
   std::unique_ptr<server::StopTextFilter> stops;
@@ -121,13 +138,29 @@ class DecoderCore {
   icae::v1::ModelInfo Info() const;
 
  private:
+  // A prefill step for one sequence: input positions [start, start + length).
+  struct PrefillChunk {
+    Sequence* seq = nullptr;
+    int64_t start = 0, length = 0;
+    // The cached prefix the sequence starts from (first chunk only); holding it pins it.
+    std::shared_ptr<const KVCache> prefix;
+  };
+  struct StepPlan {
+    std::vector<Sequence*> decode;
+    std::vector<PrefillChunk> prefill;
+  };
+
   void Loop();
-  bool Step(std::vector<std::unique_ptr<Sequence>>& active,
-            std::vector<std::unique_ptr<Sequence>>& fresh);
-  // Starts s's KV cache from the longest cached slot prefix, or empty.
-  void AttachPrefix(Sequence& s);
-  // Offers s's slot prefix to the prefix cache after its prefill.
-  void OfferPrefix(const Sequence& s);
+  StepPlan Schedule(std::vector<std::unique_ptr<Sequence>>& running);
+  // [decode rows, then prefill rows] float32 logits on the CPU.
+  absl::StatusOr<torch::Tensor> Execute(const StepPlan& plan);
+  void Update(const StepPlan& plan, const torch::Tensor& logits);
+  // One sampled token for s: stop decision, streaming, finish.
+  void Advance(Sequence& s, const float* logits_row, int64_t limit);
+  // The longest cached slot prefix of s (sets s.cached_prefix_*), or null.
+  std::shared_ptr<const KVCache> FindPrefix(Sequence& s);
+  // Offers s's slot prefix to the prefix cache once it is prefilled.
+  void OfferPrefix(Sequence& s);
   void Finish(Sequence& s, icae::v1::FinishReason reason, const std::string& stop_text,
               int64_t stop_id, std::string tail_text);
 

@@ -19,8 +19,11 @@ ABSL_FLAG(int64_t, default_max_new_tokens, 256,
 ABSL_FLAG(int64_t, max_prompt_tokens, 2048, "bound on prompt tokens");
 ABSL_FLAG(int64_t, max_slot_ids, 16, "bound on slot IDs per request");
 ABSL_FLAG(int64_t, max_prefill_tokens, 2048,
-          "input positions prefilled per scheduler step (at least one request); bounds how long "
-          "admitting new requests stalls the running streams");
+          "input positions prefilled per scheduler step, over all sequences (at least one chunk); "
+          "bounds how long prefills stall the running streams");
+ABSL_FLAG(int64_t, prefill_chunk, 256,
+          "input positions of one sequence prefilled per step; longer prefills are split across "
+          "steps between the running streams' decode steps (0 = whole prefills)");
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
 ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
 ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");
@@ -74,6 +77,7 @@ int main(int argc, char** argv) {
     o.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
     o.max_slot_ids = absl::GetFlag(FLAGS_max_slot_ids);
     o.max_prefill_tokens = absl::GetFlag(FLAGS_max_prefill_tokens);
+    o.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
     o.max_stop_sequences = absl::GetFlag(FLAGS_max_stop_sequences);
     o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
     o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
@@ -84,7 +88,7 @@ int main(int argc, char** argv) {
     if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
         o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
         o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||
-        o.max_prefill_tokens < 1) {
+        o.max_prefill_tokens < 1 || o.prefill_chunk < 0) {
       return absl::InvalidArgumentError("a limit flag is out of range (see --helpfull)");
     }
     core = std::make_unique<icae::decoder::DecoderCore>(*bundle, *store, o, metrics);

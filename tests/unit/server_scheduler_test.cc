@@ -156,6 +156,8 @@ class SchedulerTest : public ::testing::Test {
     return sink;
   }
   double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->value(); }
+  // Scheduler steps so far (one batch-size observation per forward).
+  uint64_t Steps() { return metrics_.AddHistogram("icae_batch_size", "", {})->Snap().count; }
 
   server::MetricsRegistry metrics_;
   std::unique_ptr<server::ModelBundle> bundle_;
@@ -347,6 +349,96 @@ TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
     EXPECT_EQ(r->final.usage().cached_prefix_tokens(), 0);
     EXPECT_EQ(r->ids, sinks[0]->ids);
   }
+}
+
+TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
+  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  const std::vector<std::vector<std::string>> slots = {{a}, {a, b}, {b}, {a}, {a, b}};
+  const std::vector<std::vector<int64_t>> prompts = {
+      {1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 1824, 349, 378, 2936, 9060, 28804}, {}};
+  for (int64_t cache_bytes : {int64_t{0}, int64_t{64} << 20}) {
+    for (int64_t chunk : {1, 3, 7}) {
+      decoder::DecoderOptions o;
+      o.prefill_chunk = chunk;
+      o.prefix_cache_bytes = cache_bytes;
+      o.max_batch = 3;
+      auto core = MakeDecoder(o);
+      std::vector<std::shared_ptr<CollectingSink>> sinks;
+      for (size_t i = 0; i < slots.size(); ++i) sinks.push_back(Start(*core, Request(slots[i], prompts[i], 9)));
+      for (size_t i = 0; i < sinks.size(); ++i) {
+        ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
+        ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
+        EXPECT_EQ(sinks[i]->ids, Reference(slots[i], prompts[i], 9))
+            << "sequence " << i << " chunk " << chunk << " prefix cache " << cache_bytes;
+      }
+    }
+  }
+}
+
+TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
+  const std::string a = Encode(kContextA);
+  const std::vector<int64_t> prompt = {1824, 349, 378, 28804};
+  decoder::DecoderOptions o;
+  o.prefix_cache_bytes = 0;
+  o.prefill_chunk = 0;
+  auto whole = MakeDecoder(o);
+  auto r = Run(*whole, Request(a, prompt, 3));
+  const int64_t positions = r->final.usage().slot_count() + r->final.usage().prompt_tokens();
+  // Steps for a 3-token answer: the prefill steps, then 2 decode steps.
+  auto prefill_steps = [&](int64_t chunk) {
+    o.prefill_chunk = chunk;
+    auto core = MakeDecoder(o);
+    const uint64_t before = Steps();
+    auto out = Run(*core, Request(a, prompt, 3));
+    EXPECT_EQ(out->ids, r->ids) << "chunk " << chunk;
+    return static_cast<int64_t>(Steps() - before) - 2;
+  };
+  EXPECT_EQ(prefill_steps(positions), 1);      // at the bound: one step
+  EXPECT_EQ(prefill_steps(positions - 1), 2);  // past it: split
+  EXPECT_EQ(prefill_steps(0), 1);              // off
+  EXPECT_EQ(prefill_steps(4), (positions + 3) / 4);
+}
+
+// A sink that notes how many tokens another stream had when its own first token came.
+class FirstTokenProbe final : public decoder::GenerationSink {
+ public:
+  explicit FirstTokenProbe(std::shared_ptr<CollectingSink> other, std::shared_ptr<CollectingSink> own)
+      : other_(std::move(other)), own_(std::move(own)) {}
+  void Send(icae::v1::GenerateResponse msg) override {
+    if (other_at_first_ < 0) other_at_first_ = static_cast<int64_t>(other_->NumIds());
+    own_->Send(std::move(msg));
+  }
+  void Fail(const absl::Status& st) override { own_->Fail(st); }
+  std::atomic<int64_t> other_at_first_{-1};
+
+ private:
+  std::shared_ptr<CollectingSink> other_, own_;
+};
+
+TEST_F(SchedulerTest, ChunkedPrefillInterleavesWithRunningDecodes) {
+  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  decoder::DecoderOptions o;
+  o.prefill_chunk = 4;
+  o.prefix_cache_bytes = 0;
+  auto core = MakeDecoder(o);
+  auto running = Start(*core, Request(a, {}, 60));
+  for (int k = 0; k < 2000 && running->NumIds() < 2; ++k) absl::SleepFor(absl::Milliseconds(1));
+  const std::vector<int64_t> prompt = {349, 1824, 349, 378, 2936, 9060, 28804, 5801, 28804, 349, 1824};
+  auto own = std::make_shared<CollectingSink>();
+  auto probe = std::make_shared<FirstTokenProbe>(running, own);
+  const int64_t before = static_cast<int64_t>(running->NumIds());
+  auto seq = core->Prepare(Request(b, prompt, 8), "");
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  const int64_t chunks = ((*seq)->input.size(0) + 3) / 4;
+  ASSERT_TRUE(core->Submit(std::move(*seq), probe, std::make_shared<std::atomic<bool>>(false),
+                           absl::InfiniteFuture()).ok());
+  ASSERT_TRUE(own->WaitDone(absl::Seconds(30)));
+  ASSERT_TRUE(running->WaitDone(absl::Seconds(30)));
+  ASSERT_TRUE(own->status.ok()) << own->status;
+  // The running stream got a token in every step of the new sequence's prefill.
+  EXPECT_GE(probe->other_at_first_ - before, chunks - 1);
+  EXPECT_EQ(own->ids, Reference(b, prompt, 8));
+  EXPECT_EQ(running->ids, Reference(a, {}, 60));
 }
 
 TEST_F(SchedulerTest, PrefixKVCacheEvictsUnpinnedLruAtAndPastTheBound) {
