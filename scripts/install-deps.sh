@@ -21,6 +21,11 @@ PACKAGES=(
   sentencepiece
   # deploy/ checks (kubectl itself comes with the machine image).
   python3 python3-yaml yamllint
+  # The Python client (clients/python) and its tests: Debian's Python, gRPC and protobuf
+  # (stubs come from protobuf-compiler-grpc's grpc_python_plugin at build time).
+  python3-grpcio python3-protobuf python3-pytest
+  # The default model's learning-curve plot (scripts/plot-curve.sh).
+  gnuplot-nox
 )
 
 SUDO=""

@@ -1,0 +1,11 @@
+# clients/python (Python client, issue 15): pytest against real services that the tests start
+# with `icae up` on the embedded default model. Debian's Python on purpose (/usr/bin/python3:
+# python3-grpcio, python3-protobuf, python3-pytest from scripts/install-deps.sh); another
+# Python may come first on PATH. The stubs come from the icae_python_stubs build target.
+if(TARGET icae AND TARGET icae_python_stubs AND TARGET encoder_service AND TARGET decoder_service)
+  add_test(NAME python_client
+    COMMAND /usr/bin/python3 -m pytest -q -p no:cacheprovider clients/python
+    WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(python_client PROPERTIES
+    LABELS "integration" ENVIRONMENT "ICAE_BIN=$<TARGET_FILE:icae>" TIMEOUT 300 PROCESSORS 2)
+endif()
