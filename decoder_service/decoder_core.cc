@@ -12,7 +12,6 @@
 #include "common/model/sampler.h"
 #include "common/server/log_safe.h"
 #include "common/server/auth.h"
-#include "common/server/stop_filter.h"
 #include "common/slot_store/slot_id.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/status_macros.h"
@@ -73,6 +72,7 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
                                   "Requests with slots that found no cached slot-prefix KV");
   m_.prefix_bytes = r.AddGauge("icae_prefix_cache_bytes", "Bytes held by the slot-prefix KV cache");
   thread_ = std::thread([this] { Loop(); });
+  fetch_thread_ = std::thread([this] { FetchLoop(); });
 }
 
 DecoderCore::~DecoderCore() { Stop(); }
@@ -153,8 +153,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
     default: return absl::InvalidArgumentError(absl::StrCat("unknown mode ", r.mode()));
   }
 
-  // Memories: slots from the store, or the raw context (uncompressed baseline).
-  std::vector<torch::Tensor> memories;
+  // Memories: slots from the store (read by Fetch), or the raw context (uncompressed baseline).
   const bool has_context = r.context_case() != icae::v1::GenerateRequest::CONTEXT_NOT_SET;
   if (has_context == (r.slot_ids_size() > 0)) {
     return absl::InvalidArgumentError("give slot_ids or a raw context (exactly one)");
@@ -167,8 +166,38 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   for (int i = 0; i < r.slot_ids_size(); ++i) {
     RETURN_IF_ERROR(slot_store::ValidateApiSlotId(r.slot_ids(i), absl::StrCat("slot_ids[", i, "]")));
   }
-  for (int i = 0; i < r.slot_ids_size(); ++i) {
-    const std::string& id = r.slot_ids(i);
+  s->tenant = tenant;
+  s->mode = mode;
+  s->prompt = std::move(prompt);
+  s->slot_ids.assign(r.slot_ids().begin(), r.slot_ids().end());
+  if (has_context) {
+    std::vector<int64_t> ids;
+    if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
+      if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
+      ASSIGN_OR_RETURN(ids, bundle_.TokenizeBounded(r.context_text(), /*add_bos=*/true, max_context_tokens_,
+                                                    "context", "--max_context_tokens"));
+    } else {
+      ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
+      RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
+    }
+    if (ids.empty()) return absl::InvalidArgumentError("empty context");
+    if (static_cast<int64_t>(ids.size()) > max_context_tokens_) {
+      return absl::InvalidArgumentError(absl::StrCat("context of ", ids.size(), " tokens is over the bound of ",
+                                                     max_context_tokens_, " (--max_context_tokens)"));
+    }
+    s->context_ids = std::move(ids);
+  }
+  (void)cfg;
+  return s;
+}
+
+absl::Status DecoderCore::Fetch(Sequence* s) const {
+  c10::InferenceMode guard;
+  const std::string& tenant = s->tenant;
+  const PromptMode mode = s->mode;
+  std::vector<torch::Tensor> memories;
+  for (size_t i = 0; i < s->slot_ids.size(); ++i) {
+    const std::string& id = s->slot_ids[i];
     const std::string key = server::TenantStoreKey(tenant, id);
     auto rec = store_.Get(key);
     absl::Status bad = rec.status();
@@ -205,35 +234,20 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
     s->context_tokens += static_cast<int64_t>(view->header.token_count);
     memories.push_back(std::move(slots));
   }
-  if (has_context) {
-    std::vector<int64_t> ids;
-    if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
-      if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
-      ASSIGN_OR_RETURN(ids, bundle_.TokenizeBounded(r.context_text(), /*add_bos=*/true, max_context_tokens_,
-                                                    "context", "--max_context_tokens"));
-    } else {
-      ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
-      RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
-    }
-    if (ids.empty()) return absl::InvalidArgumentError("empty context");
-    if (static_cast<int64_t>(ids.size()) > max_context_tokens_) {
-      return absl::InvalidArgumentError(absl::StrCat("context of ", ids.size(), " tokens is over the bound of ",
-                                                     max_context_tokens_, " (--max_context_tokens)"));
-    }
-    ASSIGN_OR_RETURN(torch::Tensor mem, ContextAsMemory(bundle_.model(), ids));
+  if (!s->context_ids.empty()) {
+    ASSIGN_OR_RETURN(torch::Tensor mem, ContextAsMemory(bundle_.model(), s->context_ids));
     s->slot_count = mem.size(0);
     s->context_tokens = mem.size(0);
     memories.push_back(std::move(mem));
   }
-  ASSIGN_OR_RETURN(s->input, AssembleDecoderInput(bundle_.model(), bundle_.adapter(), mode, memories, prompt));
+  ASSIGN_OR_RETURN(s->input, AssembleDecoderInput(bundle_.model(), bundle_.adapter(), mode, memories, s->prompt));
   s->prompt_tokens = s->input.size(0) - s->slot_count;
   const int64_t positions = bundle_.model().config().max_position_embeddings;
   if (s->input.size(0) + s->max_new_tokens > positions) {
     return absl::InvalidArgumentError(absl::StrCat("input (", s->input.size(0), " positions) + max_new_tokens (",
                                                    s->max_new_tokens, ") exceeds the model's context of ", positions));
   }
-  (void)cfg;
-  return s;
+  return absl::OkStatus();
 }
 
 absl::Status DecoderCore::Submit(std::unique_ptr<Sequence> seq, std::shared_ptr<GenerationSink> sink,
@@ -244,15 +258,61 @@ absl::Status DecoderCore::Submit(std::unique_ptr<Sequence> seq, std::shared_ptr<
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_ || stop_) return absl::UnavailableError("decoder is shutting down");
-    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+    if (WaitingLocked() >= options_.max_queue) {
       return absl::ResourceExhaustedError(
           absl::StrCat("decoder queue is full (", options_.max_queue, " waiting, --max_queue)"));
     }
-    queue_.push_back(std::move(seq));
-    m_.waiting->Set(static_cast<double>(queue_.size()));
+    fetch_queue_.push_back(std::move(seq));
+    m_.waiting->Set(static_cast<double>(WaitingLocked()));
   }
   cv_.notify_all();
   return absl::OkStatus();
+}
+
+int64_t DecoderCore::WaitingLocked() const {
+  return static_cast<int64_t>(fetch_queue_.size() + queue_.size()) + fetching_;
+}
+
+void DecoderCore::FetchLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    cv_.wait(lock, [&] { return stop_ || !fetch_queue_.empty(); });
+    if (stop_) break;
+    std::unique_ptr<Sequence> s = std::move(fetch_queue_.front());
+    fetch_queue_.pop_front();
+    ++fetching_;
+    lock.unlock();
+    // Store I/O (a Redis round trip, say) and input assembly, off the gRPC threads and off
+    // the scheduler's steps.
+    absl::Status st;
+    if (s->cancelled && s->cancelled->load()) {
+      st = absl::CancelledError("cancelled by the client");
+    } else if (absl::Now() >= s->deadline) {
+      st = absl::DeadlineExceededError("deadline exceeded");
+    } else {
+      st = Fetch(s.get());
+    }
+    if (!st.ok()) {
+      LOG(INFO) << "generate request_id=" << server::LogSafe(s->request_id)
+                << " rejected: " << server::LogSafe(st.ToString());
+      s->sink->Fail(st);
+    }
+    lock.lock();
+    --fetching_;
+    // After Stop the scheduler may be gone: nothing joins its queue then.
+    if (st.ok() && !stop_) queue_.push_back(std::move(s));
+    m_.waiting->Set(static_cast<double>(WaitingLocked()));
+    cv_.notify_all();
+    if (st.ok() && s != nullptr) {
+      lock.unlock();
+      s->sink->Fail(absl::UnavailableError("decoder stopped"));
+      lock.lock();
+    }
+  }
+  std::deque<std::unique_ptr<Sequence>> left;
+  left.swap(fetch_queue_);
+  lock.unlock();
+  for (auto& s : left) s->sink->Fail(absl::UnavailableError("decoder stopped"));
 }
 
 void DecoderCore::StartDraining() {
@@ -262,7 +322,7 @@ void DecoderCore::StartDraining() {
 
 int64_t DecoderCore::InFlight() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int64_t>(queue_.size()) + running_;
+  return WaitingLocked() + running_;
 }
 
 int64_t DecoderCore::Running() const {
@@ -284,6 +344,7 @@ void DecoderCore::Stop() {
     stop_ = true;
   }
   cv_.notify_all();
+  if (fetch_thread_.joinable()) fetch_thread_.join();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -330,6 +391,10 @@ void DecoderCore::Loop() {
       if (stop_ || cancel_all_) {
         for (auto& s : queue_) running.push_back(std::move(s));
         queue_.clear();
+        if (cancel_all_ && !stop_) {
+          for (auto& s : fetch_queue_) running.push_back(std::move(s));
+          fetch_queue_.clear();
+        }
         lock.unlock();
         for (auto& s : running) {
           if (s->admitted == absl::Time()) s->admitted = absl::Now();
@@ -354,7 +419,7 @@ void DecoderCore::Loop() {
       }
       running_ = static_cast<int64_t>(running.size());
       m_.running->Set(static_cast<double>(running_));
-      m_.waiting->Set(static_cast<double>(queue_.size()));
+      m_.waiting->Set(static_cast<double>(WaitingLocked()));
     }
     StepPlan plan = Schedule(running);
     if (!plan.decode.empty() || !plan.prefill.empty()) {
@@ -439,7 +504,8 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
       m_.prompt_tokens->Inc(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
       s.sampler = std::make_unique<Sampler>(s.sampling);
       s.detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
-      s.stops = std::make_unique<server::StopTextFilter>(s.stop_sequences);
+      s.stop = std::make_unique<StopDecision>(
+          bundle_.model().config(), StopCriteria{s.max_new_tokens, s.stop_token_ids, s.stop_sequences, s.ignore_eos});
     }
     plan.prefill.push_back(std::move(chunk));
   }
@@ -502,19 +568,12 @@ void DecoderCore::Update(const StepPlan& plan, const torch::Tensor& rows) {
 }
 
 void DecoderCore::Advance(Sequence& s, const float* row, int64_t limit) {
-  const ModelConfig& c = bundle_.model().config();
   const int64_t next = s.sampler->Next(row, limit, s.history);
+  if (s.stop->EndsBefore(next)) {
+    FinishOnStop(s);
+    return;
+  }
   const absl::Time t = absl::Now();
-  if (!s.ignore_eos && (next == c.eos_token_id || next == c.extra_stop_token_id)) {
-    std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
-    Finish(s, icae::v1::FINISH_REASON_EOS, "", 0, tail + s.stops->Flush());
-    return;
-  }
-  if (std::find(s.stop_token_ids.begin(), s.stop_token_ids.end(), next) != s.stop_token_ids.end()) {
-    std::string tail = s.stops->Push(s.detok->Flush(), nullptr);
-    Finish(s, icae::v1::FINISH_REASON_STOP_TOKEN, "", next, tail + s.stops->Flush());
-    return;
-  }
   if (s.generated == 0) {
     s.first_token = t;
     m_.ttft->Observe(absl::ToDoubleSeconds(t - s.arrival));
@@ -526,25 +585,24 @@ void DecoderCore::Advance(Sequence& s, const float* row, int64_t limit) {
   s.last_token = next;
   s.history.push_back(next);
   m_.generation_tokens->Inc();
-  std::string matched;
-  std::string text = s.stops->Push(s.detok->Push(static_cast<int32_t>(next)), &matched);
   icae::v1::GenerateResponse chunk;
   chunk.add_token_ids(next);
-  chunk.set_text(std::move(text));
+  chunk.set_text(s.stop->Output(s.detok->Push(static_cast<int32_t>(next))));
   s.sink->Send(std::move(chunk));
-  if (s.stops->stopped()) {
-    Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, matched, 0, "");
-    return;
+  if (s.stop->done()) FinishOnStop(s);
+}
+
+void DecoderCore::FinishOnStop(Sequence& s) {
+  std::string tail = s.stop->Finish(s.detok->Flush());
+  icae::v1::FinishReason reason = icae::v1::FINISH_REASON_LENGTH;
+  switch (s.stop->finish_reason()) {
+    case FinishReason::kEos: reason = icae::v1::FINISH_REASON_EOS; break;
+    case FinishReason::kStopToken: reason = icae::v1::FINISH_REASON_STOP_TOKEN; break;
+    case FinishReason::kStopSequence: reason = icae::v1::FINISH_REASON_STOP_SEQUENCE; break;
+    case FinishReason::kLength:
+    case FinishReason::kCaller: break;
   }
-  if (s.generated >= s.max_new_tokens) {
-    std::string m2;
-    std::string tail = s.stops->Push(s.detok->Flush(), &m2);
-    if (s.stops->stopped()) {
-      Finish(s, icae::v1::FINISH_REASON_STOP_SEQUENCE, m2, 0, tail);
-    } else {
-      Finish(s, icae::v1::FINISH_REASON_LENGTH, "", 0, tail + s.stops->Flush());
-    }
-  }
+  Finish(s, reason, s.stop->stop_sequence(), s.stop->stop_token_id(), std::move(tail));
 }
 
 std::shared_ptr<const KVCache> DecoderCore::FindPrefix(Sequence& s) {

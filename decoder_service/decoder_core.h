@@ -1,6 +1,8 @@
-// The decoder's core (no gRPC). Prepare() turns a request into a Sequence on the caller's
-// thread (validation, slot fetch from the store, fingerprint check, prompt assembly); Submit()
-// puts it in the bounded admission queue. ONE scheduler thread owns the model and runs
+// The decoder's core (no gRPC). Prepare() validates a request into a Sequence on the caller's
+// thread (no I/O: the gRPC callback thread never waits on the store); Submit() puts it in the
+// bounded admission queue. A fetch thread then reads its slots from the store, checks the
+// records and assembles the decoder input (errors end the stream with the same status codes).
+// ONE scheduler thread owns the model and runs
 // continuous batching, each step in three phases as vLLM's scheduler does:
 //   Schedule()  drops cancelled/expired sequences and returns a plan: every decoding sequence
 //               (one new token each) and prefill chunks of the waiting/prefilling ones, at
@@ -31,11 +33,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/icae/prompt.h"
 #include "common/model/kv_cache.h"
 #include "common/model/prefix_cache.h"
 #include "common/model/sampler.h"
 #include "common/server/metrics.h"
-#include "common/server/stop_filter.h"
+#include "common/model/stop.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/server/model_bundle.h"
 #include "common/slot_store/slot_store.h"
@@ -79,7 +82,11 @@ enum class SequenceState { kWaiting, kPrefilling, kDecoding, kFinished };
 // One request from preparation to its last token.
 struct Sequence {
   // Set by Prepare.
-  std::string request_id;
+  std::string request_id, tenant;
+  PromptMode mode = PromptMode::kAutoencode;
+  std::vector<std::string> slot_ids;
+  std::vector<int64_t> prompt, context_ids;  // context_ids: the raw-context baseline
+  // Set by Fetch.
   torch::Tensor input;  // [T, hidden] decoder input embeddings
   int64_t slot_count = 0, context_tokens = 0, prompt_tokens = 0;
   SamplingParams sampling;
@@ -106,7 +113,7 @@ struct Sequence {
   std::shared_ptr<const KVCache> prefix;  // the entry to start from, pinned until copied
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<IncrementalDecoder> detok;
-  std::unique_ptr<server::StopTextFilter> stops;
+  std::unique_ptr<StopDecision> stop;
   std::vector<int64_t> history;
   int64_t generated = 0;
   int64_t last_token = -1;
@@ -119,8 +126,9 @@ class DecoderCore {
               DecoderOptions options, server::MetricsRegistry& metrics);
   ~DecoderCore();  // Stop()
 
-  // Validates and assembles the decoder input. Errors: INVALID_ARGUMENT, NOT_FOUND,
-  // FAILED_PRECONDITION, DATA_LOSS, UNAVAILABLE (see the proto).
+  // Validates a request (no I/O). Errors: INVALID_ARGUMENT. The slot reads come later, in
+  // the fetch stage, and end the stream with NOT_FOUND, FAILED_PRECONDITION, DATA_LOSS,
+  // UNAVAILABLE or INVALID_ARGUMENT (see the proto).
   absl::StatusOr<std::unique_ptr<Sequence>> Prepare(const icae::v1::GenerateRequest& request,
                                                     const std::string& tenant) const;
   // Queues a prepared sequence. `cancelled` is polled every step (set it from OnCancel);
@@ -150,6 +158,10 @@ class DecoderCore {
     std::vector<PrefillChunk> prefill;
   };
 
+  // Store reads, record checks, prefix keys and input assembly for s.
+  absl::Status Fetch(Sequence* s) const;
+  void FetchLoop();
+  int64_t WaitingLocked() const;  // fetch queue + being fetched + admission queue
   void Loop();
   StepPlan Schedule(std::vector<std::unique_ptr<Sequence>>& running);
   // [decode rows, then prefill rows] float32 logits on the CPU.
@@ -157,6 +169,8 @@ class DecoderCore {
   void Update(const StepPlan& plan, const torch::Tensor& logits);
   // One sampled token for s: stop decision, streaming, finish.
   void Advance(Sequence& s, const float* logits_row, int64_t limit);
+  // The final message once s's stop decision is done.
+  void FinishOnStop(Sequence& s);
   // The longest cached slot prefix of s (sets s.cached_prefix_*), or null.
   std::shared_ptr<const KVCache> FindPrefix(Sequence& s);
   // Offers s's slot prefix to the prefix cache once it is prefilled.
@@ -172,10 +186,12 @@ class DecoderCore {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::unique_ptr<Sequence>> queue_;
+  std::deque<std::unique_ptr<Sequence>> fetch_queue_;  // submitted, slots not yet read
+  int64_t fetching_ = 0;
+  std::deque<std::unique_ptr<Sequence>> queue_;        // ready for admission
   int64_t running_ = 0;
   bool draining_ = false, stop_ = false, cancel_all_ = false;
-  std::thread thread_;
+  std::thread thread_, fetch_thread_;
 
   struct Metrics {
     server::Gauge *running, *waiting, *kv_bytes;

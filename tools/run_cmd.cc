@@ -21,41 +21,6 @@
 namespace icae::tools {
 namespace {
 
-// Streams text while holding back what could still turn into a stop sequence.
-class StopTextFilter {
- public:
-  explicit StopTextFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {
-    for (const auto& s : stops_) hold_ = std::max(hold_, s.size());
-  }
-  // Returns text safe to print; sets *stopped when a stop sequence appeared (text before it
-  // is returned, the stop sequence and anything after are dropped).
-  std::string Push(const std::string& delta, bool* stopped) {
-    pending_ += delta;
-    for (const auto& s : stops_) {
-      auto pos = pending_.find(s);
-      if (!s.empty() && pos != std::string::npos) {
-        *stopped = true;
-        std::string out = pending_.substr(0, pos);
-        pending_.clear();
-        return out;
-      }
-    }
-    if (hold_ == 0 || pending_.size() < hold_) {
-      if (hold_ == 0) return std::exchange(pending_, "");
-      return "";
-    }
-    std::string out = pending_.substr(0, pending_.size() - (hold_ - 1));
-    pending_.erase(0, out.size());
-    return out;
-  }
-  std::string Flush() { return std::exchange(pending_, ""); }
-
- private:
-  std::vector<std::string> stops_;
-  size_t hold_ = 0;
-  std::string pending_;
-};
-
 int Run(const std::vector<std::string>& argv) {
   const std::string cmd = "run";
   std::set<std::string> value_flags = {"model", "prompt", "ids", "adapter", "context",
@@ -148,23 +113,23 @@ int Run(const std::vector<std::string>& argv) {
 
   const bool print_ids = args->Has("print-ids");
   IncrementalDecoder decoder(tok);
-  StopTextFilter stops(args->GetAll("stop"));
-  bool first = true, stopped = false;
+  // Stop text goes through Generate's stop decision, as in the decoder service.
+  options.stop_sequences = args->GetAll("stop");
+  options.token_text = [&](int64_t id) {
+    return id < 0 ? decoder.Flush() : decoder.Push(static_cast<int32_t>(id));
+  };
+  if (!print_ids) options.on_text = [](const std::string& text) { std::cout << text << std::flush; };
+  bool first = true;
   auto result = Generate(model, in, options, [&](int64_t id) {
-    if (print_ids) {
-      std::cout << (first ? "" : " ") << id << std::flush;
-    } else {
-      std::cout << stops.Push(decoder.Push(static_cast<int32_t>(id)), &stopped) << std::flush;
-    }
+    if (print_ids) std::cout << (first ? "" : " ") << id << std::flush;
     first = false;
-    return !stopped;
+    return true;
   });
   if (!result.ok()) return Fail(cmd, std::string(result.status().message()));
-  if (!print_ids && !stopped) std::cout << stops.Push(decoder.Flush(), &stopped) << stops.Flush();
   std::cout << "\n";
   if (args->Has("verbose")) {
     std::cerr << "prompt_tokens=" << result->prefix_tokens << " generated=" << result->ids.size()
-              << " finish=" << (stopped ? "stop_sequence" : FinishReasonName(result->finish_reason))
+              << " finish=" << FinishReasonName(result->finish_reason)
               << " ttft_ms=" << result->prefill_seconds * 1e3
               << " total_ms=" << result->total_seconds * 1e3 << "\n";
   }

@@ -8,16 +8,6 @@
 
 namespace icae {
 
-const char* FinishReasonName(FinishReason r) {
-  switch (r) {
-    case FinishReason::kEos: return "eos";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kStopToken: return "stop_token";
-    case FinishReason::kCaller: return "stopped";
-  }
-  return "unknown";
-}
-
 absl::StatusOr<GenerateResult> Generate(const Transformer& model, SequenceInput prefix,
                                         const GenerateOptions& options,
                                         const TokenCallback& on_token) {
@@ -51,24 +41,26 @@ absl::StatusOr<GenerateResult> Generate(const Transformer& model, SequenceInput 
     auto ids = prefix.ids.to(torch::kCPU).to(torch::kInt64).contiguous();
     history.assign(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
   }
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+  StopDecision stop(c, StopCriteria{options.max_new_tokens, options.stop_token_ids,
+                                    options.stop_sequences, options.ignore_eos});
+  auto finish = [&] {
+    std::string tail = stop.Finish(options.token_text ? options.token_text(-1) : "");
+    if (options.on_text && !tail.empty()) options.on_text(tail);
+    result.finish_reason = stop.finish_reason();
+    result.stop_sequence = stop.stop_sequence();
+    result.total_seconds = seconds();
+    return result;
+  };
+  while (!stop.done()) {
     ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch, fo));
-    if (step == 0) result.prefill_seconds = seconds();
+    if (result.ids.empty()) result.prefill_seconds = seconds();
     auto row = logits[0].to(torch::kCPU).contiguous();
     int64_t next = sampler.Next(row.data_ptr<float>(), limit, history);
-    if (!options.ignore_eos && (next == c.eos_token_id || next == c.extra_stop_token_id)) {
-      result.finish_reason = FinishReason::kEos;
-      result.total_seconds = seconds();
-      return result;
-    }
-    if (std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), next) !=
-        options.stop_token_ids.end()) {
-      result.finish_reason = FinishReason::kStopToken;
-      result.total_seconds = seconds();
-      return result;
-    }
+    if (stop.EndsBefore(next)) break;
     result.ids.push_back(next);
     history.push_back(next);
+    const std::string text = stop.Output(options.token_text ? options.token_text(next) : "");
+    if (options.on_text && !text.empty()) options.on_text(text);
     if (on_token && !on_token(next)) {
       result.finish_reason = FinishReason::kCaller;
       result.total_seconds = seconds();
@@ -79,9 +71,7 @@ absl::StatusOr<GenerateResult> Generate(const Transformer& model, SequenceInput 
     in.cache = &cache;
     batch[0] = in;
   }
-  result.finish_reason = FinishReason::kLength;
-  result.total_seconds = seconds();
-  return result;
+  return finish();
 }
 
 }  // namespace icae

@@ -1,9 +1,9 @@
-#include "common/server/stop_filter.h"
+#include "common/util/stop_text_filter.h"
 
 #include <algorithm>
 #include <utility>
 
-namespace icae::server {
+namespace icae {
 
 StopTextFilter::StopTextFilter(std::vector<std::string> stops) {
   for (auto& s : stops) {
@@ -47,4 +47,4 @@ std::string StopTextFilter::Flush() {
   return std::exchange(pending_, "");
 }
 
-}  // namespace icae::server
+}  // namespace icae

@@ -3,11 +3,15 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+
 #include "common/model/config.h"
 #include "common/model/cpu_fused.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/generate.h"
 #include "common/model/sampler.h"
+#include "common/model/stop.h"
 #include "common/model/transformer.h"
 
 namespace icae {
@@ -163,6 +167,78 @@ TEST_F(ModelTest, GenerateGreedyIsDeterministicAndSamplingFollowsTheSeed) {
   // Over the context bound.
   o.max_new_tokens = 1000;
   EXPECT_EQ(Generate(model_, in, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ModelTest, GenerateStopsOnStopTextThroughTheStopDecision) {
+  SequenceInput in;
+  in.ids = RandomIds(4, 10);
+  GenerateOptions o;
+  o.max_new_tokens = 8;
+  o.ignore_eos = true;
+  auto full = Generate(model_, in, o);
+  ASSERT_TRUE(full.ok());
+  // Text of id i is "<i>" so that the 4th id's text is a stop sequence.
+  o.token_text = [](int64_t id) { return id < 0 ? std::string() : "<" + std::to_string(id) + ">"; };
+  std::string shown;
+  o.on_text = [&](const std::string& t) { shown += t; };
+  o.stop_sequences = {"<" + std::to_string(full->ids[3]) + ">"};
+  auto stopped = Generate(model_, in, o);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kStopSequence);
+  EXPECT_EQ(stopped->stop_sequence, o.stop_sequences[0]);
+  const auto first = std::find(full->ids.begin(), full->ids.end(), full->ids[3]) - full->ids.begin();
+  EXPECT_EQ(stopped->ids.size(), static_cast<size_t>(first + 1));
+  std::string expected;
+  for (int64_t i = 0; i < first; ++i) expected += "<" + std::to_string(full->ids[i]) + ">";
+  EXPECT_EQ(shown, expected);
+  // A stop id ends before the id is output.
+  GenerateOptions ids_only;
+  ids_only.max_new_tokens = 8;
+  ids_only.ignore_eos = true;
+  ids_only.stop_token_ids = {full->ids[2]};
+  auto by_id = Generate(model_, in, ids_only);
+  EXPECT_EQ(by_id->finish_reason, FinishReason::kStopToken);
+  EXPECT_EQ(by_id->ids.size(), static_cast<size_t>(std::find(full->ids.begin(), full->ids.end(), full->ids[2]) -
+                                                   full->ids.begin()));
+}
+
+TEST(StopDecisionTest, EosStopIdsTextAndLength) {
+  ModelConfig c;
+  c.eos_token_id = 2;
+  StopDecision eos(c, StopCriteria{5, {7}, {}, false});
+  EXPECT_FALSE(eos.EndsBefore(3));
+  EXPECT_TRUE(eos.EndsBefore(2));
+  EXPECT_EQ(eos.finish_reason(), FinishReason::kEos);
+  StopDecision ignore(c, StopCriteria{5, {7}, {}, true});
+  EXPECT_FALSE(ignore.EndsBefore(2));
+  EXPECT_TRUE(ignore.EndsBefore(7));
+  EXPECT_EQ(ignore.finish_reason(), FinishReason::kStopToken);
+  EXPECT_EQ(ignore.stop_token_id(), 7);
+  // Length, at the bound: done after exactly max_new_tokens outputs.
+  StopDecision len(c, StopCriteria{2, {}, {}, false});
+  EXPECT_EQ(len.Output("a"), "a");
+  EXPECT_FALSE(len.done());
+  EXPECT_EQ(len.Output("b"), "b");
+  EXPECT_TRUE(len.done());
+  EXPECT_EQ(len.finish_reason(), FinishReason::kLength);
+  EXPECT_EQ(len.Finish("c"), "c");
+  // Stop text across deltas: the text before it, nothing after.
+  StopDecision text(c, StopCriteria{10, {}, {"END"}, false});
+  std::string out = text.Output("abcE");
+  out += text.Output("N");
+  EXPECT_FALSE(text.done());
+  out += text.Output("Dxyz");
+  EXPECT_TRUE(text.done());
+  EXPECT_EQ(text.finish_reason(), FinishReason::kStopSequence);
+  EXPECT_EQ(out, "abc");
+  EXPECT_EQ(text.Finish("more"), "");
+  // A stop completed by the detokenizer's held-back tail turns a length finish into a stop.
+  StopDecision tail(c, StopCriteria{1, {}, {"xy"}, false});
+  std::string shown = tail.Output("ax");
+  shown += tail.Finish("yz");
+  EXPECT_EQ(shown, "a");
+  EXPECT_EQ(tail.finish_reason(), FinishReason::kStopSequence);
+  EXPECT_EQ(tail.stop_sequence(), "xy");
 }
 
 TEST(SamplerTest, TopKOneIsGreedyAndBadParamsAreRejected) {

@@ -429,16 +429,47 @@ TEST_F(SchedulerTest, ChunkedPrefillInterleavesWithRunningDecodes) {
   const int64_t before = static_cast<int64_t>(running->NumIds());
   auto seq = core->Prepare(Request(b, prompt, 8), "");
   ASSERT_TRUE(seq.ok()) << seq.status();
-  const int64_t chunks = ((*seq)->input.size(0) + 3) / 4;
   ASSERT_TRUE(core->Submit(std::move(*seq), probe, std::make_shared<std::atomic<bool>>(false),
                            absl::InfiniteFuture()).ok());
   ASSERT_TRUE(own->WaitDone(absl::Seconds(30)));
   ASSERT_TRUE(running->WaitDone(absl::Seconds(30)));
   ASSERT_TRUE(own->status.ok()) << own->status;
+  const int64_t chunks = (own->final.usage().slot_count() + own->final.usage().prompt_tokens() + 3) / 4;
+  EXPECT_GE(chunks, 4);
   // The running stream got a token in every step of the new sequence's prefill.
   EXPECT_GE(probe->other_at_first_ - before, chunks - 1);
   EXPECT_EQ(own->ids, Reference(b, prompt, 8));
   EXPECT_EQ(running->ids, Reference(a, {}, 60));
+}
+
+TEST_F(SchedulerTest, PrepareDoesNoStoreIoAndTheFetchStageKeepsTheStatusCodes) {
+  const std::string a = Encode(kContextA);
+  auto core = MakeDecoder({});
+  auto fails_with = [&](const icae::v1::GenerateRequest& req) {
+    const auto before = store_->Stats();
+    auto seq = core->Prepare(req, "");
+    EXPECT_TRUE(seq.ok()) << seq.status();
+    // The caller's thread (gRPC's) never touched the store.
+    EXPECT_EQ(store_->Stats().hits, before.hits);
+    EXPECT_EQ(store_->Stats().misses, before.misses);
+    auto sink = std::make_shared<CollectingSink>();
+    EXPECT_TRUE(core->Submit(std::move(*seq), sink, std::make_shared<std::atomic<bool>>(false),
+                             absl::InfiniteFuture()).ok());
+    EXPECT_TRUE(sink->WaitDone(absl::Seconds(30)));
+    EXPECT_TRUE(sink->ids.empty());
+    return sink->status.code();
+  };
+  EXPECT_EQ(fails_with(Request(std::string(64, 'a'), {}, 4)), absl::StatusCode::kNotFound);
+  auto ae_with_prompt = Request(a, {2936}, 4);
+  ae_with_prompt.set_mode(icae::v1::MODE_AUTOENCODE);
+  EXPECT_EQ(fails_with(ae_with_prompt), absl::StatusCode::kInvalidArgument);
+  decoder::DecoderOptions o;
+  o.max_new_tokens = 100000;
+  auto big = MakeDecoder(o);
+  core.swap(big);
+  EXPECT_EQ(fails_with(Request(a, {}, 99999)), absl::StatusCode::kInvalidArgument);  // past the positions
+  // Request validation stays on the caller's thread.
+  EXPECT_EQ(core->Prepare(Request("not-an-id", {}, 4), "").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(SchedulerTest, PrefixKVCacheEvictsUnpinnedLruAtAndPastTheBound) {
