@@ -2,8 +2,8 @@
 // thread (no I/O: the gRPC callback thread never waits on the store); Submit() puts it in the
 // bounded admission queue. A fetch thread then reads its slots from the store, checks the
 // records and assembles the decoder input (errors end the stream with the same status codes).
-// ONE scheduler thread owns the model and runs
-// continuous batching, each step in three phases as vLLM's scheduler does:
+// ONE scheduler thread owns the model and runs continuous batching, each step in three phases
+// as vLLM's scheduler does:
 //   Schedule()  drops cancelled/expired sequences and returns a plan: every decoding sequence
 //               (one new token each) and prefill chunks of the waiting/prefilling ones, at
 //               most --prefill_chunk positions each and --max_prefill_tokens per step, with
@@ -37,10 +37,10 @@
 #include "common/model/kv_cache.h"
 #include "common/model/prefix_cache.h"
 #include "common/model/sampler.h"
-#include "common/server/metrics.h"
 #include "common/model/stop.h"
-#include "common/tokenizer/tokenizer.h"
+#include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/tokenizer/tokenizer.h"
 #include "common/slot_store/slot_store.h"
 #include "icae/v1/icae.pb.h"
 
@@ -48,7 +48,7 @@ namespace icae::decoder {
 
 struct DecoderOptions {
   int64_t max_batch = 8;                // sequences decoded together
-  int64_t max_queue = 64;               // admitted but waiting; beyond: RESOURCE_EXHAUSTED
+  int64_t max_queue = 64;               // submitted, not yet running; beyond: RESOURCE_EXHAUSTED
   int64_t max_new_tokens = 1024;        // bound on a request's max_new_tokens
   int64_t default_max_new_tokens = 256; // when the request says 0
   int64_t max_context_tokens = 0;       // raw-context baseline bound; 0 = the adapter's
@@ -86,15 +86,15 @@ struct Sequence {
   PromptMode mode = PromptMode::kAutoencode;
   std::vector<std::string> slot_ids;
   std::vector<int64_t> prompt, context_ids;  // context_ids: the raw-context baseline
-  // Set by Fetch.
-  torch::Tensor input;  // [T, hidden] decoder input embeddings
-  int64_t slot_count = 0, context_tokens = 0, prompt_tokens = 0;
   SamplingParams sampling;
   int64_t max_new_tokens = 0;
   std::vector<std::string> stop_sequences;
   std::vector<int64_t> stop_token_ids;
   bool ignore_eos = false;
   absl::Time arrival;
+  // Set by Fetch.
+  torch::Tensor input;  // [T, hidden] decoder input embeddings
+  int64_t slot_count = 0, context_tokens = 0, prompt_tokens = 0;
   // Slot-prefix cache keys, one per slot set: prefix_keys[k] names the input's positions up to
   // the end of slot set k (the lead + sets 0..k). prefix_positions = where the last one ends.
   std::vector<std::string> prefix_keys;
