@@ -58,6 +58,8 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
                                  {1, 2, 4, 8, 16, 32, 64, 128});
   m_.step_time = r.AddHistogram("icae_decode_step_seconds", "Duration of one scheduler step",
                                 server::LatencyBuckets());
+  m_.prefill_chunk = r.AddHistogram("icae_prefill_chunk_positions", "Input positions per prefill chunk",
+                                    {16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
   m_.prefill_time = r.AddHistogram("icae_prefill_seconds", "Duration of steps that prefilled new sequences",
                                    server::LatencyBuckets());
   m_.prompt_tokens = r.AddCounter("icae_prompt_tokens_total", "Decoder input positions prefilled (slots included)");
@@ -452,6 +454,12 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
   const absl::Time now = absl::Now();
   StepPlan plan;
   int64_t budget = options_.max_prefill_tokens;
+  // Chunks only while streams are decoding: they are what a long prefill step would stall.
+  // Alone, a prefill runs whole, since every extra step costs a pass over the weights.
+  const bool chunked = options_.prefill_chunk > 0 &&
+                       std::any_of(running.begin(), running.end(), [](const std::unique_ptr<Sequence>& s) {
+                         return s->state == SequenceState::kDecoding;
+                       });
   for (auto& p : running) {
     Sequence& s = *p;
     // Leave: cancelled by the client, or past the deadline. Their caches go with them.
@@ -486,9 +494,9 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
     }
     const int64_t remaining = s.input.size(0) - chunk.start;
     int64_t n = remaining;
-    if (options_.prefill_chunk > 0) n = std::min(n, options_.prefill_chunk);
+    if (chunked) n = std::min(n, options_.prefill_chunk);
     if (n > budget) {
-      if (options_.prefill_chunk > 0) {
+      if (chunked) {
         n = budget;  // chunked: fill what the step has left
       } else if (!plan.prefill.empty()) {
         budget = 0;  // unchunked: whole prefills, at least one per step so none starves
@@ -534,6 +542,7 @@ absl::StatusOr<torch::Tensor> DecoderCore::Execute(const StepPlan& plan) {
       }
       s.prefix.reset();
     }
+    m_.prefill_chunk->Observe(static_cast<double>(c.length));
     SequenceInput in;
     in.embeds = s.input.narrow(0, c.start, c.length);
     in.cache = &*s.cache;

@@ -6,8 +6,8 @@
 // as vLLM's scheduler does:
 //   Schedule()  drops cancelled/expired sequences and returns a plan: every decoding sequence
 //               (one new token each) and prefill chunks of the waiting/prefilling ones, at
-//               most --prefill_chunk positions each and --max_prefill_tokens per step, with
-//               the prefix-cache entries they start from;
+//               most --prefill_chunk positions each while others decode and
+//               --max_prefill_tokens per step, with the prefix-cache entries they start from;
 //   Execute()   one packed Forward over the plan;
 //   Update()    samples, applies the stop decision, streams, and marks finished sequences,
 //               which leave at once (their KV with them).
@@ -60,9 +60,10 @@ struct DecoderOptions {
   int64_t max_stop_token_ids = 64;
   int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
   int64_t prefix_cache_bytes = int64_t{256} << 20;  // slot-prefix KV cache; 0 = off
-  // Input positions of one sequence prefilled per step; longer prefills are split across steps
-  // (0 = whole prefills).
-  int64_t prefill_chunk = 256;
+  // Input positions of one sequence prefilled per step while other sequences are decoding;
+  // longer prefills are split across their steps (0 = whole prefills). Small, because a step
+  // that carries a chunk delays every running stream's next token by the chunk's compute.
+  int64_t prefill_chunk = 32;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.
@@ -195,7 +196,7 @@ class DecoderCore {
 
   struct Metrics {
     server::Gauge *running, *waiting, *kv_bytes;
-    server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time;
+    server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time, *prefill_chunk;
     server::Counter *prompt_tokens, *generation_tokens, *slot_hits, *slot_misses;
     server::Counter *prefix_hits, *prefix_misses;
     server::Gauge* prefix_bytes;

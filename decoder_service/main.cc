@@ -21,9 +21,10 @@ ABSL_FLAG(int64_t, max_slot_ids, 16, "bound on slot IDs per request");
 ABSL_FLAG(int64_t, max_prefill_tokens, 2048,
           "input positions prefilled per scheduler step, over all sequences (at least one chunk); "
           "bounds how long prefills stall the running streams");
-ABSL_FLAG(int64_t, prefill_chunk, 256,
-          "input positions of one sequence prefilled per step; longer prefills are split across "
-          "steps between the running streams' decode steps (0 = whole prefills)");
+ABSL_FLAG(int64_t, prefill_chunk, 32,
+          "input positions of one sequence prefilled per step while other streams are decoding; "
+          "longer prefills are split across their steps, bounding how much one step delays their "
+          "next tokens (0 = whole prefills)");
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
 ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
 ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");

@@ -376,7 +376,7 @@ TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
 }
 
 TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
-  const std::string a = Encode(kContextA);
+  const std::string a = Encode(kContextA), b = Encode(kContextB);
   const std::vector<int64_t> prompt = {1824, 349, 378, 28804};
   decoder::DecoderOptions o;
   o.prefix_cache_bytes = 0;
@@ -384,19 +384,32 @@ TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
   auto whole = MakeDecoder(o);
   auto r = Run(*whole, Request(a, prompt, 3));
   const int64_t positions = r->final.usage().slot_count() + r->final.usage().prompt_tokens();
-  // Steps for a 3-token answer: the prefill steps, then 2 decode steps.
-  auto prefill_steps = [&](int64_t chunk) {
+  server::Histogram* chunks = metrics_.AddHistogram("icae_prefill_chunk_positions", "", {});
+  // Prefill chunks of one request while another stream is decoding.
+  auto chunks_while_decoding = [&](int64_t chunk) {
     o.prefill_chunk = chunk;
     auto core = MakeDecoder(o);
-    const uint64_t before = Steps();
+    auto running = Start(*core, Request(b, {}, 1000));
+    for (int k = 0; k < 5000 && running->NumIds() < 1; ++k) absl::SleepFor(absl::Milliseconds(1));
+    const uint64_t before = chunks->Snap().count;
     auto out = Run(*core, Request(a, prompt, 3));
+    const int64_t n = static_cast<int64_t>(chunks->Snap().count - before);
+    EXPECT_LT(running->NumIds(), 1000u) << "the other stream must still be decoding";
     EXPECT_EQ(out->ids, r->ids) << "chunk " << chunk;
-    return static_cast<int64_t>(Steps() - before) - 2;
+    core->CancelAll();
+    EXPECT_TRUE(running->WaitDone(absl::Seconds(10)));
+    return n;
   };
-  EXPECT_EQ(prefill_steps(positions), 1);      // at the bound: one step
-  EXPECT_EQ(prefill_steps(positions - 1), 2);  // past it: split
-  EXPECT_EQ(prefill_steps(0), 1);              // off
-  EXPECT_EQ(prefill_steps(4), (positions + 3) / 4);
+  EXPECT_EQ(chunks_while_decoding(positions), 1);      // at the bound: one step
+  EXPECT_EQ(chunks_while_decoding(positions - 1), 2);  // past it: split
+  EXPECT_EQ(chunks_while_decoding(0), 1);              // off
+  EXPECT_EQ(chunks_while_decoding(4), (positions + 3) / 4);
+  // Alone, nothing to interleave with: one step whatever the chunk.
+  o.prefill_chunk = 1;
+  auto alone = MakeDecoder(o);
+  const uint64_t before = chunks->Snap().count;
+  EXPECT_EQ(Run(*alone, Request(a, prompt, 3))->ids, r->ids);
+  EXPECT_EQ(chunks->Snap().count - before, 1u);
 }
 
 // A sink that notes how many tokens another stream had when its own first token came.
