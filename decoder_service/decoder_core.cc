@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <optional>
 #include <random>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "common/icae/prompt.h"
@@ -460,6 +461,12 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
                        std::any_of(running.begin(), running.end(), [](const std::unique_ptr<Sequence>& s) {
                          return s->state == SequenceState::kDecoding;
                        });
+  // Slot prefixes a prefilling sequence is computing: a waiting sequence that needs one of
+  // them waits for it to reach the prefix cache instead of computing it a second time.
+  std::unordered_set<std::string> computing;
+  for (const auto& p : running) {
+    if (p->state == SequenceState::kPrefilling && ComputesPrefix(*p)) computing.insert(p->prefix_keys.back());
+  }
   for (auto& p : running) {
     Sequence& s = *p;
     // Leave: cancelled by the client, or past the deadline. Their caches go with them.
@@ -484,9 +491,15 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
     PrefillChunk chunk;
     chunk.seq = &s;
     if (s.state == SequenceState::kWaiting) {
+      if (!s.prefix_looked_up &&
+          std::any_of(s.prefix_keys.begin(), s.prefix_keys.end(),
+                      [&](const std::string& key) { return computing.count(key) > 0; })) {
+        continue;
+      }
       // Looked up once; the entry stays pinned until the first chunk has copied it.
       if (!s.prefix_looked_up) s.prefix = FindPrefix(s);
       s.prefix_looked_up = true;
+      if (ComputesPrefix(s)) computing.insert(s.prefix_keys.back());
       chunk.prefix = s.prefix;
       chunk.start = s.cached_prefix_tokens;
     } else {
@@ -632,12 +645,15 @@ std::shared_ptr<const KVCache> DecoderCore::FindPrefix(Sequence& s) {
   return nullptr;
 }
 
+bool DecoderCore::ComputesPrefix(const Sequence& s) const {
+  return prefix_cache_.max_bytes() > 0 && !s.prefix_keys.empty() && !s.prefix_offered &&
+         s.cached_prefix_sets < s.prefix_keys.size();
+}
+
 void DecoderCore::OfferPrefix(Sequence& s) {
-  if (s.prefix_offered || prefix_cache_.max_bytes() == 0 || s.prefix_keys.empty() ||
-      s.cached_prefix_sets == s.prefix_keys.size() || s.cache->length() < s.prefix_positions) {
-    return;
-  }
+  if (!ComputesPrefix(s) || s.cache->length() < s.prefix_positions) return;
   s.prefix_offered = true;
+  if (prefix_cache_.Contains(s.prefix_keys.back())) return;
   // Causal attention: the first prefix_positions of this sequence's KV are exactly the KV of
   // the prefix alone, so they are copied out rather than computed again.
   prefix_cache_.Insert(s.prefix_keys.back(), CopyKVPrefix(bundle_.model().config(), *s.cache,

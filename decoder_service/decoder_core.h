@@ -174,6 +174,8 @@ class DecoderCore {
   void FinishOnStop(Sequence& s);
   // The longest cached slot prefix of s (sets s.cached_prefix_*), or null.
   std::shared_ptr<const KVCache> FindPrefix(Sequence& s);
+  // Whether s's prefill computes its full slot prefix for the prefix cache (not yet offered).
+  bool ComputesPrefix(const Sequence& s) const;
   // Offers s's slot prefix to the prefix cache once it is prefilled.
   void OfferPrefix(Sequence& s);
   void Finish(Sequence& s, icae::v1::FinishReason reason, const std::string& stop_text,

@@ -24,6 +24,11 @@ std::shared_ptr<const KVCache> PrefixKVCache::Lookup(const std::string& key) {
   return it->second->kv;
 }
 
+bool PrefixKVCache::Contains(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return index_.count(key) > 0;
+}
+
 bool PrefixKVCache::Insert(const std::string& key, KVCache kv) {
   std::lock_guard<std::mutex> lock(mu_);
   if (index_.count(key) > 0) return true;

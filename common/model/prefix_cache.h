@@ -29,6 +29,8 @@ class PrefixKVCache {
 
   // The entry for key (most recently used from now on), or null.
   std::shared_ptr<const KVCache> Lookup(const std::string& key);
+  // Whether key is cached (no recency change, no pin).
+  bool Contains(const std::string& key) const;
   // Stores kv under key unless already there, evicting least recently used unpinned entries
   // to stay within max_bytes. An entry that cannot fit (larger than the bound, or everything
   // else pinned) is not stored. Returns whether the key is cached afterwards.

@@ -351,6 +351,64 @@ TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
   }
 }
 
+// Holds the scheduler thread in its first Send until released (the scheduler calls sinks on
+// its own thread), so that requests submitted meanwhile are admitted in one step.
+class GateSink final : public decoder::GenerationSink {
+ public:
+  void Send(icae::v1::GenerateResponse) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+  }
+  void Fail(const absl::Status&) override {}
+  void WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return entered_; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool entered_ = false, open_ = false;
+};
+
+TEST_F(SchedulerTest, PrefixCacheComputesANewPrefixOnceForConcurrentRequests) {
+  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  const std::vector<std::vector<int64_t>> prompts = {{1824, 349, 378, 28804}, {5801, 28804}, {349, 28804}};
+  for (int64_t chunk : {0, 2}) {
+    decoder::DecoderOptions o;
+    o.max_batch = 4;
+    o.prefill_chunk = chunk;
+    auto core = MakeDecoder(o);
+    auto gate = std::make_shared<GateSink>();
+    auto held = core->Prepare(Request(b, {}, 2), "");
+    ASSERT_TRUE(held.ok());
+    ASSERT_TRUE(core->Submit(std::move(*held), gate, std::make_shared<std::atomic<bool>>(false),
+                             absl::InfiniteFuture()).ok());
+    gate->WaitEntered();
+    const double misses = CounterValue("icae_prefix_cache_misses_total");
+    const double hits = CounterValue("icae_prefix_cache_hits_total");
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    for (const auto& p : prompts) sinks.push_back(Start(*core, Request(a, p, 8)));
+    absl::SleepFor(absl::Milliseconds(300));  // the fetch stage reads their slots meanwhile
+    gate->Open();
+    for (size_t i = 0; i < sinks.size(); ++i) {
+      ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
+      ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
+      EXPECT_EQ(sinks[i]->ids, Reference(a, prompts[i], 8)) << "sequence " << i;
+    }
+    // Admitted in one step: the first computes [A], the others wait for it and reuse it.
+    EXPECT_EQ(CounterValue("icae_prefix_cache_misses_total") - misses, 1) << "chunk " << chunk;
+    EXPECT_EQ(CounterValue("icae_prefix_cache_hits_total") - hits, 2) << "chunk " << chunk;
+  }
+}
+
 TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
   const std::string a = Encode(kContextA), b = Encode(kContextB);
   const std::vector<std::vector<std::string>> slots = {{a}, {a, b}, {b}, {a}, {a, b}};
