@@ -13,7 +13,7 @@ PACKAGES=(
   # gRPC services and our own protobuf parser of tokenizer.model.
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # Slot store backends and metrics.
-  # (prometheus-cpp is not packaged in Debian 12: metrics use our own text exposition.)
+  # (Metrics use our own text exposition; Debian 12 also packages prometheus-cpp-dev.)
   libssl-dev libhiredis-dev redis-server
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
