@@ -6,7 +6,7 @@ set -euo pipefail
 [[ $# -eq 2 ]] || { echo "usage: $0 CURVE.csv OUT.png" >&2; exit 2; }
 gnuplot <<GP
 set datafile separator ","
-set terminal pngcairo size 1100,420 font ",10"
+set terminal pngcairo noenhanced size 1100,420 font ",10"
 set output "$2"
 set key autotitle columnhead
 set multiplot layout 1,3

@@ -21,11 +21,21 @@ done
 ENCODER=$(sed -n 's/^encoder=//p' "$LOG.out")
 DECODER=$(sed -n 's/^decoder=//p' "$LOG.out")
 echo "services: encoder=$ENCODER decoder=$DECODER"
-echo "--- context ($EXAMPLE)"
+echo "--- context ($EXAMPLE; text the model never trained on)"
 cat "$EXAMPLE"
-SLOT=$($ICAE encode --server "$ENCODER" --file "$EXAMPLE")
+SLOT=$($ICAE encode --server "$ENCODER" --file "$EXAMPLE" --verbose)  # counts on stderr
 echo "--- slot id: $SLOT"
-echo "--- decoder, autoencode (the context rebuilt from its slots):"
-$ICAE generate --server "$DECODER" --slot "$SLOT" --mode autoencode --max-new-tokens 200
-echo "--- decoder, continue:"
-$ICAE generate --server "$DECODER" --slot "$SLOT" --mode continue --max-new-tokens 60
+OUT=$(dirname "$LOG")
+echo "--- decoder, autoencode: the context rebuilt from its slots alone"
+$ICAE generate --server "$DECODER" --slot "$SLOT" --mode autoencode --max-new-tokens 400 | tee "$OUT/rebuilt.txt"
+echo
+echo "--- original vs rebuilt (on the model's tokens):"
+$ICAE compare --reference-file "$EXAMPLE" --hypothesis-file "$OUT/rebuilt.txt"
+echo "--- decoder, continue (what comes next, from the slots):"
+$ICAE generate --server "$DECODER" --slot "$SLOT" --mode continue --max-new-tokens 48
+echo
+for q in "Repeat the first sentence of the text." "Which word follows \"sister\" in the text?"; do
+  echo "--- decoder, instruct: $q"
+  $ICAE generate --server "$DECODER" --slot "$SLOT" --mode instruct --prompt "$q" --max-new-tokens 48
+  echo
+done

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
-# Reproduces the embedded default model (models/default) end to end from the corpora:
-#   1. split   every corpus: first 95% of its lines → train, last 5% → held-out (no stage
-#              trains on the held-out split; tests/integration/default_model_test.cc uses the
-#              same arithmetic)
+# Reproduces the embedded default model (models/default) end to end from the corpora. Two waves:
+# the first model (stages 1-6) on the small corpora, then (stages 8-10) the same model trained
+# on, and continued with, the larger corpus that includes ../shared/corpora/gutenberg.
+#   1. split   every small corpus: first 95% of its lines → train, last 5% → held-out
 #   2. spm     SentencePiece BPE tokenizer with byte fallback (Debian's spm_train), 4096 pieces
 #   3. lm      base causal LM from scratch:           icae train lm
 #   4. data    instruction JSONL from held-in / held-out text: icae data instructions
 #   5. pretrain ICAE adapter, autoencoding + continuation, base trained too: icae train pretrain
 #   6. finetune ICAE adapter on the instructions (mixed with autoencoding): icae train finetune
-#   7. install  copy into models/default and write eval.json / EVAL.md with icae eval
+#   8. split2  every corpus incl. gutenberg/*.txt, WikiText's "<unk>" markers removed, the same
+#              95% / 5% line arithmetic per file (so held-out2 ⊇ held-out: no stage ever trains
+#              on a held-out line; tests/integration/default_model_test.cc rebuilds held-out2)
+#   9. pretrain5 continues stage 5's base and stage 6's adapter on split2 with 1-, 2- and
+#              4-segment contexts (whole 128-token segments: 128, 256, 512 tokens → 32, 64, 128 slots)
+#  10. finetune2 instructions from split2, mixed with autoencoding
+#  11. install copy into models/default, icae eval → eval.json, learning-curve CSV and plot
 # Every training stage checkpoints; running the script again resumes an unfinished stage
-# (--resume) and skips finished ones. Usage:
+# (--resume) and skips finished ones. Checkpoints live in WORK_DIR (outside the repo): when
+# they are gone, the script starts that stage (and every later one) again from its inputs.
+# Usage:
 #   scripts/train-default-model.sh [WORK_DIR]      (default: ./default-model-work)
 # Environment: ICAE_BIN (default build/tools/icae), ICAE_CORPORA (default ../shared/corpora),
 # THREADS (1), LM_STOP, PT3_STOP, PT_STOP, FT_STOP (steps at which the shipped run stopped;
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
-# stage run, 0 = none; run the script again to go on); with
-# ICAE_USE_BIBLE=1 the KJV from Debian's bible-kjv-text is added to the corpora (the held-out
-# split then differs from the one the default-model test rebuilds).
+# stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
+# FT2_STOP (the second wave's schedules and where the shipped run stopped), CONTINUE_FROM (a
+# model folder with base + adapter, e.g. a copy of the first wave's models/default: skips
+# stages 2-6 and starts stage 9 from it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/default-model-work}"
@@ -49,11 +58,6 @@ if ! stage_done "$D/train.txt"; then
   for f in tinyshakespeare wikitext2-valid wikitext2-test tinystories_sample; do
     files+=("$CORPORA/$f.txt")
   done
-  if [[ "${ICAE_USE_BIBLE:-0}" == 1 ]]; then
-    kjv="$(dpkg -L bible-kjv-text 2>/dev/null | grep -i -m1 'kjv.*\.txt\|bible.*\.txt' || true)"
-    [[ -n "$kjv" ]] || { echo "bible-kjv-text is not installed" >&2; exit 1; }
-    files+=("$kjv")
-  fi
   for p in "${files[@]}"; do
     n=$(wc -l < "$p"); k=$((n * 95 / 100))
     head -n "$k" "$p" >> "$D/train.txt.tmp"
@@ -62,6 +66,7 @@ if ! stage_done "$D/train.txt"; then
   mv "$D/heldout.txt.tmp" "$D/heldout.txt"; mv "$D/train.txt.tmp" "$D/train.txt"
 fi
 
+if [[ -z "${CONTINUE_FROM:-}" ]]; then
 # 2. tokenizer (deterministic for the same input: no sentence sampling)
 if ! stage_done "$D/tok.model"; then
   spm_train --input="$D/train.txt" --model_prefix="$D/tok" --model_type=bpe --vocab_size=4096 \
@@ -152,13 +157,82 @@ if ! finished "$WORK/finetune" icae_adapter.safetensors "$FT_TARGET"; then
     $(resume_flag "$WORK/finetune") 2>&1 | tee -a "$WORK/finetune.log"
 fi
 
-# 7. install + evaluate
+BASE1="$WORK/pretrain" ADAPTER1="$WORK/finetune/icae_adapter.safetensors"
+else
+  BASE1="$CONTINUE_FROM" ADAPTER1="$CONTINUE_FROM/icae_adapter.safetensors"
+fi
+
+# 8. split2: every corpus (the small ones and gutenberg/*.txt in C-locale order), WikiText's
+# literal "<unk>" markers removed line by line (the line count, hence the split, is unchanged).
+# Debian's bible-kjv-text ships only the `bible` program's compressed index, not text: unused.
+if ! stage_done "$D/train2.txt"; then
+  : > "$D/train2.txt.tmp"; : > "$D/heldout2.txt.tmp"
+  files=()
+  for f in tinyshakespeare wikitext2-valid wikitext2-test tinystories_sample; do
+    files+=("$CORPORA/$f.txt")
+  done
+  while IFS= read -r f; do files+=("$f"); done < <(LC_ALL=C ls "$CORPORA"/gutenberg/*.txt | LC_ALL=C sort)
+  for p in "${files[@]}"; do
+    n=$(wc -l < "$p"); k=$((n * 95 / 100))
+    head -n "$k" "$p" | sed 's/ <unk>//g; s/<unk>//g' >> "$D/train2.txt.tmp"
+    tail -n +"$((k + 1))" "$p" | sed 's/ <unk>//g; s/<unk>//g' >> "$D/heldout2.txt.tmp"
+  done
+  mv "$D/heldout2.txt.tmp" "$D/heldout2.txt"; mv "$D/train2.txt.tmp" "$D/train2.txt"
+fi
+
+# 9. pretrain5: the first wave's base and adapter on split2 (11x the text), contexts of 1, 2
+# or 4 whole 128-token segments (the eval's 128 and 512, and 256 between) so the decoder
+# learns to read up to 128 slots; the base keeps training (--train-base). A learning-curve
+# point (BLEU-4 at 128/512, continuation perplexities) lands in curve.csv at every eval.
+PT5_STEPS="${PT5_STEPS:-2400}" PT5_STOP="${PT5_STOP:-0}"
+PT5_TARGET=$(( PT5_STOP > 0 ? PT5_STOP : PT5_STEPS ))
+if ! finished "$WORK/pretrain5" icae_adapter.safetensors "$PT5_TARGET"; then
+  "$ICAE" train pretrain --model "$BASE1" --init-adapter "$ADAPTER1" --train-base \
+    --train-text "$D/train2.txt" --heldout-text "$D/heldout2.txt" --out "$WORK/pretrain5" \
+    --lengths 128,128,128,256,512 --lm-ratio 0.1 --cont-len 64 --base-lm-ratio 0.05 \
+    --batch-size 8 --steps "$PT5_STEPS" \
+    --stop-after "$((PT5_TARGET - $(checkpoint_step "$WORK/pretrain5")))" \
+    --lr 6e-4 --warmup 100 --min-lr-ratio 0.1 --weight-decay 0 --seed 5 --save-every 100 \
+    --eval-len 128 --eval-windows 16 --eval-every 300 --log-every 25 \
+    --curve-csv "$WORK/pretrain5/curve.csv" --curve-passages 8 \
+    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$WORK/pretrain5") \
+    2>&1 | tee -a "$WORK/pretrain5.log"
+  (( $(checkpoint_step "$WORK/pretrain5") >= PT5_TARGET )) || { echo "pretrain5 unfinished: run again" >&2; exit 1; }
+fi
+
+# 10. finetune2: instructions from split2 (answers derivable from the input), the base
+# training too, with autoencoding (1-4 segments), continuation and plain LM windows mixed in
+# so that neither the slots' fidelity nor continuation from slots is traded for instructions.
+"$ICAE" data instructions --text "$D/train2.txt" --out "$D/instructions-train2.jsonl" \
+  --count 8000 --seed 1 --min-words 25 --max-words 60
+"$ICAE" data instructions --text "$D/heldout2.txt" --out "$D/instructions-heldout2.jsonl" \
+  --count 200 --seed 2 --min-words 25 --max-words 60
+FT2_STEPS="${FT2_STEPS:-600}" FT2_STOP="${FT2_STOP:-0}"
+FT2_TARGET=$(( FT2_STOP > 0 ? FT2_STOP : FT2_STEPS ))
+if ! finished "$WORK/finetune2" icae_adapter.safetensors "$FT2_TARGET"; then
+  "$ICAE" train finetune --model "$WORK/pretrain5" \
+    --adapter "$WORK/pretrain5/icae_adapter.safetensors" --train-base --base-lm-ratio 0.1 \
+    --train-jsonl "$D/instructions-train2.jsonl" --heldout-jsonl "$D/instructions-heldout2.jsonl" \
+    --train-text "$D/train2.txt" --ae-ratio 0.3 --ae-min-len 128 --ae-max-len 512 \
+    --cont-ratio 0.1 --cont-len 64 --out "$WORK/finetune2" --batch-size 8 --steps "$FT2_STEPS" \
+    --stop-after "$((FT2_TARGET - $(checkpoint_step "$WORK/finetune2")))" \
+    --lr 3e-4 --warmup 20 --min-lr-ratio 0.1 --weight-decay 0 --seed 6 --save-every 100 \
+    --eval-every 100 --log-every 25 --max-minutes "${MINUTES:-0}" --threads "$THREADS" \
+    $(resume_flag "$WORK/finetune2") 2>&1 | tee -a "$WORK/finetune2.log"
+  (( $(checkpoint_step "$WORK/finetune2") >= FT2_TARGET )) || { echo "finetune2 unfinished: run again" >&2; exit 1; }
+fi
+
+# 11. install + evaluate + learning curve
 mkdir -p "$OUT"
-cp "$WORK/pretrain/config.json" "$WORK/pretrain/model.safetensors" "$WORK/pretrain/tokenizer.model" "$OUT/"
-cp "$WORK/finetune/icae_adapter.safetensors" "$WORK/finetune/icae_config.json" "$OUT/"
-EVAL_FLAGS=(--heldout-text "$D/heldout.txt" --instructions "$D/instructions-heldout.jsonl"
+cp "$WORK/finetune2/config.json" "$WORK/finetune2/model.safetensors" "$WORK/finetune2/tokenizer.model" "$OUT/"
+cp "$WORK/finetune2/icae_adapter.safetensors" "$WORK/finetune2/icae_config.json" "$OUT/"
+cp "$WORK/pretrain5/curve.csv" "$OUT/curve.csv"
+EVAL_FLAGS=(--heldout-text "$D/heldout2.txt" --instructions "$D/instructions-heldout2.jsonl"
   --lengths 64,128,256,512 --passages 16 --ppl-context 128 --ppl-next 64 --ppl-windows 32
   --max-instructions 120 --threads "$THREADS")
 "$ICAE" eval "${EVAL_FLAGS[@]}" --json > "$OUT/eval.json"
 "$ICAE" eval "${EVAL_FLAGS[@]}" | tee "$WORK/eval.txt"
+if command -v gnuplot > /dev/null; then
+  "$ROOT/scripts/plot-curve.sh" "$OUT/curve.csv" "$OUT/curve.png"
+fi
 echo "installed into $OUT"

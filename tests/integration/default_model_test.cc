@@ -2,6 +2,7 @@
 // well as its EVAL table says (same passages, same arithmetic as `icae eval`), and the CLI
 // uses it when no --model/--adapter is given.
 #include <c10/core/InferenceMode.h>
+#include <algorithm>
 
 #include <filesystem>
 #include <fstream>
@@ -23,13 +24,34 @@ namespace {
 
 using ::icae::testing::SharedDir;
 
-// The held-out split of scripts/train-default-model.sh: the last 5% of the lines of each
-// corpus (wc -l arithmetic: k = newlines * 95 / 100, held-out = lines k+1 …).
+// Removes WikiText's literal "<unk>" markers as split2 does (sed 's/ <unk>//g; s/<unk>//g').
+std::string StripUnk(std::string text) {
+  for (const std::string marker : {" <unk>", "<unk>"}) {
+    for (size_t at = text.find(marker); at != std::string::npos; at = text.find(marker, at)) {
+      text.erase(at, marker.size());
+    }
+  }
+  return text;
+}
+
+// The held-out split ("split2") of scripts/train-default-model.sh: the last 5% of the lines of
+// each corpus, the small corpora first, then gutenberg/*.txt in C-locale order (wc -l
+// arithmetic: k = newlines * 95 / 100, held-out = lines k+1 …).
 std::string HeldOutText(const std::string& corpora) {
-  std::string out;
+  std::vector<std::string> files;
   for (const char* name : {"tinyshakespeare", "wikitext2-valid", "wikitext2-test",
                            "tinystories_sample"}) {
-    std::ifstream in(corpora + "/" + name + ".txt");
+    files.push_back(corpora + "/" + name + ".txt");
+  }
+  std::vector<std::string> books;
+  for (const auto& e : std::filesystem::directory_iterator(corpora + "/gutenberg")) {
+    if (e.path().extension() == ".txt") books.push_back(e.path().string());
+  }
+  std::sort(books.begin(), books.end());
+  files.insert(files.end(), books.begin(), books.end());
+  std::string out;
+  for (const std::string& path : files) {
+    std::ifstream in(path);
     std::stringstream ss;
     ss << in.rdbuf();
     const std::string text = ss.str();
@@ -41,7 +63,7 @@ std::string HeldOutText(const std::string& corpora) {
       pos = text.find('\n', pos);
       if (pos != std::string::npos) ++pos;
     }
-    if (pos != std::string::npos) out += text.substr(pos);
+    if (pos != std::string::npos) out += StripUnk(text.substr(pos));
   }
   return out;
 }
@@ -62,6 +84,7 @@ class DefaultModelTest : public ::testing::Test {
 TEST_F(DefaultModelTest, ReconstructsHeldOutPassagesAsReported) {
   const std::string corpora = SharedDir() + "/corpora";
   ICAE_REQUIRE_TESTDATA(corpora + "/tinyshakespeare.txt");
+  ICAE_REQUIRE_TESTDATA(corpora + "/gutenberg");
   std::ifstream ej(dir_ + "/eval.json");
   ASSERT_TRUE(ej) << "models/default/eval.json is missing (icae eval --json writes it)";
   auto j = nlohmann::json::parse(ej, nullptr, false);
