@@ -37,6 +37,9 @@ class Args {
 // Parses "1 2 3" (spaces/commas) into ids.
 absl::StatusOr<std::vector<int64_t>> ParseIdList(const std::string& text);
 
+// Parses a --lengths list "128,256,512" (empty → {}); every entry an integer >= 2.
+absl::StatusOr<std::vector<int64_t>> ParseLengthList(const std::string& list);
+
 }  // namespace icae::tools
 
 #endif  // ICAE_TOOLS_ARGS_H_

@@ -12,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/train/evaluate.h"
 #include "common/train/metrics.h"
@@ -41,12 +40,8 @@ int Eval(const std::vector<std::string>& argv) {
                      "[--ppl-context 512 --ppl-next 64 --ppl-windows 16] [--json]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
-  std::vector<int64_t> lengths;
-  for (auto piece : absl::StrSplit(args->Get("lengths", "64,128,256,512"), ',', absl::SkipEmpty())) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(piece, &v) || v < 2) return Fail(cmd, "--lengths: integers >= 2", 2);
-    lengths.push_back(v);
-  }
+  auto lengths = ParseLengthList(args->Get("lengths", "64,128,256,512"));
+  if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
   auto passages = args->GetInt("passages", 16);
   auto ppl_ctx = args->GetInt("ppl-context", 512);
   auto ppl_next = args->GetInt("ppl-next", 64);
@@ -72,7 +67,7 @@ int Eval(const std::vector<std::string>& argv) {
   j["compression_rate"] = adapter.config.mean_compression_rate;
   std::string table = absl::StrFormat("%-28s %8s %8s %8s %8s\n", "autoencoding (held-out)",
                                       "slots", "BLEU-4", "exact", "tok-acc");
-  for (int64_t L : lengths) {
+  for (int64_t L : *lengths) {
     auto r = train::EvalAutoencode(model, adapter, *stream, L, *passages);
     if (!r.ok()) return Fail(cmd, std::string(r.status().message()));
     table += absl::StrFormat("  %4d tokens x %-12d %8d %8.4f %8.4f %8.4f\n", L, r->passages,

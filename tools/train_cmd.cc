@@ -20,9 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "common/icae/adapter.h"
 #include "common/model/config.h"
 #include "common/model/safetensors.h"
@@ -342,21 +340,6 @@ absl::Status AppendCurvePoint(const std::string& path, int64_t step, double ae_l
   return absl::OkStatus();
 }
 
-// "128,256,512" → {128, 256, 512}; empty → {}. Every length is at least 2.
-absl::StatusOr<std::vector<int64_t>> ParseLengths(const std::string& list) {
-  std::vector<int64_t> out;
-  if (list.empty()) return out;
-  for (absl::string_view part : absl::StrSplit(list, ',')) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v < 2) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--lengths: '", part, "' is not a length >= 2 (a list like 128,256,512)"));
-    }
-    out.push_back(v);
-  }
-  return out;
-}
-
 // Autoencoding example: a random window of `len` ids (BOS included).
 IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t bos, int64_t eos,
                       std::mt19937_64& rng) {
@@ -424,7 +407,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   // --lengths L1,L2,…: context lengths drawn from this list (repeat a value to weight it)
   // instead of uniformly from [--min-len, --max-len]; e.g. whole 128-token segments, 1 to 4 of
   // them, keep the slot ↔ token layout of every segment the same.
-  auto lengths = ParseLengths(args->Get("lengths"));
+  auto lengths = ParseLengthList(args->Get("lengths"));
   if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
   const int64_t longest =
       lengths->empty() ? max_len : *std::max_element(lengths->begin(), lengths->end());
