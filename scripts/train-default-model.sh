@@ -51,19 +51,29 @@ checkpoint_step() {
 # reached the step it was meant to stop at.
 finished() { [[ -f "$1/$2" ]] && (( $(checkpoint_step "$1") >= $3 )); }
 
+# split_lines NAME FILTER FILE…: per file, the first 95% of its lines (wc -l arithmetic) through
+# FILTER → $D/trainNAME.txt, the rest through FILTER → $D/heldoutNAME.txt (both renamed into
+# place only when complete).
+SMALL_CORPORA=()
+for f in tinyshakespeare wikitext2-valid wikitext2-test tinystories_sample; do
+  SMALL_CORPORA+=("$CORPORA/$f.txt")
+done
+split_lines() {
+  local name="$1" filter="$2" p n k
+  shift 2
+  : > "$D/train$name.txt.tmp"; : > "$D/heldout$name.txt.tmp"
+  for p in "$@"; do
+    n=$(wc -l < "$p"); k=$((n * 95 / 100))
+    head -n "$k" "$p" | $filter >> "$D/train$name.txt.tmp"
+    tail -n +"$((k + 1))" "$p" | $filter >> "$D/heldout$name.txt.tmp"
+  done
+  mv "$D/heldout$name.txt.tmp" "$D/heldout$name.txt"; mv "$D/train$name.txt.tmp" "$D/train$name.txt"
+}
+drop_unk() { sed 's/ <unk>//g; s/<unk>//g'; }
+
 # 1. split
 if ! stage_done "$D/train.txt"; then
-  : > "$D/train.txt.tmp"; : > "$D/heldout.txt.tmp"
-  files=()
-  for f in tinyshakespeare wikitext2-valid wikitext2-test tinystories_sample; do
-    files+=("$CORPORA/$f.txt")
-  done
-  for p in "${files[@]}"; do
-    n=$(wc -l < "$p"); k=$((n * 95 / 100))
-    head -n "$k" "$p" >> "$D/train.txt.tmp"
-    tail -n +"$((k + 1))" "$p" >> "$D/heldout.txt.tmp"
-  done
-  mv "$D/heldout.txt.tmp" "$D/heldout.txt"; mv "$D/train.txt.tmp" "$D/train.txt"
+  split_lines "" cat "${SMALL_CORPORA[@]}"
 fi
 
 if [[ -z "${CONTINUE_FROM:-}" ]]; then
@@ -166,18 +176,9 @@ fi
 # literal "<unk>" markers removed line by line (the line count, hence the split, is unchanged).
 # Debian's bible-kjv-text ships only the `bible` program's compressed index, not text: unused.
 if ! stage_done "$D/train2.txt"; then
-  : > "$D/train2.txt.tmp"; : > "$D/heldout2.txt.tmp"
-  files=()
-  for f in tinyshakespeare wikitext2-valid wikitext2-test tinystories_sample; do
-    files+=("$CORPORA/$f.txt")
-  done
-  while IFS= read -r f; do files+=("$f"); done < <(LC_ALL=C ls "$CORPORA"/gutenberg/*.txt | LC_ALL=C sort)
-  for p in "${files[@]}"; do
-    n=$(wc -l < "$p"); k=$((n * 95 / 100))
-    head -n "$k" "$p" | sed 's/ <unk>//g; s/<unk>//g' >> "$D/train2.txt.tmp"
-    tail -n +"$((k + 1))" "$p" | sed 's/ <unk>//g; s/<unk>//g' >> "$D/heldout2.txt.tmp"
-  done
-  mv "$D/heldout2.txt.tmp" "$D/heldout2.txt"; mv "$D/train2.txt.tmp" "$D/train2.txt"
+  books=()
+  while IFS= read -r f; do books+=("$f"); done < <(LC_ALL=C ls "$CORPORA"/gutenberg/*.txt | LC_ALL=C sort)
+  split_lines 2 drop_unk "${SMALL_CORPORA[@]}" "${books[@]}"
 fi
 
 # 9. pretrain5: the first wave's base and adapter on split2 (11x the text), contexts of 1, 2
