@@ -73,13 +73,13 @@ double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
 int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
   auto args = Args::Parse(argv, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps"},
+                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
                           {});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
   if (!args->Has("threads")) argv2.push_back("--threads=2");
   auto args2 = *Args::Parse(argv2, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps"},
+                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
                             {});
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   ModelConfig c;
@@ -107,10 +107,19 @@ int BenchDecode(const std::vector<std::string>& argv) {
   c10::InferenceMode guard;
   const double bw = MeasureReadBandwidth();
   std::printf("threads=%d  read bandwidth %.1f GB/s\n", at::get_num_threads(), bw / 1e9);
-  for (const auto& dname : dtypes) {
+  // --layout: q/k/v and gate/up stacked into one product each (weights converted or built in
+  // memory), separate products (weights used in place from a mapped file), or both side by side.
+  const std::string layout = args->Get("layout", "stacked");
+  std::vector<std::string> layouts;
+  if (layout == "both") layouts = {"stacked", "separate"};
+  else if (layout == "stacked" || layout == "separate") layouts = {layout};
+  else return Fail(cmd, "--layout must be stacked, separate or both", 2);
+  for (const auto& dname : dtypes) for (const auto& lay : layouts) {
     auto dtype = ParseDtype(dname);
     if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
-    Transformer model(c, RandomWeights(c, *dtype, 1));
+    ModelWeights weights = RandomWeights(c, *dtype, 1);
+    if (lay == "separate") weights = SeparateProjections(weights, c);
+    Transformer model(c, std::move(weights));
     const int64_t params = model.NumParameters();
     const int64_t esize = c10::elementSize(*dtype);
     const double gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size);
@@ -149,7 +158,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // KV cache at the mean decode length.
     const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
     const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
-    std::printf("\n%s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(),
+    std::printf("\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(), lay.c_str(),
                 params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
                 (long long)c.vocab_size);
     std::printf("  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,

@@ -267,6 +267,7 @@ absl::StatusOr<IcaeSetup> LoadBase(const Args& a) {
   }
   ModelLoadOptions lo;
   lo.dtype = dtype;  // a bf16 frozen base works too (autocast casts the fp32 adapter)
+  lo.weights_in_place = false;  // trained weights are written, and the trainer reads the stacked layout
   const std::string dir = a.Get("model");
   if (dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   ASSIGN_OR_RETURN(s.model, Transformer::Load(dir, lo));

@@ -152,7 +152,7 @@ absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const Model
           c.mem_size, ")"));
     }
     ASSIGN_OR_RETURN(torch::Tensor t, file->Load(name, torch::kFloat32));
-    if (!torch::isfinite(t).all().item<bool>()) {
+    if (FirstNonFiniteElement(t) >= 0) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "' contains NaN or Inf"));
     }
     return t.to(dtype).to(device);

@@ -1,17 +1,20 @@
 #include "common/model/safetensors.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/util/finite.h"
 #include "common/util/status_macros.h"
 
 namespace icae {
@@ -168,6 +171,23 @@ absl::StatusOr<torch::Tensor> SafetensorsFile::LoadAsStored(const std::string& n
   return t;
 }
 
+absl::StatusOr<torch::Tensor> SafetensorsFile::LoadInPlace(const std::string& name,
+                                                           torch::Dtype dtype) const {
+  ASSIGN_OR_RETURN(TensorInfo info, Info(name));
+  ASSIGN_OR_RETURN(torch::Dtype stored, SafetensorsDtype(info.dtype));
+  const size_t elem = torch::elementSize(stored);
+  if (stored != dtype || info.nbytes == 0 ||
+      reinterpret_cast<uintptr_t>(info.data) % elem != 0) {
+    return Load(name, dtype);
+  }
+  std::shared_ptr<MappedFile> keep = file_;
+  // from_blob needs a mutable pointer; the pages are mapped read-only, and the model treats
+  // its weights as read-only.
+  return torch::from_blob(const_cast<uint8_t*>(info.data), info.shape,
+                          [keep](void*) mutable { keep.reset(); },
+                          torch::TensorOptions().dtype(dtype));
+}
+
 absl::StatusOr<torch::Tensor> SafetensorsFile::Load(const std::string& name,
                                                     torch::Dtype dtype) const {
   ASSIGN_OR_RETURN(torch::Tensor t, LoadAsStored(name));
@@ -231,7 +251,8 @@ absl::StatusOr<std::unique_ptr<WeightSource>> WeightSource::Open(const std::stri
 }
 
 absl::StatusOr<torch::Tensor> WeightSource::Load(const std::string& name, torch::Dtype dtype,
-                                                 const std::vector<int64_t>& expected_shape) const {
+                                                 const std::vector<int64_t>& expected_shape,
+                                                 bool in_place) const {
   auto it = where_.find(name);
   if (it == where_.end()) {
     return absl::NotFoundError(absl::StrCat(
@@ -243,7 +264,16 @@ absl::StatusOr<torch::Tensor> WeightSource::Load(const std::string& name, torch:
         it->second->path(), ": tensor '", name, "' has shape ", ShapeString(info.shape),
         ", the config needs ", ShapeString(expected_shape)));
   }
-  return it->second->Load(name, dtype);
+  return in_place ? it->second->LoadInPlace(name, dtype) : it->second->Load(name, dtype);
+}
+
+absl::StatusOr<TensorInfo> WeightSource::Info(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) {
+    return absl::NotFoundError(absl::StrCat(
+        files_.empty() ? std::string("weights") : files_[0]->path(), ": missing tensor '", name, "'"));
+  }
+  return it->second->Info(name);
 }
 
 std::vector<std::string> WeightSource::Names() const {
@@ -288,6 +318,40 @@ absl::Status WriteSafetensors(const std::string& path,
                 static_cast<std::streamsize>(c.numel() * c.element_size()));
     }
   });
+}
+
+int64_t FirstNonFiniteElement(const torch::Tensor& t) {
+  FloatFormat format;
+  switch (t.scalar_type()) {
+    case torch::kFloat32: format = FloatFormat::kFloat32; break;
+    case torch::kBFloat16: format = FloatFormat::kBFloat16; break;
+    case torch::kFloat16: format = FloatFormat::kFloat16; break;
+    default: format = FloatFormat::kFloat32; break;
+  }
+  const bool scan = t.device().is_cpu() && t.is_contiguous() &&
+                    (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kBFloat16 ||
+                     t.scalar_type() == torch::kFloat16);
+  if (!scan) {
+    auto bad = torch::nonzero(torch::logical_not(torch::isfinite(t.detach().flatten())));
+    return bad.numel() == 0 ? -1 : bad[0].item<int64_t>();
+  }
+  const auto* base = static_cast<const uint8_t*>(t.data_ptr());
+  const int64_t n = t.numel(), elem = static_cast<int64_t>(t.element_size());
+  constexpr int64_t kChunk = 1 << 20;  // elements per task
+  std::atomic<int64_t> first{std::numeric_limits<int64_t>::max()};
+  at::parallel_for(0, (n + kChunk - 1) / kChunk, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) {
+      const int64_t begin = c * kChunk, len = std::min(kChunk, n - begin);
+      const int64_t i = FirstNonFinite(format, base + begin * elem, len);
+      if (i < 0) continue;
+      int64_t cur = first.load();
+      while (begin + i < cur && !first.compare_exchange_weak(cur, begin + i)) {
+      }
+      return;  // later chunks of this task cannot hold an earlier index
+    }
+  });
+  const int64_t f = first.load();
+  return f == std::numeric_limits<int64_t>::max() ? -1 : f;
 }
 
 }  // namespace icae

@@ -37,6 +37,10 @@ class SafetensorsFile {
   absl::StatusOr<torch::Tensor> Load(const std::string& name, torch::Dtype dtype) const;
   // Copies in the stored dtype.
   absl::StatusOr<torch::Tensor> LoadAsStored(const std::string& name) const;
+  // A view of the mapped data when the stored dtype is `dtype` and the data is aligned for it
+  // (read-only: the mapping is PROT_READ; the tensor keeps the mapping alive, so pages are the
+  // page cache's, shared by every process that maps the file); otherwise Load(name, dtype).
+  absl::StatusOr<torch::Tensor> LoadInPlace(const std::string& name, torch::Dtype dtype) const;
   std::vector<std::string> Names() const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return file_->path(); }
@@ -53,9 +57,12 @@ class WeightSource {
  public:
   static absl::StatusOr<std::unique_ptr<WeightSource>> Open(const std::string& model_dir);
   bool Has(const std::string& name) const { return where_.count(name) > 0; }
+  absl::StatusOr<TensorInfo> Info(const std::string& name) const;
   // Loads `name` converted to dtype; checks the shape when `expected_shape` is non-empty.
+  // in_place: a read-only view of the mapping where possible (SafetensorsFile::LoadInPlace).
   absl::StatusOr<torch::Tensor> Load(const std::string& name, torch::Dtype dtype,
-                                     const std::vector<int64_t>& expected_shape = {}) const;
+                                     const std::vector<int64_t>& expected_shape = {},
+                                     bool in_place = false) const;
   std::vector<std::string> Names() const;
   // Files the weights come from (for fingerprints).
   std::vector<std::string> Files() const;
@@ -75,6 +82,11 @@ absl::Status WriteSafetensors(const std::string& path,
                               const std::map<std::string, std::string>& metadata = {});
 
 std::string ShapeString(const std::vector<int64_t>& shape);
+
+// Index (in flattened order) of the first NaN or infinity of t, or -1. Float32/bf16/f16 CPU
+// tensors are scanned where they lie, in parallel chunks, with no allocation (a weight may be a
+// view of a multi-GB mapping); other tensors go through torch::isfinite.
+int64_t FirstNonFiniteElement(const torch::Tensor& t);
 
 }  // namespace icae
 

@@ -16,6 +16,23 @@ std::string LayerName(int64_t i, const std::string& rest) {
   return absl::StrCat("model.layers.", i, ".", rest);
 }
 
+// A layer with its stacked projections as row views (no copy) of the stacked tensors.
+ModelWeights::Layer SeparateLayer(const ModelWeights::Layer& in, const ModelConfig& c) {
+  ModelWeights::Layer L = in;
+  if (L.wqkv.defined()) {
+    L.wq = L.wqkv.narrow(0, 0, c.q_width());
+    L.wk = L.wqkv.narrow(0, c.q_width(), c.kv_width());
+    L.wv = L.wqkv.narrow(0, c.q_width() + c.kv_width(), c.kv_width());
+    L.wqkv = torch::Tensor();
+  }
+  if (L.w_gate_up.defined()) {
+    L.w_gate = L.w_gate_up.narrow(0, 0, c.intermediate_size);
+    L.w_up = L.w_gate_up.narrow(0, c.intermediate_size, c.intermediate_size);
+    L.w_gate_up = torch::Tensor();
+  }
+  return L;
+}
+
 torch::Tensor RotateHalf(const torch::Tensor& x) {
   int64_t half = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -45,14 +62,25 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
   ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(auto src, WeightSource::Open(model_dir));
   const torch::Dtype dt = options.dtype;
+  const bool in_place = options.weights_in_place && options.device.is_cpu();
   auto load = [&](const std::string& name,
                   std::vector<int64_t> shape) -> absl::StatusOr<torch::Tensor> {
-    ASSIGN_OR_RETURN(torch::Tensor t, src->Load(name, dt, shape));
-    if (!torch::isfinite(t).all().item<bool>()) {
+    ASSIGN_OR_RETURN(torch::Tensor t, src->Load(name, dt, shape, in_place));
+    if (FirstNonFiniteElement(t) >= 0) {
       return absl::InvalidArgumentError(absl::StrCat(model_dir, ": tensor '", name,
                                                      "' contains NaN or Inf"));
     }
     return t.to(options.device);
+  };
+  // Mapped tensors stay where they are; stacking them would copy them.
+  auto mapped = [&](std::initializer_list<std::string> names) {
+    if (!in_place) return false;
+    for (const auto& n : names) {
+      auto info = src->Info(n);
+      auto stored = info.ok() ? SafetensorsDtype(info->dtype) : absl::StatusOr<torch::Dtype>(info.status());
+      if (!stored.ok() || *stored != dt) return false;
+    }
+    return true;
   };
   const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
   ModelWeights w;
@@ -67,15 +95,25 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
     ModelWeights::Layer L;
     ASSIGN_OR_RETURN(L.attn_norm, load(LayerName(i, "input_layernorm.weight"), {H}));
     ASSIGN_OR_RETURN(L.mlp_norm, load(LayerName(i, "post_attention_layernorm.weight"), {H}));
-    ASSIGN_OR_RETURN(auto wq, load(LayerName(i, "self_attn.q_proj.weight"), {c.q_width(), H}));
-    ASSIGN_OR_RETURN(auto wk, load(LayerName(i, "self_attn.k_proj.weight"), {c.kv_width(), H}));
-    ASSIGN_OR_RETURN(auto wv, load(LayerName(i, "self_attn.v_proj.weight"), {c.kv_width(), H}));
+    const std::string q = LayerName(i, "self_attn.q_proj.weight"), k = LayerName(i, "self_attn.k_proj.weight"),
+                      v = LayerName(i, "self_attn.v_proj.weight"), g = LayerName(i, "mlp.gate_proj.weight"),
+                      u = LayerName(i, "mlp.up_proj.weight");
+    ASSIGN_OR_RETURN(L.wq, load(q, {c.q_width(), H}));
+    ASSIGN_OR_RETURN(L.wk, load(k, {c.kv_width(), H}));
+    ASSIGN_OR_RETURN(L.wv, load(v, {c.kv_width(), H}));
     ASSIGN_OR_RETURN(L.wo, load(LayerName(i, "self_attn.o_proj.weight"), {H, c.q_width()}));
-    ASSIGN_OR_RETURN(auto wg, load(LayerName(i, "mlp.gate_proj.weight"), {I, H}));
-    ASSIGN_OR_RETURN(auto wu, load(LayerName(i, "mlp.up_proj.weight"), {I, H}));
+    ASSIGN_OR_RETURN(L.w_gate, load(g, {I, H}));
+    ASSIGN_OR_RETURN(L.w_up, load(u, {I, H}));
     ASSIGN_OR_RETURN(L.w_down, load(LayerName(i, "mlp.down_proj.weight"), {H, I}));
-    L.wqkv = torch::cat({wq, wk, wv}, 0).contiguous();
-    L.w_gate_up = torch::cat({wg, wu}, 0).contiguous();
+    // Owned copies are stacked (one product instead of three, or two): no extra copy then.
+    if (!mapped({q, k, v})) {
+      L.wqkv = torch::cat({L.wq, L.wk, L.wv}, 0).contiguous();
+      L.wq = L.wk = L.wv = torch::Tensor();
+    }
+    if (!mapped({g, u})) {
+      L.w_gate_up = torch::cat({L.w_gate, L.w_up}, 0).contiguous();
+      L.w_gate = L.w_up = torch::Tensor();
+    }
     w.layers.push_back(std::move(L));
   }
   auto model = std::make_unique<Transformer>(c, std::move(w));
@@ -87,8 +125,10 @@ int64_t Transformer::NumParameters() const {
   int64_t n = weights_.embed_tokens.numel() + weights_.final_norm.numel();
   if (!config_.tie_word_embeddings) n += weights_.lm_head.numel();
   for (const auto& L : weights_.layers) {
-    n += L.attn_norm.numel() + L.mlp_norm.numel() + L.wqkv.numel() + L.wo.numel() +
-         L.w_gate_up.numel() + L.w_down.numel();
+    for (const torch::Tensor* t : {&L.attn_norm, &L.mlp_norm, &L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo,
+                                   &L.w_gate_up, &L.w_gate, &L.w_up, &L.w_down}) {
+      if (t->defined()) n += t->numel();
+    }
   }
   return n;
 }
@@ -203,10 +243,17 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
     auto h = RmsNorm(x, L.attn_norm);
-    auto qkv = Linear(h, L.wqkv);  // [N, q + 2 kv]
-    auto q = qkv.narrow(1, 0, c.q_width());
-    auto k = qkv.narrow(1, c.q_width(), c.kv_width());
-    auto v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
+    torch::Tensor q, k, v;
+    if (L.wqkv.defined()) {
+      auto qkv = Linear(h, L.wqkv);  // [N, q + 2 kv]
+      q = qkv.narrow(1, 0, c.q_width());
+      k = qkv.narrow(1, c.q_width(), c.kv_width());
+      v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
+    } else {
+      q = Linear(h, L.wq);
+      k = Linear(h, L.wk);
+      v = Linear(h, L.wv);
+    }
     if (options.lora != nullptr) {
       const LoraLayer& lo = options.lora->layers[l];
       q = ApplyLora(q, h, lo.q_a, lo.q_b, options.lora->scaling);
@@ -274,9 +321,15 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     x = x + Linear(attn, L.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);
-    auto gu = Linear(h2, L.w_gate_up);
-    auto g = gu.narrow(1, 0, c.intermediate_size);
-    auto u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
+    torch::Tensor g, u;
+    if (L.w_gate_up.defined()) {
+      auto gu = Linear(h2, L.w_gate_up);
+      g = gu.narrow(1, 0, c.intermediate_size);
+      u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
+    } else {
+      g = Linear(h2, L.w_gate);
+      u = Linear(h2, L.w_up);
+    }
     x = x + Linear(torch::silu(g) * u, L.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
@@ -303,14 +356,13 @@ std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() c
     const auto& L = weights_.layers[i];
     out.emplace_back(LayerName(i, "input_layernorm.weight"), L.attn_norm);
     out.emplace_back(LayerName(i, "post_attention_layernorm.weight"), L.mlp_norm);
-    out.emplace_back(LayerName(i, "self_attn.q_proj.weight"), L.wqkv.narrow(0, 0, c.q_width()));
-    out.emplace_back(LayerName(i, "self_attn.k_proj.weight"), L.wqkv.narrow(0, c.q_width(), c.kv_width()));
-    out.emplace_back(LayerName(i, "self_attn.v_proj.weight"),
-                     L.wqkv.narrow(0, c.q_width() + c.kv_width(), c.kv_width()));
+    const ModelWeights::Layer S = L.wqkv.defined() || L.w_gate_up.defined() ? SeparateLayer(L, c) : L;
+    out.emplace_back(LayerName(i, "self_attn.q_proj.weight"), S.wq);
+    out.emplace_back(LayerName(i, "self_attn.k_proj.weight"), S.wk);
+    out.emplace_back(LayerName(i, "self_attn.v_proj.weight"), S.wv);
     out.emplace_back(LayerName(i, "self_attn.o_proj.weight"), L.wo);
-    out.emplace_back(LayerName(i, "mlp.gate_proj.weight"), L.w_gate_up.narrow(0, 0, c.intermediate_size));
-    out.emplace_back(LayerName(i, "mlp.up_proj.weight"),
-                     L.w_gate_up.narrow(0, c.intermediate_size, c.intermediate_size));
+    out.emplace_back(LayerName(i, "mlp.gate_proj.weight"), S.w_gate);
+    out.emplace_back(LayerName(i, "mlp.up_proj.weight"), S.w_up);
     out.emplace_back(LayerName(i, "mlp.down_proj.weight"), L.w_down);
   }
   out.emplace_back("model.norm.weight", weights_.final_norm);
@@ -339,6 +391,12 @@ ModelWeights RandomWeights(const ModelConfig& c, torch::Dtype dtype, uint64_t se
     w.layers.push_back(std::move(L));
   }
   return w;
+}
+
+ModelWeights SeparateProjections(const ModelWeights& weights, const ModelConfig& config) {
+  ModelWeights out = weights;
+  for (auto& L : out.layers) L = SeparateLayer(L, config);
+  return out;
 }
 
 }  // namespace icae

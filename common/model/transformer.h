@@ -28,6 +28,11 @@ struct ModelLoadOptions {
   // Compute dtype: kFloat32 or kBFloat16 on CPU; kFloat16/kBFloat16 on CUDA.
   torch::Dtype dtype = torch::kFloat32;
   torch::Device device = torch::kCPU;
+  // On CPU, tensors stored in the compute dtype are read-only views of the file's mapping
+  // (no copy: loads in the time it takes to check them, pages shared with every process that
+  // maps the same file); q/k/v and gate/up then stay separate products instead of being
+  // stacked into a copy. false: owned, stacked, writable tensors (training).
+  bool weights_in_place = true;
 };
 
 // One sequence's new input for a forward step.
@@ -54,9 +59,12 @@ struct ModelWeights {
   torch::Tensor final_norm;    // [hidden]
   struct Layer {
     torch::Tensor attn_norm, mlp_norm;  // [hidden]
-    torch::Tensor wqkv;                 // [q_width + 2 kv_width, hidden] (q, k, v stacked)
+    // Either stacked (one product per step) or separate (views of a mapped file):
+    torch::Tensor wqkv;                 // [q_width + 2 kv_width, hidden] (q, k, v stacked), or
+    torch::Tensor wq, wk, wv;           // when wqkv is undefined
     torch::Tensor wo;                   // [hidden, q_width]
-    torch::Tensor w_gate_up;            // [2 intermediate, hidden] (gate, up stacked)
+    torch::Tensor w_gate_up;            // [2 intermediate, hidden] (gate, up stacked), or
+    torch::Tensor w_gate, w_up;         // when w_gate_up is undefined
     torch::Tensor w_down;               // [hidden, intermediate]
   };
   std::vector<Layer> layers;
@@ -64,8 +72,9 @@ struct ModelWeights {
 
 class Transformer {
  public:
-  // Loads <dir>/config.json and the safetensors weights (HF names), converting once to
-  // options.dtype. Missing tensors or shapes that differ from the config are errors.
+  // Loads <dir>/config.json and the safetensors weights (HF names): views of the mapping where
+  // options allow, otherwise converted once to options.dtype. Missing tensors, shapes that
+  // differ from the config, and NaN/Inf values are errors.
   static absl::StatusOr<std::unique_ptr<Transformer>> Load(const std::string& model_dir,
                                                            const ModelLoadOptions& options = {});
   // Builds a model around given weights (tests, benchmarks, training from scratch).
@@ -110,6 +119,10 @@ absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name);
 
 // Random weights with the given config (N(0, 0.02), norms 1) for benchmarks and tests.
 ModelWeights RandomWeights(const ModelConfig& config, torch::Dtype dtype, uint64_t seed);
+
+// The same weights with q/k/v and gate/up as separate products (row views of the stacked
+// tensors, no copy): the layout of a model loaded in place. For benchmarks and tests.
+ModelWeights SeparateProjections(const ModelWeights& weights, const ModelConfig& config);
 
 }  // namespace icae
 

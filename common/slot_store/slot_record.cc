@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 #include "common/slot_store/crc32c.h"
 #include "common/slot_store/absl_compat.h"
+#include "common/util/finite.h"
 #include "common/util/status_macros.h"
 
 namespace icae::slot_store {
@@ -106,27 +107,13 @@ absl::Status CheckShape(const SlotRecordHeader& h, uint64_t payload_bytes) {
   return absl::OkStatus();
 }
 
-// Index of the first NaN or infinity in a payload of `dtype` elements, or -1. An element is
-// non-finite exactly when its exponent bits are all ones, in each of the three formats.
+// Index of the first NaN or infinity in a payload of `dtype` elements, or -1.
 int64_t FirstNonFinite(SlotDType dtype, std::string_view payload) {
-  const char* p = payload.data();
-  if (dtype == SlotDType::kFloat32) {
-    const size_t n = payload.size() / 4;
-    for (size_t i = 0; i < n; ++i) {
-      uint32_t v;
-      std::memcpy(&v, p + 4 * i, 4);
-      if ((v & 0x7f800000u) == 0x7f800000u) return static_cast<int64_t>(i);
-    }
-    return -1;
+  switch (dtype) {
+    case SlotDType::kFloat32: return icae::FirstNonFinite(FloatFormat::kFloat32, payload.data(), payload.size() / 4);
+    case SlotDType::kBFloat16: return icae::FirstNonFinite(FloatFormat::kBFloat16, payload.data(), payload.size() / 2);
+    default: return icae::FirstNonFinite(FloatFormat::kFloat16, payload.data(), payload.size() / 2);
   }
-  const uint16_t mask = dtype == SlotDType::kBFloat16 ? 0x7f80 : 0x7c00;
-  const size_t n = payload.size() / 2;
-  for (size_t i = 0; i < n; ++i) {
-    uint16_t v;
-    std::memcpy(&v, p + 2 * i, 2);
-    if ((v & mask) == mask) return static_cast<int64_t>(i);
-  }
-  return -1;
 }
 
 absl::Status DataLoss(std::string_view what) {

@@ -140,12 +140,14 @@ NamedTensors ModelParameters(Transformer& model) {
   for (size_t i = 0; i < w.layers.size(); ++i) {
     auto& L = w.layers[i];
     const std::string p = absl::StrCat("layers.", i, ".");
-    out.emplace_back(p + "attn_norm", L.attn_norm);
-    out.emplace_back(p + "mlp_norm", L.mlp_norm);
-    out.emplace_back(p + "wqkv", L.wqkv);
-    out.emplace_back(p + "wo", L.wo);
-    out.emplace_back(p + "w_gate_up", L.w_gate_up);
-    out.emplace_back(p + "w_down", L.w_down);
+    // Stacked layout (a model loaded with weights_in_place = false, or built in memory); a
+    // separate one names its parts.
+    for (auto [name, t] : {std::pair<const char*, torch::Tensor*>{"attn_norm", &L.attn_norm},
+                           {"mlp_norm", &L.mlp_norm}, {"wqkv", &L.wqkv}, {"wq", &L.wq},
+                           {"wk", &L.wk}, {"wv", &L.wv}, {"wo", &L.wo}, {"w_gate_up", &L.w_gate_up},
+                           {"w_gate", &L.w_gate}, {"w_up", &L.w_up}, {"w_down", &L.w_down}}) {
+      if (t->defined()) out.emplace_back(p + name, *t);
+    }
   }
   return out;
 }

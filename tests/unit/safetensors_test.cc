@@ -2,7 +2,10 @@
 // the file and the problem (never a crash or an out-of-bounds read).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <limits>
 
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
@@ -160,6 +163,121 @@ TEST_F(ModelFolderTest, ShardedFolderLoads) {
   std::remove((dir_ + "/model.safetensors").c_str());
   auto m = Transformer::Load(dir_);
   ASSERT_TRUE(m.ok()) << m.status();
+}
+
+// The address range of this process's mapping of `path` (from /proc/self/maps), or {0, 0}.
+std::pair<uintptr_t, uintptr_t> MappingOf(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    uintptr_t b = 0, e = 0;
+    std::sscanf(line.c_str(), "%lx-%lx", &b, &e);
+    return {b, e};
+  }
+  return {0, 0};
+}
+
+TEST_F(ModelFolderTest, WeightsInTheFileDtypeAreViewsOfTheMappingAndGiveTheSameResults) {
+  MakeModel(false, false);  // float32 file
+  ModelLoadOptions owned_opts;
+  owned_opts.weights_in_place = false;
+  auto owned = Transformer::Load(dir_, owned_opts);
+  auto mapped = Transformer::Load(dir_);  // float32 compute dtype: in place by default
+  ASSERT_TRUE(owned.ok() && mapped.ok());
+  const auto& Lo = (*owned)->weights().layers[0];
+  const auto& Lm = (*mapped)->weights().layers[0];
+  // Owned: stacked copies. In place: separate views inside the file's mapping.
+  EXPECT_TRUE(Lo.wqkv.defined() && Lo.w_gate_up.defined());
+  ASSERT_TRUE(!Lm.wqkv.defined() && Lm.wq.defined() && Lm.wk.defined() && Lm.wv.defined());
+  ASSERT_TRUE(!Lm.w_gate_up.defined() && Lm.w_gate.defined() && Lm.w_up.defined());
+  auto [b, e] = MappingOf(dir_ + "/model.safetensors");
+  ASSERT_NE(b, 0u) << "the weights file is not mapped while the model lives";
+  for (const torch::Tensor* t : {&Lm.wq, &Lm.wv, &Lm.wo, &Lm.w_gate, &Lm.w_down,
+                                 &(*mapped)->weights().embed_tokens}) {
+    const auto p = reinterpret_cast<uintptr_t>(t->data_ptr());
+    EXPECT_TRUE(p >= b && p < e) << "a weight was copied out of the mapping";
+  }
+  const auto po = reinterpret_cast<uintptr_t>(Lo.wo.data_ptr());
+  EXPECT_FALSE(po >= b && po < e) << "weights_in_place=false must copy";
+  EXPECT_EQ((*owned)->NumParameters(), (*mapped)->NumParameters());
+  // Saving splits either layout into the same HF tensors.
+  auto no = (*owned)->NamedWeights(), nm = (*mapped)->NamedWeights();
+  ASSERT_EQ(no.size(), nm.size());
+  for (size_t i = 0; i < no.size(); ++i) {
+    EXPECT_EQ(no[i].first, nm[i].first);
+    EXPECT_TRUE(torch::equal(no[i].second, nm[i].second)) << no[i].first;
+  }
+  // Same logits for prefill and for a decode step.
+  c10::InferenceMode guard;
+  for (int64_t n : {5, 1}) {
+    auto ids = torch::arange(1, 1 + n, torch::kInt64);
+    std::vector<SequenceInput> a(1), c(1);
+    a[0].ids = c[0].ids = ids;
+    auto la = (*owned)->Forward(a), lc = (*mapped)->Forward(c);
+    ASSERT_TRUE(la.ok() && lc.ok());
+    EXPECT_LT((*la - *lc).abs().max().item<float>(), 1e-5f) << "n=" << n;
+  }
+  // The mapping outlives the folder's files: a model keeps working after they are replaced.
+  std::remove((dir_ + "/model.safetensors").c_str());
+  std::vector<SequenceInput> d(1);
+  d[0].ids = torch::tensor({3, 4}, torch::kInt64);
+  EXPECT_TRUE((*mapped)->Forward(d).ok());
+}
+
+TEST_F(ModelFolderTest, OtherDtypesAreConvertedOnceAndStacked) {
+  MakeModel(false, false);  // float32 file, bf16 compute
+  ModelLoadOptions o;
+  o.dtype = torch::kBFloat16;
+  auto m = Transformer::Load(dir_, o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE((*m)->weights().layers[0].wqkv.defined());
+  EXPECT_EQ((*m)->weights().layers[0].wqkv.scalar_type(), torch::kBFloat16);
+}
+
+TEST_F(ModelFolderTest, NanInAMappedWeightIsNamed) {
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    MakeModel(false, false);
+    auto f = SafetensorsFile::Open(dir_ + "/model.safetensors");
+    ASSERT_TRUE(f.ok());
+    std::vector<std::pair<std::string, torch::Tensor>> all;
+    for (const auto& n : (*f)->Names()) {
+      auto t = (*(*f)->LoadAsStored(n)).to(dtype);
+      if (n == "model.layers.0.mlp.down_proj.weight") t.view(-1)[t.numel() - 1] = std::nanf("");
+      all.emplace_back(n, t);
+    }
+    f->reset();
+    ASSERT_TRUE(WriteSafetensors(dir_ + "/model.safetensors", all).ok());
+    ModelLoadOptions o;
+    o.dtype = dtype;  // the file's dtype: checked in place
+    auto m = Transformer::Load(dir_, o);
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(m.status().message().find("down_proj.weight' contains NaN or Inf"), std::string::npos)
+        << m.status();
+  }
+}
+
+TEST(FiniteScanTest, FindsTheFirstNonFiniteElementInEveryFormatAndChunk) {
+  // More than one parallel chunk (1M elements), non-finite values near both ends.
+  const int64_t n = (1 << 20) * 3 + 17;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16, torch::kFloat16}) {
+    auto t = torch::zeros({n}, dtype);
+    EXPECT_EQ(FirstNonFiniteElement(t), -1);
+    t[n - 1] = std::numeric_limits<float>::infinity();
+    EXPECT_EQ(FirstNonFiniteElement(t), n - 1);
+    t[(1 << 20) + 5] = std::nanf("");
+    EXPECT_EQ(FirstNonFiniteElement(t), (1 << 20) + 5);
+    t[3] = -std::numeric_limits<float>::infinity();
+    EXPECT_EQ(FirstNonFiniteElement(t), 3);
+    // The largest finite value is finite.
+    auto big = torch::full({70}, dtype == torch::kFloat16 ? 65504.0 : 3e38, dtype);
+    EXPECT_EQ(FirstNonFiniteElement(big), -1);
+  }
+  // Non-contiguous or other dtypes take the tensor path.
+  auto d = torch::zeros({4, 4}, torch::kFloat64);
+  d[2][1] = std::nan("");
+  EXPECT_EQ(FirstNonFiniteElement(d.t()), 6);  // flattened order of the transposed view
 }
 
 TEST_F(ModelFolderTest, CorruptConfigIsNamed) {
