@@ -205,13 +205,13 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
     auto rec = store_.Get(key);
     absl::Status bad = rec.status();
     if (!rec.ok() && bad.code() == absl::StatusCode::kNotFound) {
-      m_.slot_misses->Inc();
+      m_.slot_misses->Increment();
       return absl::NotFoundError(
           absl::StrCat("slot_ids[", i, "]: slot ", id, " not found (unknown or evicted): encode the context again"));
     }
     absl::StatusOr<slot_store::SlotRecordView> view = absl::UnknownError("no record");
     if (rec.ok()) {
-      m_.slot_hits->Inc();
+      m_.slot_hits->Increment();
       view = slot_store::ParseSlotRecordView(**rec);
       bad = view.status();
     }
@@ -374,7 +374,7 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
   f->mutable_timings()->set_total_seconds(absl::ToDoubleSeconds(now - s.arrival));
   m_.e2e->Observe(absl::ToDoubleSeconds(now - s.arrival));
   m_.registry->AddCounter("icae_request_success_total", "Finished generations by finish reason",
-                          {{"finish_reason", FinishReasonLabel(reason)}})->Inc();
+                          {{"finish_reason", FinishReasonLabel(reason)}})->Increment();
   LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " finish=" << FinishReasonLabel(reason)
             << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens
             << " cached_prefix_tokens=" << s.cached_prefix_tokens << " tokens=" << s.generated
@@ -522,7 +522,7 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
       s.state = SequenceState::kPrefilling;
       s.admitted = now;
       m_.queue_time->Observe(absl::ToDoubleSeconds(now - s.arrival));
-      m_.prompt_tokens->Inc(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
+      m_.prompt_tokens->Increment(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
       s.sampler = std::make_unique<Sampler>(s.sampling);
       s.detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
       s.stop = std::make_unique<StopDecision>(
@@ -606,7 +606,7 @@ void DecoderCore::Advance(Sequence& s, const float* row, int64_t limit) {
   s.generated++;
   s.last_token = next;
   s.history.push_back(next);
-  m_.generation_tokens->Inc();
+  m_.generation_tokens->Increment();
   icae::v1::GenerateResponse chunk;
   chunk.add_token_ids(next);
   chunk.set_text(s.stop->Output(s.detok->Push(static_cast<int32_t>(next))));
@@ -638,10 +638,10 @@ std::shared_ptr<const KVCache> DecoderCore::FindPrefix(Sequence& s) {
     if (n <= 0) break;
     s.cached_prefix_tokens = n;
     s.cached_prefix_sets = k + 1;
-    m_.prefix_hits->Inc();
+    m_.prefix_hits->Increment();
     return entry;
   }
-  m_.prefix_misses->Inc();
+  m_.prefix_misses->Increment();
   return nullptr;
 }
 

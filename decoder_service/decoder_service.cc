@@ -142,7 +142,7 @@ DecoderServiceImpl::DecoderServiceImpl(const server::ApiKeyAuthenticator& auth,
 void DecoderServiceImpl::Count(const char* method, const absl::Status& st) {
   metrics_.AddCounter("icae_requests_total", "Finished RPCs by method and status code",
                       {{"method", method}, {"code", absl::StatusCodeToString(st.code())}})
-      ->Inc();
+      ->Increment();
 }
 
 absl::Status DecoderServiceImpl::StartGeneration(grpc::CallbackServerContext* ctx,

@@ -223,10 +223,10 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       hit = rec.status();
     }
     if (hit.ok() || hit.status().code() == absl::StatusCode::kUnavailable) {
-      if (hit.ok()) cache_hits_->Inc(static_cast<double>(g.members.size()));
+      if (hit.ok()) cache_hits_->Increment(static_cast<double>(g.members.size()));
       g.result = std::move(hit);
     } else {
-      cache_misses_->Inc(static_cast<double>(g.members.size()));
+      cache_misses_->Increment(static_cast<double>(g.members.size()));
       todo.push_back(&g);
     }
   }
@@ -257,7 +257,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
         g.result = put;
         continue;
       }
-      encoded_tokens_->Inc(static_cast<double>(c.num_tokens));
+      encoded_tokens_->Increment(static_cast<double>(c.num_tokens));
       icae::v1::EncodeResponse r;
       r.set_slot_id(g.slot_id);
       r.set_token_count(c.num_tokens);

@@ -20,7 +20,7 @@ EncoderServiceImpl::EncoderServiceImpl(const server::ApiKeyAuthenticator& auth,
 void EncoderServiceImpl::Count(const char* method, const absl::Status& st) {
   metrics_.AddCounter("icae_requests_total", "Finished RPCs by method and status code",
                       {{"method", method}, {"code", absl::StatusCodeToString(st.code())}})
-      ->Inc();
+      ->Increment();
 }
 
 grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext* ctx,

@@ -30,7 +30,8 @@ ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0 = a free port, 
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
           "IPv4 address the /metrics listener binds (0.0.0.0 to let Prometheus scrape the pod IP)");
 ABSL_FLAG(int32_t, metrics_max_connections, 32,
-          "/metrics connections served at once (each idle one for at most 2 s); beyond: 503");
+          "/metrics connections served at once (worker threads; an idle one is dropped after 2 s); "
+          "beyond: they wait for a free worker");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
           "on SIGTERM: how long in-flight work may finish before it is cancelled");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (TLS when set with --tls_key)");

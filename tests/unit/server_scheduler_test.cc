@@ -155,9 +155,9 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(sink->status.ok()) << sink->status;
     return sink;
   }
-  double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->value(); }
+  double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->Value(); }
   // Scheduler steps so far (one batch-size observation per forward).
-  uint64_t Steps() { return metrics_.AddHistogram("icae_batch_size", "", {})->Snap().count; }
+  uint64_t Steps() { return metrics_.AddHistogram("icae_batch_size", "", {})->Collect().histogram.sample_count; }
 
   server::MetricsRegistry metrics_;
   std::unique_ptr<server::ModelBundle> bundle_;
@@ -323,7 +323,7 @@ TEST_F(SchedulerTest, PrefixCacheGivesTheSameGreedyOutputAndComposes) {
   auto other = Run(*core, Request(a, p2, 10), "t2");
   EXPECT_EQ(other->final.usage().cached_prefix_tokens(), 0);
   EXPECT_EQ(other->ids, repeat->ids);
-  EXPECT_GT(metrics_.AddGauge("icae_prefix_cache_bytes", "")->value(), 0);
+  EXPECT_GT(metrics_.AddGauge("icae_prefix_cache_bytes", "")->Value(), 0);
 }
 
 TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
@@ -449,9 +449,9 @@ TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
     auto core = MakeDecoder(o);
     auto running = Start(*core, Request(b, {}, 1000));
     for (int k = 0; k < 5000 && running->NumIds() < 1; ++k) absl::SleepFor(absl::Milliseconds(1));
-    const uint64_t before = chunks->Snap().count;
+    const uint64_t before = chunks->Collect().histogram.sample_count;
     auto out = Run(*core, Request(a, prompt, 3));
-    const int64_t n = static_cast<int64_t>(chunks->Snap().count - before);
+    const int64_t n = static_cast<int64_t>(chunks->Collect().histogram.sample_count - before);
     EXPECT_LT(running->NumIds(), 1000u) << "the other stream must still be decoding";
     EXPECT_EQ(out->ids, r->ids) << "chunk " << chunk;
     core->CancelAll();
@@ -465,9 +465,9 @@ TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
   // Alone, nothing to interleave with: one step whatever the chunk.
   o.prefill_chunk = 1;
   auto alone = MakeDecoder(o);
-  const uint64_t before = chunks->Snap().count;
+  const uint64_t before = chunks->Collect().histogram.sample_count;
   EXPECT_EQ(Run(*alone, Request(a, prompt, 3))->ids, r->ids);
-  EXPECT_EQ(chunks->Snap().count - before, 1u);
+  EXPECT_EQ(chunks->Collect().histogram.sample_count - before, 1u);
 }
 
 // A sink that notes how many tokens another stream had when its own first token came.
