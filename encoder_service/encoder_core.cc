@@ -111,6 +111,17 @@ int64_t EncoderCore::InFlight() const {
   return static_cast<int64_t>(queue_.size()) + running_;
 }
 
+void EncoderCore::CancelAll() {
+  std::deque<Pending> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(queue_);
+    waiting_->Set(0);
+  }
+  // Answer outside the lock: the callbacks finish the RPCs.
+  for (auto& p : left) p.done(absl::CancelledError("cancelled before encoding: the grace period is over"));
+}
+
 void EncoderCore::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
