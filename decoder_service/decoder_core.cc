@@ -12,7 +12,7 @@
 #include "common/icae/prompt.h"
 #include "common/model/sampler.h"
 #include "common/server/log_safe.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/slot_store/slot_id.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/status_macros.h"
@@ -174,21 +174,13 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   s->prompt = std::move(prompt);
   s->slot_ids.assign(r.slot_ids().begin(), r.slot_ids().end());
   if (has_context) {
-    std::vector<int64_t> ids;
+    server::ContextInput context;
     if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
-      if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
-      ASSIGN_OR_RETURN(ids, bundle_.TokenizeBounded(r.context_text(), /*add_bos=*/true, max_context_tokens_,
-                                                    "context", "--max_context_tokens"));
+      context.text = &r.context_text();
     } else {
-      ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
-      RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
+      context.ids = absl::MakeConstSpan(r.context_ids().ids().data(), r.context_ids().ids().size());
     }
-    if (ids.empty()) return absl::InvalidArgumentError("empty context");
-    if (static_cast<int64_t>(ids.size()) > max_context_tokens_) {
-      return absl::InvalidArgumentError(absl::StrCat("context of ", ids.size(), " tokens is over the bound of ",
-                                                     max_context_tokens_, " (--max_context_tokens)"));
-    }
-    s->context_ids = std::move(ids);
+    ASSIGN_OR_RETURN(s->context_ids, server::ContextIds(bundle_, context, max_context_tokens_));
   }
   (void)cfg;
   return s;
@@ -221,7 +213,7 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
       if (bad.code() == absl::StatusCode::kDataLoss) (void)store_.Delete(key);
       return absl::Status(bad.code(), absl::StrCat("slot_ids[", i, "]: ", bad.message()));
     }
-    ASSIGN_OR_RETURN(torch::Tensor slots, bundle_.SlotsFromRecord(*view));
+    ASSIGN_OR_RETURN(torch::Tensor slots, server::SlotsFromRecord(bundle_, *view));
     // Slot IDs are content addresses, so tenant + lead + IDs name the prefix's KV exactly. The
     // lead is the same for every mode but instruct (autoencode, continue and raw share keys).
     if (i == 0) {

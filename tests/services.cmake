@@ -1,8 +1,8 @@
 # The services (issue 6): common/server units, the decoder scheduler in-process, and the real
 # encoder_service/decoder_service binaries on loopback. Select them with `ctest -L services`.
-if(TARGET icae_server)
+if(TARGET icae_server_model)
   icae_add_test(server_common_test SOURCES unit/server_common_test.cc
-    LIBS icae_server LABELS unit services)
+    LIBS icae_server icae_server_model LABELS unit services)
 endif()
 if(TARGET icae_server_model)
   # What the service tests share (tests/testing/): request builders, in-process reference

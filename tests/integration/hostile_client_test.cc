@@ -20,7 +20,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/slot_store/slot_record.h"
 #include "tests/integration/services_harness.h"
 #include "tests/test_util.h"

@@ -6,6 +6,7 @@
 #include "common/icae/compressor.h"
 #include "common/icae/prompt.h"
 #include "common/model/generate.h"
+#include "common/server/slot_identity.h"
 #include "common/util/status_macros.h"
 
 namespace icae::testing {
@@ -15,7 +16,7 @@ absl::StatusOr<torch::Tensor> SlotsFromStore(const server::ModelBundle& bundle,
   ASSIGN_OR_RETURN(slot_store::SlotRecord rec, store.GetRecord(key));
   slot_store::SlotRecordView view{rec.header, rec.payload};
   c10::InferenceMode guard;
-  ASSIGN_OR_RETURN(torch::Tensor slots, bundle.SlotsFromRecord(view));
+  ASSIGN_OR_RETURN(torch::Tensor slots, server::SlotsFromRecord(bundle, view));
   // The view borrows rec's payload: hand back a tensor that owns its data.
   return slots.clone();
 }

@@ -13,6 +13,7 @@
 #include "common/server/log_safe.h"
 #include "common/server/metrics.h"
 #include "common/server/metrics_http.h"
+#include "common/server/slot_identity.h"
 #include "common/server/status.h"
 #include "common/server/stop_filter.h"
 
@@ -177,7 +178,7 @@ TEST(AuthTest, RejectsBadKeyFiles) {
   EXPECT_FALSE(ApiKeyAuthenticator::FromText("key-aaaaaaaa a\nkey-aaaaaaaa b", "k").ok());
 }
 
-TEST(AuthTest, TenantStoreKeysDifferAndStayValid) {
+TEST(SlotIdentityTest, TenantStoreKeysDifferAndStayValid) {
   const std::string id(64, 'a');
   EXPECT_EQ(TenantStoreKey("", id), id);
   EXPECT_NE(TenantStoreKey("alice", id), TenantStoreKey("bob", id));

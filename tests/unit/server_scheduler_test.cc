@@ -11,7 +11,7 @@
 
 #include "common/icae/prompt.h"
 #include "common/model/prefix_cache.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
 #include "common/slot_store/slot_store.h"
