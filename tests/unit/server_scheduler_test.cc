@@ -1,6 +1,7 @@
 // The decoder's continuous-batching scheduler and the encoder's batching core, in-process on
 // the tiny ICAE test model (float32): concurrent sequences give exactly what one-at-a-time
-// Generate gives; queue bounds, cancellation and deadlines leave within a step.
+// Generate gives; queue bounds, cancellation and deadlines leave within a step. Also slot
+// identity (context validation, addresses, records) on the same model.
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
@@ -11,9 +12,10 @@
 
 #include "common/icae/prompt.h"
 #include "common/model/prefix_cache.h"
-#include "common/server/slot_identity.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/server/slot_identity.h"
+#include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_store.h"
 #include "decoder_service/decoder_core.h"
 #include "encoder_service/encoder_core.h"
@@ -618,6 +620,60 @@ TEST_F(SchedulerTest, EncoderQueueBoundAtAndPast) {
   EXPECT_FALSE(ok->cached());
   enc.StartDraining();
   EXPECT_EQ(submit(3).get().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Slot identity (common/server/slot_identity): the one context validator, addresses per
+// tenant, and a record round trip that refuses another model's record or a corrupt one.
+TEST_F(SchedulerTest, SlotIdentityValidatesContextsAndRecords) {
+  using server::ContextInput;
+  const std::string text = "The quick brown fox.";
+  ASSERT_OK_AND_ASSIGN(std::vector<int64_t> ids, server::ContextIds(*bundle_, ContextInput{&text, {}}, 64));
+  EXPECT_EQ(ids.front(), 1);  // BOS
+  EXPECT_THAT(server::ContextIds(*bundle_, ContextInput{nullptr, ids}, 64), testing::IsOkAndHolds(ids));
+  const std::string empty, bad_utf8 = "ok \xff";
+  const std::vector<int64_t> out_of_vocab = {1, bundle_->base_vocab_size()};
+  struct Case {
+    ContextInput in;
+    int64_t bound;
+    std::string says;
+  } cases[] = {
+      {ContextInput{&empty, {}}, 64, "empty context"},
+      {ContextInput{nullptr, {}}, 64, "empty context"},
+      {ContextInput{&bad_utf8, {}}, 64, "not valid UTF-8"},
+      {ContextInput{nullptr, out_of_vocab}, 64, "at position 1 is outside the vocabulary"},
+      {ContextInput{nullptr, ids}, static_cast<int64_t>(ids.size()) - 1, "--max_context_tokens"},
+      {ContextInput{&text, {}}, static_cast<int64_t>(ids.size()) - 1, "--max_context_tokens"},
+  };
+  for (const Case& c : cases) {
+    auto r = server::ContextIds(*bundle_, c.in, c.bound);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.says;
+    EXPECT_NE(r.status().message().find(c.says), absl::string_view::npos) << r.status();
+  }
+  EXPECT_TRUE(server::ContextIds(*bundle_, ContextInput{nullptr, ids}, static_cast<int64_t>(ids.size())).ok());
+
+  // Same context: the same ID for every tenant, a store key of its own per tenant.
+  const server::SlotAddress a = server::AddressOf(*bundle_, "", ids);
+  const server::SlotAddress b = server::AddressOf(*bundle_, "bob", ids);
+  EXPECT_EQ(a.slot_id.size(), 64u);
+  EXPECT_EQ(a.store_key, a.slot_id);
+  EXPECT_NE(b.slot_id, a.slot_id);  // the tenant is part of the content address
+  EXPECT_EQ(b.store_key, server::TenantStoreKey("bob", b.slot_id));
+  EXPECT_TRUE(slot_store::ValidateSlotId(b.store_key).ok());
+
+  // Record round trip; another model's record and a truncated payload are refused.
+  ASSERT_OK_AND_ASSIGN(torch::Tensor slots, testing::CompressText(*bundle_, text));
+  CompressedContext c{slots, 1, static_cast<int64_t>(ids.size())};
+  slot_store::SlotRecord rec = server::MakeSlotRecord(*bundle_, c);
+  ASSERT_OK_AND_ASSIGN(torch::Tensor back, server::SlotsFromRecord(*bundle_, {rec.header, rec.payload}));
+  EXPECT_TRUE(torch::equal(back, slots));
+  slot_store::SlotRecord other = rec;
+  other.header.model_fingerprint = std::string(64, '0');
+  EXPECT_EQ(server::SlotsFromRecord(*bundle_, {other.header, other.payload}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  slot_store::SlotRecord cut = rec;
+  cut.payload.resize(cut.payload.size() - 4);
+  EXPECT_EQ(server::SlotsFromRecord(*bundle_, {cut.header, cut.payload}).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
 }  // namespace
