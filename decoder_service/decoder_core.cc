@@ -12,7 +12,7 @@
 #include "common/icae/prompt.h"
 #include "common/model/sampler.h"
 #include "common/server/log_safe.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/slot_store/slot_id.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/status_macros.h"
@@ -174,21 +174,13 @@ absl::StatusOr<std::unique_ptr<Sequence>> DecoderCore::Prepare(const icae::v1::G
   s->prompt = std::move(prompt);
   s->slot_ids.assign(r.slot_ids().begin(), r.slot_ids().end());
   if (has_context) {
-    std::vector<int64_t> ids;
+    server::ContextInput context;
     if (r.context_case() == icae::v1::GenerateRequest::kContextText) {
-      if (r.context_text().empty()) return absl::InvalidArgumentError("empty context");
-      ASSIGN_OR_RETURN(ids, bundle_.TokenizeBounded(r.context_text(), /*add_bos=*/true, max_context_tokens_,
-                                                    "context", "--max_context_tokens"));
+      context.text = &r.context_text();
     } else {
-      ids.assign(r.context_ids().ids().begin(), r.context_ids().ids().end());
-      RETURN_IF_ERROR(bundle_.CheckIds(ids, "context"));
+      context.ids = absl::MakeConstSpan(r.context_ids().ids().data(), r.context_ids().ids().size());
     }
-    if (ids.empty()) return absl::InvalidArgumentError("empty context");
-    if (static_cast<int64_t>(ids.size()) > max_context_tokens_) {
-      return absl::InvalidArgumentError(absl::StrCat("context of ", ids.size(), " tokens is over the bound of ",
-                                                     max_context_tokens_, " (--max_context_tokens)"));
-    }
-    s->context_ids = std::move(ids);
+    ASSIGN_OR_RETURN(s->context_ids, server::ContextIds(bundle_, context, max_context_tokens_));
   }
   (void)cfg;
   return s;
@@ -205,13 +197,13 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
     auto rec = store_.Get(key);
     absl::Status bad = rec.status();
     if (!rec.ok() && bad.code() == absl::StatusCode::kNotFound) {
-      m_.slot_misses->Inc();
+      m_.slot_misses->Increment();
       return absl::NotFoundError(
           absl::StrCat("slot_ids[", i, "]: slot ", id, " not found (unknown or evicted): encode the context again"));
     }
     absl::StatusOr<slot_store::SlotRecordView> view = absl::UnknownError("no record");
     if (rec.ok()) {
-      m_.slot_hits->Inc();
+      m_.slot_hits->Increment();
       view = slot_store::ParseSlotRecordView(**rec);
       bad = view.status();
     }
@@ -221,7 +213,7 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
       if (bad.code() == absl::StatusCode::kDataLoss) (void)store_.Delete(key);
       return absl::Status(bad.code(), absl::StrCat("slot_ids[", i, "]: ", bad.message()));
     }
-    ASSIGN_OR_RETURN(torch::Tensor slots, bundle_.SlotsFromRecord(*view));
+    ASSIGN_OR_RETURN(torch::Tensor slots, server::SlotsFromRecord(bundle_, *view));
     // Slot IDs are content addresses, so tenant + lead + IDs name the prefix's KV exactly. The
     // lead is the same for every mode but instruct (autoencode, continue and raw share keys).
     if (i == 0) {
@@ -374,7 +366,7 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
   f->mutable_timings()->set_total_seconds(absl::ToDoubleSeconds(now - s.arrival));
   m_.e2e->Observe(absl::ToDoubleSeconds(now - s.arrival));
   m_.registry->AddCounter("icae_request_success_total", "Finished generations by finish reason",
-                          {{"finish_reason", FinishReasonLabel(reason)}})->Inc();
+                          {{"finish_reason", FinishReasonLabel(reason)}})->Increment();
   LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " finish=" << FinishReasonLabel(reason)
             << " slots=" << s.slot_count << " prompt_tokens=" << s.prompt_tokens
             << " cached_prefix_tokens=" << s.cached_prefix_tokens << " tokens=" << s.generated
@@ -522,7 +514,7 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
       s.state = SequenceState::kPrefilling;
       s.admitted = now;
       m_.queue_time->Observe(absl::ToDoubleSeconds(now - s.arrival));
-      m_.prompt_tokens->Inc(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
+      m_.prompt_tokens->Increment(static_cast<double>(s.input.size(0) - s.cached_prefix_tokens));
       s.sampler = std::make_unique<Sampler>(s.sampling);
       s.detok = std::make_unique<IncrementalDecoder>(bundle_.tokenizer());
       s.stop = std::make_unique<StopDecision>(
@@ -606,7 +598,7 @@ void DecoderCore::Advance(Sequence& s, const float* row, int64_t limit) {
   s.generated++;
   s.last_token = next;
   s.history.push_back(next);
-  m_.generation_tokens->Inc();
+  m_.generation_tokens->Increment();
   icae::v1::GenerateResponse chunk;
   chunk.add_token_ids(next);
   chunk.set_text(s.stop->Output(s.detok->Push(static_cast<int32_t>(next))));
@@ -638,10 +630,10 @@ std::shared_ptr<const KVCache> DecoderCore::FindPrefix(Sequence& s) {
     if (n <= 0) break;
     s.cached_prefix_tokens = n;
     s.cached_prefix_sets = k + 1;
-    m_.prefix_hits->Inc();
+    m_.prefix_hits->Increment();
     return entry;
   }
-  m_.prefix_misses->Inc();
+  m_.prefix_misses->Increment();
   return nullptr;
 }
 

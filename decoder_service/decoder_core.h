@@ -40,6 +40,7 @@
 #include "common/model/stop.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/server/serving_core.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/slot_store/slot_store.h"
 #include "icae/v1/icae.pb.h"
@@ -121,11 +122,11 @@ struct Sequence {
   absl::Time admitted, first_token, last_token_time;
 };
 
-class DecoderCore {
+class DecoderCore final : public server::ServingCore {
  public:
   DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
               DecoderOptions options, server::MetricsRegistry& metrics);
-  ~DecoderCore();  // Stop()
+  ~DecoderCore() override;  // Stop()
 
   // Validates a request (no I/O). Errors: INVALID_ARGUMENT. The slot reads come later, in
   // the fetch stage, and end the stream with NOT_FOUND, FAILED_PRECONDITION, DATA_LOSS,
@@ -138,13 +139,14 @@ class DecoderCore {
   absl::Status Submit(std::unique_ptr<Sequence> seq, std::shared_ptr<GenerationSink> sink,
                       std::shared_ptr<std::atomic<bool>> cancelled, absl::Time deadline);
 
-  void StartDraining();
-  int64_t InFlight() const;  // waiting + running
-  int64_t Running() const;
-  void CancelAll();          // every sequence ends now with FINISH_REASON_CANCELLED
-  void Stop();
+  // server::ServingCore.
+  void StartDraining() override;
+  int64_t InFlight() const override;  // waiting + running
+  void CancelAll() override;          // every sequence ends now with FINISH_REASON_CANCELLED
+  void Stop() override;
+  icae::v1::ModelInfo Info() const override;
 
-  icae::v1::ModelInfo Info() const;
+  int64_t Running() const;
 
  private:
   // A prefill step for one sequence: input positions [start, start + length).

@@ -137,29 +137,23 @@ class GenerateReactor final : public grpc::ServerWriteReactor<GenerateResponse> 
 
 DecoderServiceImpl::DecoderServiceImpl(const server::ApiKeyAuthenticator& auth,
                                        server::MetricsRegistry& metrics)
-    : auth_(auth), metrics_(metrics) {}
-
-void DecoderServiceImpl::Count(const char* method, const absl::Status& st) {
-  metrics_.AddCounter("icae_requests_total", "Finished RPCs by method and status code",
-                      {{"method", method}, {"code", absl::StatusCodeToString(st.code())}})
-      ->Inc();
-}
+    : rpc_("decoder", auth, metrics) {}
 
 absl::Status DecoderServiceImpl::StartGeneration(grpc::CallbackServerContext* ctx,
                                                  const icae::v1::GenerateRequest& request,
                                                  std::shared_ptr<GenerationSink> sink,
                                                  std::shared_ptr<std::atomic<bool>> cancelled) {
-  auto tenant = auth_.Authenticate(ctx->client_metadata());
+  auto tenant = rpc_.auth().Authenticate(ctx->client_metadata());
   if (!tenant.ok()) return tenant.status();
-  DecoderCore* core = core_.load();
-  if (core == nullptr) return absl::UnavailableError("the decoder is loading its model");
-  auto seq = core->Prepare(request, *tenant);
+  auto core = rpc_.core();
+  if (!core.ok()) return core.status();
+  auto seq = (*core)->Prepare(request, *tenant);
   if (!seq.ok()) return seq.status();
   absl::Time deadline = absl::InfiniteFuture();
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     deadline = absl::FromChrono(ctx->deadline());
   }
-  return core->Submit(std::move(*seq), std::move(sink), std::move(cancelled), deadline);
+  return (*core)->Submit(std::move(*seq), std::move(sink), std::move(cancelled), deadline);
 }
 
 grpc::ServerWriteReactor<icae::v1::GenerateResponse>* DecoderServiceImpl::Generate(
@@ -170,14 +164,7 @@ grpc::ServerWriteReactor<icae::v1::GenerateResponse>* DecoderServiceImpl::Genera
 grpc::ServerUnaryReactor* DecoderServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                            const icae::v1::GetModelInfoRequest*,
                                                            icae::v1::ModelInfo* response) {
-  auto* reactor = ctx->DefaultReactor();
-  absl::Status st = auth_.Authenticate(ctx->client_metadata()).status();
-  DecoderCore* core = core_.load();
-  if (st.ok() && core == nullptr) st = absl::UnavailableError("the decoder is loading its model");
-  if (st.ok()) *response = core->Info();
-  Count("GetModelInfo", st);
-  reactor->Finish(server::ToGrpcStatus(st));
-  return reactor;
+  return rpc_.GetModelInfo(ctx, response);
 }
 
 }  // namespace icae::decoder

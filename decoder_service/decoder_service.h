@@ -9,6 +9,7 @@
 
 #include "common/server/auth.h"
 #include "common/server/metrics.h"
+#include "common/server/rpc_common.h"
 #include "decoder_service/decoder_core.h"
 #include "icae/v1/icae.grpc.pb.h"
 
@@ -18,7 +19,7 @@ class DecoderServiceImpl final : public icae::v1::Decoder::CallbackService {
  public:
   // The core arrives after the model has loaded (SetCore); until then calls are UNAVAILABLE.
   DecoderServiceImpl(const server::ApiKeyAuthenticator& auth, server::MetricsRegistry& metrics);
-  void SetCore(DecoderCore* core) { core_.store(core); }
+  void SetCore(DecoderCore* core) { rpc_.SetCore(core); }
 
   grpc::ServerWriteReactor<icae::v1::GenerateResponse>* Generate(
       grpc::CallbackServerContext* ctx, const icae::v1::GenerateRequest* request) override;
@@ -30,12 +31,10 @@ class DecoderServiceImpl final : public icae::v1::Decoder::CallbackService {
   absl::Status StartGeneration(grpc::CallbackServerContext* ctx, const icae::v1::GenerateRequest& request,
                                std::shared_ptr<GenerationSink> sink,
                                std::shared_ptr<std::atomic<bool>> cancelled);
-  void Count(const char* method, const absl::Status& st);
+  void Count(const char* method, const absl::Status& st) { rpc_.Count(method, st); }
 
  private:
-  std::atomic<DecoderCore*> core_{nullptr};
-  const server::ApiKeyAuthenticator& auth_;
-  server::MetricsRegistry& metrics_;
+  server::RpcCommon<DecoderCore> rpc_;
 };
 
 }  // namespace icae::decoder

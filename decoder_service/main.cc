@@ -1,12 +1,8 @@
 // decoder_service: icae.v1.Decoder over gRPC. One scheduler thread owns the model and runs
 // continuous batching; gRPC threads only validate, enqueue and stream. See --helpfull.
-#include <glog/logging.h>
-
 #include <algorithm>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "common/server/service_main.h"
 #include "common/slot_store/store_uri.h"
@@ -34,42 +30,31 @@ ABSL_FLAG(std::string, prefix_cache_bytes, "256M",
 ABSL_FLAG(std::string, local_cache_bytes, "256M",
           "local in-process LRU in front of --store (0 = none)");
 
-int main(int argc, char** argv) {
-  icae::server::BlockTerminationSignals();
-  absl::SetProgramUsageMessage("icae decoder service: --model DIR --adapter FILE --store URI ...");
-  absl::ParseCommandLine(argc, argv);
-  google::InitGoogleLogging(argv[0]);
-  FLAGS_logtostderr = true;
+namespace icae::decoder {
+namespace {
 
-  icae::server::MetricsRegistry metrics;
-  auto auth = icae::server::AuthFromFlags();
-  if (!auth.ok()) {
-    LOG(ERROR) << "--api_keys_file: " << auth.status();
-    return 2;
+class DecoderDefinition final : public server::ServiceDefinition {
+ public:
+  const char* Name() const override { return "icae.v1.Decoder"; }
+
+  grpc::Service* MakeService(const server::ApiKeyAuthenticator& auth,
+                             server::MetricsRegistry& metrics) override {
+    service_ = std::make_unique<DecoderServiceImpl>(auth, metrics);
+    return service_.get();
   }
-  icae::decoder::DecoderServiceImpl service(**auth, metrics);
-  std::unique_ptr<icae::server::ModelBundle> bundle;
-  std::unique_ptr<icae::slot_store::SlotStore> store;
-  std::unique_ptr<icae::decoder::DecoderCore> core;
 
-  icae::server::ServiceHooks hooks;
-  hooks.service_name = "icae.v1.Decoder";
-  hooks.service = &service;
-  hooks.store_uri = [](const std::string& uri) {
+  std::string StoreUri(const std::string& uri) const override {
     const std::string local = absl::GetFlag(FLAGS_local_cache_bytes);
     if (local.empty() || local == "0" || uri.rfind("memory:", 0) == 0 || uri.rfind("tiered:", 0) == 0) {
       return uri;
     }
-    return absl::StrCat("tiered://?local_max_bytes=", local,
-                        "&backend=", icae::slot_store::UrlEncode(uri));
-  };
-  hooks.load = [&](const icae::server::ModelBundleOptions& mo,
-                   std::unique_ptr<icae::slot_store::SlotStore> s) -> absl::Status {
-    auto b = icae::server::ModelBundle::Load(mo);
-    if (!b.ok()) return b.status();
-    bundle = std::move(*b);
-    store = std::move(s);
-    icae::decoder::DecoderOptions o;
+    return absl::StrCat("tiered://?local_max_bytes=", local, "&backend=", slot_store::UrlEncode(uri));
+  }
+
+  absl::StatusOr<std::unique_ptr<server::ServingCore>> StartCore(
+      const server::ModelBundle& bundle, slot_store::SlotStore& store,
+      server::MetricsRegistry& metrics) override {
+    DecoderOptions o;
     o.max_batch = absl::GetFlag(FLAGS_max_batch);
     o.max_queue = absl::GetFlag(FLAGS_max_queue);
     o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
@@ -83,32 +68,35 @@ int main(int argc, char** argv) {
     o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
     o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
     o.max_request_id_bytes = absl::GetFlag(FLAGS_max_request_id_bytes);
-    auto prefix_bytes = icae::slot_store::ParseByteSize(absl::GetFlag(FLAGS_prefix_cache_bytes));
-    if (!prefix_bytes.ok()) return absl::InvalidArgumentError(absl::StrCat("--prefix_cache_bytes: ", prefix_bytes.status().message()));
+    auto prefix_bytes = slot_store::ParseByteSize(absl::GetFlag(FLAGS_prefix_cache_bytes));
+    if (!prefix_bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--prefix_cache_bytes: ", prefix_bytes.status().message()));
+    }
     o.prefix_cache_bytes = static_cast<int64_t>(*prefix_bytes);
-    if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 || o.max_stop_token_ids < 0 ||
-        o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 || o.default_max_new_tokens < 1 ||
-        o.default_max_new_tokens > o.max_new_tokens || o.max_prompt_tokens < 0 || o.max_slot_ids < 1 ||
-        o.max_prefill_tokens < 1 || o.prefill_chunk < 0) {
+    if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 ||
+        o.max_stop_token_ids < 0 || o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 ||
+        o.default_max_new_tokens < 1 || o.default_max_new_tokens > o.max_new_tokens ||
+        o.max_prompt_tokens < 0 || o.max_slot_ids < 1 || o.max_prefill_tokens < 1 || o.prefill_chunk < 0) {
       return absl::InvalidArgumentError("a limit flag is out of range (see --helpfull)");
     }
-    core = std::make_unique<icae::decoder::DecoderCore>(*bundle, *store, o, metrics);
-    auto* st = store.get();
+    auto core = std::make_unique<DecoderCore>(bundle, store, o, metrics);
     metrics.AddCallbackGauge("icae_slot_cache_bytes", "Bytes held by the local slot cache (-1 = unknown)",
-                             [st] { return static_cast<double>(st->Stats().bytes); });
+                             [&store] { return static_cast<double>(store.Stats().bytes); });
     metrics.AddCallbackCounter("icae_slot_cache_evictions_total", "Records evicted from the local slot cache",
-                               [st] { return static_cast<double>(st->Stats().evictions); });
-    service.SetCore(core.get());
-    return absl::OkStatus();
-  };
-  hooks.start_draining = [&] { if (core) core->StartDraining(); };
-  hooks.in_flight = [&]() -> int64_t { return core ? core->InFlight() : 0; };
-  hooks.cancel_all = [&] {
-    if (!core) return;
-    core->CancelAll();
-    // Give the scheduler a moment to send the CANCELLED finals before the server goes.
-    for (int i = 0; i < 100 && core->InFlight() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-  };
-  hooks.stop = [&] { if (core) core->Stop(); };
-  return icae::server::RunService(hooks, metrics);
+                               [&store] { return static_cast<double>(store.Stats().evictions); });
+    service_->SetCore(core.get());
+    return core;
+  }
+
+ private:
+  std::unique_ptr<DecoderServiceImpl> service_;
+};
+
+}  // namespace
+}  // namespace icae::decoder
+
+int main(int argc, char** argv) {
+  icae::decoder::DecoderDefinition decoder;
+  return icae::server::ServiceMain(
+      argc, argv, "icae decoder service: --model DIR --adapter FILE --store URI ...", decoder);
 }

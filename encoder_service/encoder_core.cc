@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/server/log_safe.h"
 #include "common/server/status.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/util/status_macros.h"
 
 namespace icae::encoder {
@@ -56,26 +56,18 @@ absl::StatusOr<EncodeJob> EncoderCore::Prepare(const icae::v1::EncodeRequest& r,
   job.request_id = r.request_id();
   job.tenant = tenant;
   job.return_slots = r.return_slots();
+  server::ContextInput context;
   switch (r.context_case()) {
-    case icae::v1::EncodeRequest::kText: {
-      if (r.text().empty()) return absl::InvalidArgumentError("empty context");
-      ASSIGN_OR_RETURN(job.ids, bundle_.TokenizeBounded(r.text(), /*add_bos=*/true, max_context_tokens_,
-                                                        "context", "--max_context_tokens"));
+    case icae::v1::EncodeRequest::kText:
+      context.text = &r.text();
       break;
-    }
     case icae::v1::EncodeRequest::kTokenIds:
-      job.ids.assign(r.token_ids().ids().begin(), r.token_ids().ids().end());
-      RETURN_IF_ERROR(bundle_.CheckIds(job.ids, "context"));
+      context.ids = absl::MakeConstSpan(r.token_ids().ids().data(), r.token_ids().ids().size());
       break;
     default:
       return absl::InvalidArgumentError("give the context as text or token_ids");
   }
-  if (job.ids.empty()) return absl::InvalidArgumentError("empty context");
-  if (static_cast<int64_t>(job.ids.size()) > max_context_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat("context of ", job.ids.size(),
-                                                   " tokens is over the bound of ",
-                                                   max_context_tokens_, " (--max_context_tokens)"));
-  }
+  ASSIGN_OR_RETURN(job.ids, server::ContextIds(bundle_, context, max_context_tokens_));
   return job;
 }
 
@@ -109,6 +101,17 @@ void EncoderCore::StartDraining() {
 int64_t EncoderCore::InFlight() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(queue_.size()) + running_;
+}
+
+void EncoderCore::CancelAll() {
+  std::deque<Pending> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(queue_);
+    waiting_->Set(0);
+  }
+  // Answer outside the lock: the callbacks finish the RPCs.
+  for (auto& p : left) p.done(absl::CancelledError("cancelled before encoding: the grace period is over"));
 }
 
 void EncoderCore::Stop() {
@@ -182,12 +185,11 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     queue_time_->Observe(absl::ToDoubleSeconds(now - batch[i].enqueued));
     const EncodeJob& j = batch[i].job;
-    std::string id = slot_store::ComputeSlotId(bundle_.IdInputs(j.tenant), j.ids);
-    std::string key = server::TenantStoreKey(j.tenant, id);
-    Group& g = groups[key];
+    server::SlotAddress address = server::AddressOf(bundle_, j.tenant, j.ids);
+    Group& g = groups[address.store_key];
     if (g.members.empty()) {
-      g.slot_id = id;
-      g.store_key = key;
+      g.slot_id = std::move(address.slot_id);
+      g.store_key = std::move(address.store_key);
       g.job = &j;
     }
     g.members.push_back(i);
@@ -223,10 +225,10 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       hit = rec.status();
     }
     if (hit.ok() || hit.status().code() == absl::StatusCode::kUnavailable) {
-      if (hit.ok()) cache_hits_->Inc(static_cast<double>(g.members.size()));
+      if (hit.ok()) cache_hits_->Increment(static_cast<double>(g.members.size()));
       g.result = std::move(hit);
     } else {
-      cache_misses_->Inc(static_cast<double>(g.members.size()));
+      cache_misses_->Increment(static_cast<double>(g.members.size()));
       todo.push_back(&g);
     }
   }
@@ -244,12 +246,8 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
         continue;
       }
       const CompressedContext& c = (*out)[k];
-      auto record = bundle_.MakeRecord(c);
-      if (!record.ok()) {
-        g.result = record.status();
-        continue;
-      }
-      absl::Status put = store_.PutRecord(g.store_key, *record);
+      slot_store::SlotRecord record = server::MakeSlotRecord(bundle_, c);
+      absl::Status put = store_.PutRecord(g.store_key, record);
       if (!put.ok()) {
         // The store refusing our own record (e.g. non-finite slots from a broken model) is
         // the server's fault, not the client's input.
@@ -257,7 +255,7 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
         g.result = put;
         continue;
       }
-      encoded_tokens_->Inc(static_cast<double>(c.num_tokens));
+      encoded_tokens_->Increment(static_cast<double>(c.num_tokens));
       icae::v1::EncodeResponse r;
       r.set_slot_id(g.slot_id);
       r.set_token_count(c.num_tokens);
@@ -265,8 +263,8 @@ void EncoderCore::RunBatch(std::vector<Pending>& batch) {
       r.set_segment_count(c.num_segments);
       r.set_cached(false);
       if (g.want_slots) {
-        r.mutable_slots()->set_data(std::move(record->payload));
-        r.mutable_slots()->set_dtype(server::ToProtoDType(record->header.dtype));
+        r.mutable_slots()->set_data(std::move(record.payload));
+        r.mutable_slots()->set_dtype(server::ToProtoDType(record.header.dtype));
         r.mutable_slots()->add_shape(c.slots.size(0));
         r.mutable_slots()->add_shape(c.slots.size(1));
       }

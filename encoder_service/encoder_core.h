@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/server/serving_core.h"
 #include "common/slot_store/slot_store.h"
 #include "icae/v1/icae.pb.h"
 
@@ -44,11 +45,11 @@ struct EncodeJob {
 
 using EncodeCallback = std::function<void(absl::StatusOr<icae::v1::EncodeResponse>)>;
 
-class EncoderCore {
+class EncoderCore final : public server::ServingCore {
  public:
   EncoderCore(const server::ModelBundle& bundle, slot_store::SlotStore& store,
               EncoderOptions options, server::MetricsRegistry& metrics);
-  ~EncoderCore();  // Stop()
+  ~EncoderCore() override;  // Stop()
 
   // Request → job: decodes text/ids and checks every bound (INVALID_ARGUMENT).
   absl::StatusOr<EncodeJob> Prepare(const icae::v1::EncodeRequest& request,
@@ -57,11 +58,15 @@ class EncoderCore {
   // RESOURCE_EXHAUSTED when the queue is full or UNAVAILABLE when draining).
   void Submit(EncodeJob job, EncodeCallback done);
 
-  void StartDraining();  // new jobs answer UNAVAILABLE; queued ones still run
-  int64_t InFlight() const;  // queued + running
-  void Stop();               // drains the queue (UNAVAILABLE) and joins the thread
+  // server::ServingCore.
+  void StartDraining() override;    // new jobs answer UNAVAILABLE; queued ones still run
+  int64_t InFlight() const override;  // queued + running
+  // Queued jobs answer CANCELLED at once; a compression pass already running finishes (it
+  // cannot be interrupted part-way).
+  void CancelAll() override;
+  void Stop() override;  // drains the queue (UNAVAILABLE) and joins the thread
+  icae::v1::ModelInfo Info() const override;
 
-  icae::v1::ModelInfo Info() const;
   int64_t max_context_tokens() const { return max_context_tokens_; }
 
  private:

@@ -12,15 +12,9 @@ namespace icae::encoder {
 
 EncoderServiceImpl::EncoderServiceImpl(const server::ApiKeyAuthenticator& auth,
                                        server::MetricsRegistry& metrics)
-    : auth_(auth), metrics_(metrics) {
+    : rpc_("encoder", auth, metrics) {
   latency_ = metrics.AddHistogram("icae_encode_request_duration_seconds",
                                   "End-to-end latency of Encode calls", server::LatencyBuckets());
-}
-
-void EncoderServiceImpl::Count(const char* method, const absl::Status& st) {
-  metrics_.AddCounter("icae_requests_total", "Finished RPCs by method and status code",
-                      {{"method", method}, {"code", absl::StatusCodeToString(st.code())}})
-      ->Inc();
 }
 
 grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext* ctx,
@@ -29,21 +23,21 @@ grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext
   auto* reactor = ctx->DefaultReactor();
   const absl::Time start = absl::Now();
   auto finish = [this, reactor, start](const absl::Status& st) {
-    Count("Encode", st);
+    rpc_.Count("Encode", st);
     latency_->Observe(absl::ToDoubleSeconds(absl::Now() - start));
     reactor->Finish(server::ToGrpcStatus(st));
   };
-  auto tenant = auth_.Authenticate(ctx->client_metadata());
+  auto tenant = rpc_.auth().Authenticate(ctx->client_metadata());
   if (!tenant.ok()) {
     finish(tenant.status());
     return reactor;
   }
-  EncoderCore* core = core_.load();
-  if (core == nullptr) {
-    finish(absl::UnavailableError("the encoder is loading its model"));
+  auto core = rpc_.core();
+  if (!core.ok()) {
+    finish(core.status());
     return reactor;
   }
-  auto job = core->Prepare(*request, *tenant);
+  auto job = (*core)->Prepare(*request, *tenant);
   if (!job.ok()) {
     LOG(INFO) << "encode request_id=" << server::LogSafe(request->request_id())
               << " rejected: " << server::LogSafe(job.status().ToString(), server::kMaxStatusMessageBytes);
@@ -52,7 +46,7 @@ grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext
   }
   job->is_cancelled = [ctx] { return ctx->IsCancelled(); };
   // `response` and `ctx` stay valid until Finish; the core calls back exactly once.
-  core->Submit(std::move(*job), [response, finish](absl::StatusOr<icae::v1::EncodeResponse> r) {
+  (*core)->Submit(std::move(*job), [response, finish](absl::StatusOr<icae::v1::EncodeResponse> r) {
     if (r.ok()) *response = std::move(*r);
     finish(r.status());
   });
@@ -62,14 +56,7 @@ grpc::ServerUnaryReactor* EncoderServiceImpl::Encode(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* EncoderServiceImpl::GetModelInfo(grpc::CallbackServerContext* ctx,
                                                            const icae::v1::GetModelInfoRequest*,
                                                            icae::v1::ModelInfo* response) {
-  auto* reactor = ctx->DefaultReactor();
-  absl::Status st = auth_.Authenticate(ctx->client_metadata()).status();
-  EncoderCore* core = core_.load();
-  if (st.ok() && core == nullptr) st = absl::UnavailableError("the encoder is loading its model");
-  if (st.ok()) *response = core->Info();
-  Count("GetModelInfo", st);
-  reactor->Finish(server::ToGrpcStatus(st));
-  return reactor;
+  return rpc_.GetModelInfo(ctx, response);
 }
 
 }  // namespace icae::encoder

@@ -2,10 +2,9 @@
 #ifndef ICAE_ENCODER_SERVICE_ENCODER_SERVICE_H_
 #define ICAE_ENCODER_SERVICE_ENCODER_SERVICE_H_
 
-#include <atomic>
-
 #include "common/server/auth.h"
 #include "common/server/metrics.h"
+#include "common/server/rpc_common.h"
 #include "encoder_service/encoder_core.h"
 #include "icae/v1/icae.grpc.pb.h"
 
@@ -15,7 +14,7 @@ class EncoderServiceImpl final : public icae::v1::Encoder::CallbackService {
  public:
   // The core arrives after the model has loaded (SetCore); until then calls are UNAVAILABLE.
   EncoderServiceImpl(const server::ApiKeyAuthenticator& auth, server::MetricsRegistry& metrics);
-  void SetCore(EncoderCore* core) { core_.store(core); }
+  void SetCore(EncoderCore* core) { rpc_.SetCore(core); }
 
   grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* ctx,
                                    const icae::v1::EncodeRequest* request,
@@ -25,10 +24,7 @@ class EncoderServiceImpl final : public icae::v1::Encoder::CallbackService {
                                          icae::v1::ModelInfo* response) override;
 
  private:
-  void Count(const char* method, const absl::Status& st);
-  std::atomic<EncoderCore*> core_{nullptr};
-  const server::ApiKeyAuthenticator& auth_;
-  server::MetricsRegistry& metrics_;
+  server::RpcCommon<EncoderCore> rpc_;
   server::Histogram* latency_;
 };
 

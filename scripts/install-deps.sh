@@ -12,9 +12,10 @@ PACKAGES=(
   libabsl-dev libgoogle-glog-dev nlohmann-json3-dev
   # gRPC services and our own protobuf parser of tokenizer.model.
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
-  # Slot store backends and metrics.
-  # (Metrics use our own text exposition; Debian 12 also packages prometheus-cpp-dev.)
+  # Slot store backends.
   libssl-dev libhiredis-dev redis-server
+  # Prometheus metrics and the /metrics endpoint (prometheus-cpp's pull exposer, civetweb).
+  prometheus-cpp-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
   # Training a tokenizer for the embedded default model.

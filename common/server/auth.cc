@@ -4,7 +4,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "common/slot_store/sha256.h"
 #include "common/util/mapped_file.h"
 
 namespace icae::server {
@@ -75,14 +74,6 @@ absl::StatusOr<std::string> ApiKeyAuthenticator::Authenticate(
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return AuthenticateHeader("", false);
   return AuthenticateHeader(std::string_view(it->second.data(), it->second.size()), true);
-}
-
-std::string TenantStoreKey(std::string_view tenant, std::string_view slot_id) {
-  if (tenant.empty()) return std::string(slot_id);
-  slot_store::Sha256 h;
-  h.UpdateField("icae-tenant/v1");
-  h.UpdateField(tenant);
-  return absl::StrCat("t", h.FinishHex().substr(0, 16), "_", std::string(slot_id));
 }
 
 }  // namespace icae::server

@@ -1,6 +1,7 @@
 // API keys and tenants. A key file has one "<key> <tenant>" per line ('#' starts a comment);
 // a caller sends "authorization: Bearer <key>". The tenant namespace is mixed into slot IDs and
-// store keys on the server side only (a client-supplied salt could be forged).
+// store keys on the server side only (a client-supplied salt could be forged; see
+// slot_identity.h).
 #ifndef ICAE_COMMON_SERVER_AUTH_H_
 #define ICAE_COMMON_SERVER_AUTH_H_
 
@@ -35,10 +36,6 @@ class ApiKeyAuthenticator {
  private:
   std::map<std::string, std::string, std::less<>> tenants_;  // key -> tenant
 };
-
-// The store key of a slot ID for a tenant: the ID itself for the default tenant, else
-// "t<16 hex of SHA-256(tenant)>_<id>", so tenants never share store entries.
-std::string TenantStoreKey(std::string_view tenant, std::string_view slot_id);
 
 }  // namespace icae::server
 

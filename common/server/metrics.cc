@@ -1,102 +1,40 @@
 #include "common/server/metrics.h"
 
+#include <prometheus/check_names.h>
+#include <prometheus/text_serializer.h>
+
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
-
-#include "absl/strings/str_cat.h"
+#include <exception>
 
 namespace icae::server {
 namespace {
 
-void AtomicAdd(std::atomic<double>& a, double v) {
-  double cur = a.load(std::memory_order_relaxed);
-  while (!a.compare_exchange_weak(cur, cur + v, std::memory_order_relaxed)) {
-  }
+[[noreturn]] void Fail(const std::string& what, const std::string& name) {
+  std::fprintf(stderr, "metric '%s': %s\n", name.c_str(), what.c_str());
+  std::abort();
 }
 
-bool ValidName(const std::string& n) {
-  if (n.empty()) return false;
-  for (size_t i = 0; i < n.size(); ++i) {
-    char c = n[i];
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
-              (i > 0 && c >= '0' && c <= '9');
-    if (!ok) return false;
-  }
-  return true;
-}
-
-std::string FormatValue(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  if (v == std::floor(v) && std::fabs(v) < 1e15) return absl::StrCat(static_cast<int64_t>(v));
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.17g", v);
-  return buf;
-}
-
-std::string LabelText(const Labels& labels, const std::string& extra_name = "",
-                      const std::string& extra_value = "") {
-  if (labels.empty() && extra_name.empty()) return "";
-  std::string out = "{";
-  bool first = true;
+void CheckNames(const std::string& name, const Labels& labels) {
+  if (!prometheus::CheckMetricName(name)) Fail("bad metric name", name);
   for (const auto& [k, v] : labels) {
-    absl::StrAppend(&out, first ? "" : ",", k, "=\"", EscapeLabelValue(v), "\"");
-    first = false;
+    if (!prometheus::CheckLabelName(k)) Fail("bad label name '" + k + "'", name);
   }
-  if (!extra_name.empty()) {
-    absl::StrAppend(&out, first ? "" : ",", extra_name, "=\"", extra_value, "\"");
+}
+
+// prometheus-cpp reports misuse (bad names, a name with two types) by throwing; here that is
+// a programming error found at start-up, reported like ours.
+template <typename F>
+auto OrAbort(const std::string& name, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    Fail(e.what(), name);
   }
-  return out + "}";
 }
 
 }  // namespace
-
-std::string EscapeLabelValue(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
-  }
-  return out;
-}
-
-void Counter::Inc(double v) {
-  if (v < 0) return;  // counters only go up
-  AtomicAdd(value_, v);
-}
-
-void Gauge::Inc(double v) { AtomicAdd(value_, v); }
-
-Histogram::Histogram(std::vector<double> upper_bounds) : bounds_(std::move(upper_bounds)) {
-  std::sort(bounds_.begin(), bounds_.end());
-  counts_.assign(bounds_.size() + 1, 0);
-}
-
-void Histogram::Observe(double v) {
-  size_t i = std::lower_bound(bounds_.begin(), bounds_.end(), v) - bounds_.begin();
-  std::lock_guard<std::mutex> lock(mu_);
-  counts_[i]++;
-  sum_ += v;
-  count_++;
-}
-
-Histogram::Snapshot Histogram::Snap() const {
-  Snapshot s;
-  s.upper_bounds = bounds_;
-  std::lock_guard<std::mutex> lock(mu_);
-  uint64_t acc = 0;
-  for (uint64_t c : counts_) {
-    acc += c;
-    s.cumulative.push_back(acc);
-  }
-  s.sum = sum_;
-  s.count = count_;
-  return s;
-}
 
 std::vector<double> ExponentialBuckets(double start, double factor, int count) {
   std::vector<double> b;
@@ -110,102 +48,109 @@ std::vector<double> LatencyBuckets() {
           0.75,  1.0,    1.5,   2.0,  3.0,   5.0,  10.0,  20.0, 40.0, 60.0};
 }
 
-MetricsRegistry::Series* MetricsRegistry::GetSeries(const std::string& name,
-                                                    const std::string& help, Type type,
-                                                    const Labels& labels) {
-  if (!ValidName(name)) {
-    std::fprintf(stderr, "bad metric name '%s'\n", name.c_str());
-    std::abort();
+void ScrapeTimeMetrics::Add(const std::string& name, const std::string& help,
+                            prometheus::MetricType type, std::function<double()> fn,
+                            const Labels& labels) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fam = std::find_if(families_.begin(), families_.end(),
+                          [&](const Family& f) { return f.name == name; });
+  if (fam == families_.end()) {
+    families_.push_back(Family{name, help, type, {}});
+    fam = families_.end() - 1;
   }
-  for (const auto& [k, v] : labels) {
-    if (!ValidName(k)) {
-      std::fprintf(stderr, "bad label name '%s' on metric '%s'\n", k.c_str(), name.c_str());
-      std::abort();
+  for (Series& s : fam->series) {
+    if (s.labels == labels) {
+      s.fn = std::move(fn);
+      return;
     }
   }
-  Family* fam = nullptr;
-  for (auto& f : families_) {
-    if (f->name == name) fam = f.get();
+  fam->series.push_back(Series{labels, std::move(fn)});
+}
+
+std::vector<prometheus::MetricFamily> ScrapeTimeMetrics::Collect() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<prometheus::MetricFamily> out;
+  for (const Family& f : families_) {
+    prometheus::MetricFamily mf;
+    mf.name = f.name;
+    mf.help = f.help;
+    mf.type = f.type;
+    for (const Series& s : f.series) {
+      prometheus::ClientMetric m;
+      for (const auto& [k, v] : s.labels) m.label.push_back({k, v});
+      const double value = s.fn();
+      if (f.type == prometheus::MetricType::Counter) {
+        m.counter.value = value;
+      } else {
+        m.gauge.value = value;
+      }
+      mf.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(mf));
   }
-  if (fam == nullptr) {
-    families_.push_back(std::make_unique<Family>());
-    fam = families_.back().get();
-    fam->name = name;
-    fam->help = help;
-    fam->type = type;
-  } else if (fam->type != type) {
-    std::fprintf(stderr, "metric '%s' registered with two types\n", name.c_str());
-    std::abort();
+  return out;
+}
+
+MetricsRegistry::MetricsRegistry()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      scrape_time_(std::make_shared<ScrapeTimeMetrics>()) {}
+
+void MetricsRegistry::ClaimName(const std::string& name, prometheus::MetricType type,
+                                bool scrape_time, const Labels& labels) {
+  CheckNames(name, labels);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto [it, inserted] = kinds_.emplace(name, std::make_pair(type, scrape_time));
+  if (!inserted && it->second != std::make_pair(type, scrape_time)) {
+    Fail("registered with two types (or both read at scrape time and not)", name);
   }
-  for (auto& s : fam->series) {
-    if (s->labels == labels) return s.get();
-  }
-  fam->series.push_back(std::make_unique<Series>());
-  fam->series.back()->labels = labels;
-  return fam->series.back().get();
 }
 
 Counter* MetricsRegistry::AddCounter(const std::string& name, const std::string& help,
                                      const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Series* s = GetSeries(name, help, Type::kCounter, labels);
-  if (!s->counter) s->counter = std::make_unique<Counter>();
-  return s->counter.get();
+  ClaimName(name, prometheus::MetricType::Counter, false, labels);
+  return OrAbort(name, [&] {
+    return &prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add(labels);
+  });
 }
 
 Gauge* MetricsRegistry::AddGauge(const std::string& name, const std::string& help,
                                  const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Series* s = GetSeries(name, help, Type::kGauge, labels);
-  if (!s->gauge) s->gauge = std::make_unique<Gauge>();
-  return s->gauge.get();
+  ClaimName(name, prometheus::MetricType::Gauge, false, labels);
+  return OrAbort(name, [&] {
+    return &prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add(labels);
+  });
 }
 
 Histogram* MetricsRegistry::AddHistogram(const std::string& name, const std::string& help,
                                          std::vector<double> buckets, const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Series* s = GetSeries(name, help, Type::kHistogram, labels);
-  if (!s->histogram) s->histogram = std::make_unique<Histogram>(std::move(buckets));
-  return s->histogram.get();
+  ClaimName(name, prometheus::MetricType::Histogram, false, labels);
+  std::sort(buckets.begin(), buckets.end());
+  return OrAbort(name, [&] {
+    return &prometheus::BuildHistogram().Name(name).Help(help).Register(*registry_).Add(
+        labels, prometheus::Histogram::BucketBoundaries(std::move(buckets)));
+  });
 }
 
 void MetricsRegistry::AddCallbackGauge(const std::string& name, const std::string& help,
                                        std::function<double()> fn, const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  GetSeries(name, help, Type::kGauge, labels)->callback = std::move(fn);
+  ClaimName(name, prometheus::MetricType::Gauge, true, labels);
+  scrape_time_->Add(name, help, prometheus::MetricType::Gauge, std::move(fn), labels);
 }
 
 void MetricsRegistry::AddCallbackCounter(const std::string& name, const std::string& help,
                                          std::function<double()> fn, const Labels& labels) {
-  std::lock_guard<std::mutex> lock(mu_);
-  GetSeries(name, help, Type::kCounter, labels)->callback = std::move(fn);
+  ClaimName(name, prometheus::MetricType::Counter, true, labels);
+  scrape_time_->Add(name, help, prometheus::MetricType::Counter, std::move(fn), labels);
+}
+
+std::vector<std::weak_ptr<prometheus::Collectable>> MetricsRegistry::Collectables() const {
+  return {registry_, scrape_time_};
 }
 
 std::string MetricsRegistry::Render() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::string out;
-  for (const auto& f : families_) {
-    const char* type = f->type == Type::kCounter ? "counter"
-                       : f->type == Type::kGauge ? "gauge" : "histogram";
-    absl::StrAppend(&out, "# HELP ", f->name, " ", f->help, "\n# TYPE ", f->name, " ", type, "\n");
-    for (const auto& s : f->series) {
-      if (s->histogram) {
-        auto snap = s->histogram->Snap();
-        for (size_t i = 0; i <= snap.upper_bounds.size(); ++i) {
-          std::string le = i < snap.upper_bounds.size() ? FormatValue(snap.upper_bounds[i]) : "+Inf";
-          absl::StrAppend(&out, f->name, "_bucket", LabelText(s->labels, "le", le), " ",
-                          snap.cumulative[i], "\n");
-        }
-        absl::StrAppend(&out, f->name, "_sum", LabelText(s->labels), " ", FormatValue(snap.sum), "\n");
-        absl::StrAppend(&out, f->name, "_count", LabelText(s->labels), " ", snap.count, "\n");
-        continue;
-      }
-      double v = s->callback ? s->callback() : s->counter ? s->counter->value()
-                                                : s->gauge ? s->gauge->value() : 0.0;
-      absl::StrAppend(&out, f->name, LabelText(s->labels), " ", FormatValue(v), "\n");
-    }
-  }
-  return out;
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  for (auto& f : scrape_time_->Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace icae::server

@@ -1,10 +1,17 @@
-// A small Prometheus registry (counters, gauges, histograms, with fixed label sets) rendered in
-// the text exposition format 0.0.4. prometheus-cpp is not packaged in Debian 12; this covers
-// what the services export. All metric objects are thread-safe and live as long as the registry.
+// The services' Prometheus metrics: prometheus-cpp's registry (counters, gauges, histograms)
+// plus values read at scrape time (e.g. the slot store's bytes), behind one small registry so a
+// call site stays one line: `metrics.AddCounter("icae_x_total", "help")->Increment()`.
+// The metric objects are prometheus-cpp's own (thread-safe, alive as long as the registry).
 #ifndef ICAE_COMMON_SERVER_METRICS_H_
 #define ICAE_COMMON_SERVER_METRICS_H_
 
-#include <atomic>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/labels.h>
+#include <prometheus/registry.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -15,57 +22,44 @@
 
 namespace icae::server {
 
-using Labels = std::vector<std::pair<std::string, std::string>>;
-
-class Counter {
- public:
-  void Inc(double v = 1.0);
-  double value() const { return value_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<double> value_{0.0};
-};
-
-class Gauge {
- public:
-  void Set(double v) { value_.store(v, std::memory_order_relaxed); }
-  void Inc(double v = 1.0);
-  void Dec(double v = 1.0) { Inc(-v); }
-  double value() const { return value_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<double> value_{0.0};
-};
-
-class Histogram {
- public:
-  explicit Histogram(std::vector<double> upper_bounds);  // sorted, +Inf implied
-  void Observe(double v);
-  struct Snapshot {
-    std::vector<double> upper_bounds;
-    std::vector<uint64_t> cumulative;  // per bound, then +Inf
-    double sum = 0;
-    uint64_t count = 0;
-  };
-  Snapshot Snap() const;
-
- private:
-  std::vector<double> bounds_;
-  mutable std::mutex mu_;
-  std::vector<uint64_t> counts_;  // per bucket (not cumulative), last = +Inf
-  double sum_ = 0;
-  uint64_t count_ = 0;
-};
+using Labels = prometheus::Labels;  // label name -> value
+using Counter = prometheus::Counter;
+using Gauge = prometheus::Gauge;
+using Histogram = prometheus::Histogram;
 
 // Bucket helpers.
 std::vector<double> ExponentialBuckets(double start, double factor, int count);
-std::vector<double> LatencyBuckets();  // 1 ms .. ~60 s
+std::vector<double> LatencyBuckets();  // 1 ms .. 60 s
+
+// Metric families whose values are read when scraped. A prometheus::Collectable, so the
+// exposer collects it beside the registry.
+class ScrapeTimeMetrics : public prometheus::Collectable {
+ public:
+  void Add(const std::string& name, const std::string& help, prometheus::MetricType type,
+           std::function<double()> fn, const Labels& labels);
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  struct Series {
+    Labels labels;
+    std::function<double()> fn;
+  };
+  struct Family {
+    std::string name, help;
+    prometheus::MetricType type;
+    std::vector<Series> series;
+  };
+  mutable std::mutex mu_;
+  std::vector<Family> families_;
+};
 
 class MetricsRegistry {
  public:
-  // Same name + same labels returns the same object. A name must keep one type and help text.
-  // Names and label names must match [a-zA-Z_:][a-zA-Z0-9_:]* (checked; a bad one aborts at
-  // start-up, as it is a programming error).
+  MetricsRegistry();
+
+  // Same name + same labels returns the same object. A name keeps one type (and the help and
+  // buckets it was first registered with). Names and label names must match
+  // [a-zA-Z_:][a-zA-Z0-9_:]*: a bad one aborts, as it is a programming error.
   Counter* AddCounter(const std::string& name, const std::string& help, const Labels& labels = {});
   Gauge* AddGauge(const std::string& name, const std::string& help, const Labels& labels = {});
   Histogram* AddHistogram(const std::string& name, const std::string& help,
@@ -76,32 +70,22 @@ class MetricsRegistry {
   void AddCallbackCounter(const std::string& name, const std::string& help,
                           std::function<double()> fn, const Labels& labels = {});
 
-  // Text exposition format, families in registration order.
+  // What an exposer serves: the registry and the scrape-time metrics.
+  std::vector<std::weak_ptr<prometheus::Collectable>> Collectables() const;
+  // Everything in the text exposition format 0.0.4 (what /metrics answers).
   std::string Render() const;
 
  private:
-  enum class Type { kCounter, kGauge, kHistogram };
-  struct Series {
-    Labels labels;
-    std::unique_ptr<Counter> counter;
-    std::unique_ptr<Gauge> gauge;
-    std::unique_ptr<Histogram> histogram;
-    std::function<double()> callback;
-  };
-  struct Family {
-    std::string name, help;
-    Type type;
-    std::vector<std::unique_ptr<Series>> series;
-  };
-  Series* GetSeries(const std::string& name, const std::string& help, Type type,
-                    const Labels& labels);
+  // Aborts on a bad name, or a name already registered with another type or kind (a
+  // scrape-time family and a registry family of one name would be exposed twice).
+  void ClaimName(const std::string& name, prometheus::MetricType type, bool scrape_time,
+                 const Labels& labels);
 
-  mutable std::mutex mu_;
-  std::vector<std::unique_ptr<Family>> families_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<ScrapeTimeMetrics> scrape_time_;
+  std::mutex mu_;
+  std::map<std::string, std::pair<prometheus::MetricType, bool>> kinds_;  // mu_
 };
-
-// Escapes a label value for the exposition format (backslash, quote, newline).
-std::string EscapeLabelValue(const std::string& v);
 
 }  // namespace icae::server
 

@@ -1,25 +1,41 @@
 #include "common/server/metrics_http.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
+#include <dlfcn.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <prometheus/exposer.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
-#include <chrono>
 #include <cstring>
+#include <exception>
+#include <map>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
+// Debian 12's civetweb (under prometheus-cpp's Exposer) starts its threads with a fixed 100 KiB
+// stack. glibc carves the static TLS of every loaded library out of each thread's stack, and
+// in a service process LibTorch + OpenBLAS + glog alone need more than 100 KiB of it, so
+// pthread_create fails (EINVAL) and the exposer cannot start. This definition takes precedence
+// over libc's for the whole process (the executable exports it) and only raises a requested
+// size below kMinThreadStack; a larger one is passed on unchanged.
+extern "C" int pthread_attr_setstacksize(pthread_attr_t* attr, size_t size) {
+  constexpr size_t kMinThreadStack = 1 << 20;
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static const Fn libc = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  return libc(attr, std::max(size, kMinThreadStack));
+}
+
 namespace icae::server {
 namespace {
-
-constexpr size_t kMaxRequestBytes = 8192;
 
 bool WriteAll(int fd, const std::string& data) {
   size_t off = 0;
@@ -32,6 +48,39 @@ bool WriteAll(int fd, const std::string& data) {
   return true;
 }
 
+// Parses `{a="x",b="y\"z"}` (exposition escapes) into name -> unescaped value; "" = no labels.
+absl::StatusOr<std::map<std::string, std::string>> ParseLabels(absl::string_view text) {
+  std::map<std::string, std::string> labels;
+  if (text.empty()) return labels;
+  auto bad = [&] { return absl::InvalidArgumentError(absl::StrCat("bad label set '", text, "'")); };
+  if (text.front() != '{' || text.back() != '}') return bad();
+  size_t i = 1;
+  const size_t end = text.size() - 1;
+  while (i < end) {
+    const size_t eq = text.find('=', i);
+    if (eq == absl::string_view::npos || eq + 1 >= end || text[eq + 1] != '"') return bad();
+    std::string name(text.substr(i, eq - i));
+    std::string value;
+    size_t j = eq + 2;
+    for (; j < end && text[j] != '"'; ++j) {
+      if (text[j] == '\\' && j + 1 < end) {
+        ++j;
+        value += text[j] == 'n' ? '\n' : text[j];
+      } else {
+        value += text[j];
+      }
+    }
+    if (j >= end) return bad();
+    labels[name] = value;
+    i = j + 1;
+    if (i < end) {
+      if (text[i] != ',') return bad();
+      ++i;
+    }
+  }
+  return labels;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
@@ -40,133 +89,42 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   if (options.max_connections < 1 || options.io_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("metrics listener needs max_connections >= 1 and a positive timeout");
   }
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string h = host == "localhost" ? "127.0.0.1" : host;
-  if (::inet_pton(AF_INET, h.c_str(), &addr.sin_addr) != 1) {
-    ::close(fd);
+  const std::string h = host == "localhost" ? "127.0.0.1" : host;
+  in_addr probe{};
+  if (::inet_pton(AF_INET, h.c_str(), &probe) != 1) {
     return absl::InvalidArgumentError(absl::StrCat("metrics host '", host, "' is not an IPv4 address"));
   }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 16) != 0) {
-    std::string err = std::strerror(errno);
-    ::close(fd);
-    return absl::UnavailableError(absl::StrCat("metrics listener on ", host, ":", port, ": ", err));
+  const std::string timeout_ms = absl::StrCat(absl::ToInt64Milliseconds(options.io_timeout));
+  std::vector<std::string> civetweb_options = {
+      "listening_ports", absl::StrCat(h, ":", port),
+      "num_threads", absl::StrCat(options.max_connections),
+      // Bounds a client that sends its request slowly, or not at all, and one that does not
+      // read the answer.
+      "request_timeout_ms", timeout_ms,
+      // One request per connection: a kept-alive idle connection would hold a worker.
+      "enable_keep_alive", "no",
+      "max_request_size", "8192",
+  };
+  std::unique_ptr<prometheus::Exposer> exposer;
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(civetweb_options);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("metrics listener on ", host, ":", port, ": ", e.what()));
   }
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::unique_ptr<MetricsHttpServer> s(
-      new MetricsHttpServer(fd, ntohs(addr.sin_port), registry, options));
-  return s;
+  const std::vector<int> ports = exposer->GetListeningPorts();
+  if (ports.empty() || ports[0] <= 0) {
+    return absl::UnavailableError(absl::StrCat("metrics listener on ", host, ":", port, ": no port"));
+  }
+  for (const auto& c : registry->Collectables()) exposer->RegisterCollectable(c);
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(std::move(exposer), ports[0]));
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, int port, const MetricsRegistry* registry,
-                                     MetricsHttpOptions options)
-    : listen_fd_(fd), port_(port), registry_(registry), options_(options) {
-  if (::pipe2(wake_pipe_, O_CLOEXEC) != 0) wake_pipe_[0] = wake_pipe_[1] = -1;
-  thread_ = std::thread([this] { Loop(); });
-}
+MetricsHttpServer::MetricsHttpServer(std::unique_ptr<prometheus::Exposer> exposer, int port)
+    : exposer_(std::move(exposer)), port_(port) {}
 
-MetricsHttpServer::~MetricsHttpServer() {
-  Stop();
-  ::close(listen_fd_);
-  if (wake_pipe_[0] >= 0) ::close(wake_pipe_[0]);
-  if (wake_pipe_[1] >= 0) ::close(wake_pipe_[1]);
-}
+MetricsHttpServer::~MetricsHttpServer() { Stop(); }
 
-void MetricsHttpServer::Stop() {
-  if (stopping_.exchange(true)) return;
-  if (wake_pipe_[1] >= 0) {
-    char c = 0;
-    (void)!::write(wake_pipe_[1], &c, 1);
-  }
-  if (thread_.joinable()) thread_.join();
-  // Connection threads see the wake pipe too and end at once.
-  std::unique_lock<std::mutex> lock(mu_);
-  idle_.wait(lock, [&] { return active_ == 0; });
-}
-
-void MetricsHttpServer::Loop() {
-  while (!stopping_.load()) {
-    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
-    int n = ::poll(fds, wake_pipe_[0] >= 0 ? 2 : 1, 500);
-    if (n <= 0) continue;
-    if (fds[0].revents & POLLIN) {
-      int conn = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (conn < 0) continue;
-      // Bounds a client that stops reading the answer.
-      const int64_t ms = absl::ToInt64Milliseconds(options_.io_timeout);
-      timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
-      ::setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      bool full = false;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        full = active_ >= options_.max_connections;
-        if (!full) ++active_;
-      }
-      if (full) {
-        static const char kBusy[] =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        (void)!::send(conn, kBusy, sizeof(kBusy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        ::close(conn);
-        continue;
-      }
-      std::thread([this, conn] {
-        Serve(conn);
-        ::close(conn);
-        std::lock_guard<std::mutex> lock(mu_);
-        if (--active_ == 0) idle_.notify_all();
-      }).detach();
-    }
-  }
-}
-
-void MetricsHttpServer::Serve(int conn) {
-  std::string req;
-  auto deadline = std::chrono::steady_clock::now() +
-                  std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.io_timeout));
-  char buf[2048];
-  while (req.find("\r\n\r\n") == std::string::npos && req.size() < kMaxRequestBytes) {
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    deadline - std::chrono::steady_clock::now()).count());
-    if (left <= 0) return;
-    pollfd p[2] = {{conn, POLLIN, 0}, {wake_pipe_[0], POLLIN, 0}};
-    if (::poll(p, wake_pipe_[0] >= 0 ? 2 : 1, left) <= 0 || stopping_.load()) return;
-    ssize_t n = ::recv(conn, buf, sizeof(buf), 0);
-    if (n <= 0) return;
-    req.append(buf, static_cast<size_t>(n));
-  }
-  std::string line = req.substr(0, req.find("\r\n"));
-  std::vector<std::string> parts = absl::StrSplit(line, ' ');
-  std::string status = "200 OK", body, type = "text/plain; charset=utf-8";
-  if (parts.size() != 3 || parts[2].rfind("HTTP/1.", 0) != 0) {
-    status = "400 Bad Request";
-    body = "bad request\n";
-  } else if (parts[0] != "GET" && parts[0] != "HEAD") {
-    status = "405 Method Not Allowed";
-    body = "only GET\n";
-  } else {
-    std::string path = parts[1].substr(0, parts[1].find('?'));
-    if (path == "/metrics") {
-      body = registry_->Render();
-      type = "text/plain; version=0.0.4; charset=utf-8";
-    } else if (path == "/healthz") {
-      body = "ok\n";
-    } else {
-      status = "404 Not Found";
-      body = "not found (try /metrics)\n";
-    }
-  }
-  std::string resp = absl::StrCat("HTTP/1.1 ", status, "\r\nContent-Type: ", type,
-                                   "\r\nContent-Length: ", body.size(),
-                                   "\r\nConnection: close\r\n\r\n");
-  if (parts.empty() || parts[0] != "HEAD") resp += body;
-  WriteAll(conn, resp);
-}
+void MetricsHttpServer::Stop() { exposer_.reset(); }
 
 absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -202,14 +160,21 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std
 
 absl::StatusOr<double> FindSample(const std::string& exposition, const std::string& name,
                                   const std::string& labels_text) {
-  const std::string prefix = name + labels_text + " ";
+  auto want = ParseLabels(labels_text);
+  if (!want.ok()) return want.status();
   for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
-    if (line.substr(0, prefix.size()) == prefix) {
-      double v = 0;
-      std::string value(line.substr(prefix.size()));
-      if (value == "+Inf") return HUGE_VAL;
-      if (absl::SimpleAtod(value, &v)) return v;
-    }
+    if (line.substr(0, name.size()) != name || line.size() <= name.size()) continue;
+    line.remove_prefix(name.size());
+    if (line[0] != ' ' && line[0] != '{') continue;  // another name with this prefix
+    const size_t space = line[0] == '{' ? line.find("} ") + 1 : 0;
+    if (space == 0 && line[0] == '{') continue;
+    auto labels = ParseLabels(line.substr(0, space));
+    if (!labels.ok() || *labels != *want) continue;
+    absl::string_view rest = line.substr(space + 1);
+    std::string value(rest.substr(0, rest.find(' ')));  // a timestamp may follow
+    if (value == "+Inf") return HUGE_VAL;
+    double v = 0;
+    if (absl::SimpleAtod(value, &v)) return v;
   }
   return absl::NotFoundError(absl::StrCat("no sample ", name, labels_text));
 }

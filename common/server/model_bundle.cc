@@ -24,14 +24,6 @@ absl::StatusOr<slot_store::SlotDType> ToSlotDType(torch::Dtype d) {
   }
 }
 
-torch::Dtype FromSlotDType(slot_store::SlotDType d) {
-  switch (d) {
-    case slot_store::SlotDType::kBFloat16: return torch::kBFloat16;
-    case slot_store::SlotDType::kFloat16: return torch::kFloat16;
-    default: return torch::kFloat32;
-  }
-}
-
 }  // namespace
 
 int64_t FirstInvalidUtf8(std::string_view s) {
@@ -80,56 +72,6 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   if (FileExists(dir + "icae_config.json")) adapter_files.push_back(dir + "icae_config.json");
   ASSIGN_OR_RETURN(b->adapter_fingerprint_, slot_store::FingerprintFiles(adapter_files));
   return b;
-}
-
-slot_store::SlotIdInputs ModelBundle::IdInputs(std::string_view tenant) const {
-  slot_store::SlotIdInputs in;
-  in.tenant = tenant;
-  in.model_fingerprint = model_fingerprint_;
-  in.adapter_fingerprint = adapter_fingerprint_;
-  in.mem_size = static_cast<uint32_t>(adapter_->config.mem_size);
-  in.rate = static_cast<uint32_t>(adapter_->config.mean_compression_rate);
-  return in;
-}
-
-absl::StatusOr<slot_store::SlotRecord> ModelBundle::MakeRecord(const CompressedContext& c) const {
-  slot_store::SlotRecord r;
-  auto& h = r.header;
-  h.model_fingerprint = model_fingerprint_;
-  h.adapter_fingerprint = adapter_fingerprint_;
-  h.dtype = slot_dtype_;
-  h.mem_size = static_cast<uint32_t>(adapter_->config.mem_size);
-  h.rate = static_cast<uint32_t>(adapter_->config.mean_compression_rate);
-  h.segment_count = static_cast<uint32_t>(c.num_segments);
-  h.n_slots = static_cast<uint64_t>(c.slots.size(0));
-  h.hidden_size = static_cast<uint64_t>(c.slots.size(1));
-  h.token_count = static_cast<uint64_t>(c.num_tokens);
-  h.created_unix_micros = absl::ToUnixMicros(absl::Now());
-  torch::Tensor s = c.slots.to(torch::kCPU, model_->dtype()).contiguous();
-  r.payload.assign(static_cast<const char*>(s.data_ptr()), s.numel() * s.element_size());
-  return r;
-}
-
-absl::StatusOr<torch::Tensor> ModelBundle::SlotsFromRecord(const slot_store::SlotRecordView& r) const {
-  RETURN_IF_ERROR(slot_store::CheckSlotRecordFingerprints(r.header, model_fingerprint_,
-                                                          adapter_fingerprint_));
-  const int64_t hidden = model_->config().hidden_size;
-  if (static_cast<int64_t>(r.header.hidden_size) != hidden) {
-    return absl::FailedPreconditionError(absl::StrCat("slots have hidden size ", r.header.hidden_size,
-                                                      "; this model has ", hidden));
-  }
-  if (r.header.mem_size != static_cast<uint32_t>(adapter_->config.mem_size)) {
-    return absl::FailedPreconditionError("slots were made with another mem_size");
-  }
-  torch::Dtype dt = FromSlotDType(r.header.dtype);
-  const int64_t n = static_cast<int64_t>(r.header.n_slots);
-  if (static_cast<uint64_t>(n) * hidden * torch::elementSize(dt) != r.payload.size()) {
-    return absl::DataLossError("slot payload size does not match its header");
-  }
-  // from_blob does not copy; .to(..., copy=true) gives the tensor its own memory.
-  torch::Tensor view = torch::from_blob(const_cast<char*>(r.payload.data()), {n, hidden},
-                                        torch::TensorOptions().dtype(dt));
-  return view.to(model_->device(), model_->dtype(), /*non_blocking=*/false, /*copy=*/true);
 }
 
 absl::StatusOr<std::vector<int64_t>> ModelBundle::Tokenize(std::string_view text, bool add_bos) const {

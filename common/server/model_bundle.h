@@ -1,6 +1,7 @@
-// What both services load at start-up: base model, ICAE adapter, tokenizer, their fingerprints,
-// and the conversions between slot tensors and SlotRecords. Also the input checks both services
-// apply (UTF-8, vocabulary, bounds), so the encoder and decoder answer bad input the same way.
+// What both services load at start-up: base model, ICAE adapter, tokenizer, their fingerprints.
+// Also the input checks both services apply (UTF-8, vocabulary, bounds), so the encoder and
+// decoder answer bad input the same way. What a slot is (ID, store key, record) is in
+// slot_identity.h.
 // Part of icae_server_model (LibTorch), kept apart from icae_server (no LibTorch).
 #ifndef ICAE_COMMON_SERVER_MODEL_BUNDLE_H_
 #define ICAE_COMMON_SERVER_MODEL_BUNDLE_H_
@@ -18,7 +19,6 @@
 #include "common/icae/compressor.h"
 #include "common/model/transformer.h"
 #include "icae/v1/icae.pb.h"
-#include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_record.h"
 #include "common/tokenizer/tokenizer.h"
 
@@ -41,14 +41,6 @@ class ModelBundle {
   const std::string& adapter_fingerprint() const { return adapter_fingerprint_; }
   slot_store::SlotDType slot_dtype() const { return slot_dtype_; }
   int64_t base_vocab_size() const { return adapter_->config.base_vocab_size; }
-
-  // Slot ID inputs for a tenant (fingerprints, mem_size, rate).
-  slot_store::SlotIdInputs IdInputs(std::string_view tenant) const;
-  // A record for compressed slots (payload in the model's dtype).
-  absl::StatusOr<slot_store::SlotRecord> MakeRecord(const CompressedContext& c) const;
-  // Slots [n, hidden] in the model's dtype from a stored record, after checking it was made by
-  // this model and adapter (FAILED_PRECONDITION otherwise).
-  absl::StatusOr<torch::Tensor> SlotsFromRecord(const slot_store::SlotRecordView& r) const;
 
   // Text → ids. INVALID_ARGUMENT naming the byte offset when `text` is not valid UTF-8.
   absl::StatusOr<std::vector<int64_t>> Tokenize(std::string_view text, bool add_bos) const;

@@ -4,10 +4,11 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include <thread>
-
 #include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/server/grpc_server.h"
 #include "common/server/metrics_http.h"
 #include "common/util/paths.h"
@@ -30,7 +31,8 @@ ABSL_FLAG(int32_t, metrics_port, 0, "Prometheus /metrics port (0 = a free port, 
 ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
           "IPv4 address the /metrics listener binds (0.0.0.0 to let Prometheus scrape the pod IP)");
 ABSL_FLAG(int32_t, metrics_max_connections, 32,
-          "/metrics connections served at once (each idle one for at most 2 s); beyond: 503");
+          "/metrics connections served at once (worker threads; an idle one is dropped after 2 s); "
+          "beyond: they wait for a free worker");
 ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(30),
           "on SIGTERM: how long in-flight work may finish before it is cancelled");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain (TLS when set with --tls_key)");
@@ -41,6 +43,7 @@ ABSL_FLAG(std::string, port_file, "",
           "write 'grpc=HOST:PORT' and 'metrics=HOST:PORT' here once listening");
 
 namespace icae::server {
+namespace {
 
 absl::StatusOr<std::unique_ptr<ApiKeyAuthenticator>> AuthFromFlags() {
   const std::string path = absl::GetFlag(FLAGS_api_keys_file);
@@ -48,10 +51,56 @@ absl::StatusOr<std::unique_ptr<ApiKeyAuthenticator>> AuthFromFlags() {
   return ApiKeyAuthenticator::FromFile(path);
 }
 
-int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
+ModelBundleOptions ModelFromFlags() {
+  ModelBundleOptions mo;
+  const std::string model = absl::GetFlag(FLAGS_model);
+  mo.model_dir = model.empty() ? DefaultModelDir() : model;
+  mo.adapter_path = absl::GetFlag(FLAGS_adapter);
+  if (mo.adapter_path.empty()) {
+    mo.adapter_path = model.empty() ? DefaultAdapterPath() : mo.model_dir + "/icae_adapter.safetensors";
+  }
+  mo.dtype = absl::GetFlag(FLAGS_dtype);
+  return mo;
+}
+
+// SIGTERM/SIGINT → drain: refuse new work, let in-flight work finish within the grace period,
+// then cancel what is left and give it a moment to send its final answers.
+void Drain(ServingCore& core) {
+  core.StartDraining();
+  const absl::Time deadline = absl::Now() + absl::GetFlag(FLAGS_grace_period);
+  while (core.InFlight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
+  if (core.InFlight() == 0) return;
+  LOG(WARNING) << core.InFlight() << " requests still running after the grace period: cancelling";
+  core.CancelAll();
+  for (int i = 0; i < 100 && core.InFlight() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+}
+
+}  // namespace
+
+int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefinition& definition) {
+  // Before any thread exists, so every thread inherits the blocked signals.
+  BlockTerminationSignals();
+  absl::SetProgramUsageMessage(usage);
+  absl::ParseCommandLine(argc, argv);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+
   RuntimeOptions ro;
   ro.threads = absl::GetFlag(FLAGS_threads);
   ConfigureRuntime(ro);
+
+  MetricsRegistry metrics;
+  auto auth = AuthFromFlags();
+  if (!auth.ok()) {
+    LOG(ERROR) << "--api_keys_file: " << auth.status();
+    return 2;
+  }
+  grpc::Service* service = definition.MakeService(**auth, metrics);
+  // Declared before the listeners so that they stop first (the store's scrape-time metrics
+  // read the store).
+  std::unique_ptr<ModelBundle> bundle;
+  std::unique_ptr<slot_store::SlotStore> store;
+  std::unique_ptr<ServingCore> core;
 
   std::unique_ptr<MetricsHttpServer> metrics_http;
   std::string metrics_address;
@@ -79,7 +128,7 @@ int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
     LOG(ERROR) << st;
     return 2;
   }
-  builder.RegisterService(hooks.service);
+  builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     LOG(ERROR) << "cannot listen on " << go.listen;
@@ -88,35 +137,37 @@ int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
   auto* health = server->GetHealthCheckService();
   health->SetServingStatus(false);
   const std::string address = BoundAddress(go.listen, port);
-  LOG(INFO) << hooks.service_name << " listening on " << address
+  LOG(INFO) << definition.Name() << " listening on " << address
             << (metrics_address.empty() ? "" : ", metrics on http://" + metrics_address + "/metrics");
   if (auto st = WritePortFile(absl::GetFlag(FLAGS_port_file), address, metrics_address); !st.ok()) {
     LOG(ERROR) << st;
     return 1;
   }
 
-  ModelBundleOptions mo;
-  mo.model_dir = absl::GetFlag(FLAGS_model).empty() ? DefaultModelDir() : absl::GetFlag(FLAGS_model);
-  mo.adapter_path = absl::GetFlag(FLAGS_adapter);
-  if (mo.adapter_path.empty()) {
-    mo.adapter_path = absl::GetFlag(FLAGS_model).empty() ? DefaultAdapterPath()
-                                                          : mo.model_dir + "/icae_adapter.safetensors";
-  }
-  mo.dtype = absl::GetFlag(FLAGS_dtype);
-  std::string uri = absl::GetFlag(FLAGS_store);
-  if (hooks.store_uri) uri = hooks.store_uri(uri);
-  auto store = slot_store::OpenSlotStore(uri);
-  if (!store.ok()) {
-    LOG(ERROR) << "--store: " << store.status();
+  const ModelBundleOptions mo = ModelFromFlags();
+  auto opened = slot_store::OpenSlotStore(definition.StoreUri(absl::GetFlag(FLAGS_store)));
+  if (!opened.ok()) {
+    LOG(ERROR) << "--store: " << opened.status();
+    server->Shutdown();
     return 2;
   }
-  LOG(INFO) << "slot store " << (*store)->Describe();
+  store = std::move(*opened);
+  LOG(INFO) << "slot store " << store->Describe();
   const absl::Time t0 = absl::Now();
-  if (auto st = hooks.load(mo, std::move(*store)); !st.ok()) {
-    LOG(ERROR) << "loading failed: " << st;
+  auto loaded = ModelBundle::Load(mo);
+  if (!loaded.ok()) {
+    LOG(ERROR) << "loading failed: " << loaded.status();
     server->Shutdown();
     return 1;
   }
+  bundle = std::move(*loaded);
+  auto started = definition.StartCore(*bundle, *store, metrics);
+  if (!started.ok()) {
+    LOG(ERROR) << "starting failed: " << started.status();
+    server->Shutdown();
+    return started.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  core = std::move(*started);
   LOG(INFO) << "loaded " << mo.model_dir << " + " << mo.adapter_path << " in "
             << absl::FormatDuration(absl::Now() - t0) << "; SERVING";
   health->SetServingStatus(true);
@@ -125,15 +176,9 @@ int RunService(ServiceHooks& hooks, MetricsRegistry& metrics) {
   LOG(INFO) << "signal " << sig << ": draining (grace period "
             << absl::FormatDuration(absl::GetFlag(FLAGS_grace_period)) << ")";
   health->SetServingStatus(false);
-  hooks.start_draining();
-  const absl::Time deadline = absl::Now() + absl::GetFlag(FLAGS_grace_period);
-  while (hooks.in_flight() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(20));
-  if (hooks.in_flight() > 0) {
-    LOG(WARNING) << hooks.in_flight() << " requests still running after the grace period: cancelling";
-    hooks.cancel_all();
-  }
+  Drain(*core);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  hooks.stop();
+  core->Stop();
   if (metrics_http) metrics_http->Stop();
   LOG(INFO) << "stopped";
   return 0;

@@ -1,68 +1,59 @@
-// The life cycle both service binaries share, and the flags they share (defined in
-// service_main.cc, which is compiled into each service executable, not into a library, so the
-// `icae` tool does not grow server flags):
-//   listen → health NOT_SERVING → port file → load (model, store) → SERVING
+// One skeleton for both service binaries: ServiceMain owns start-up and shutdown (flags,
+// signals, logging, metrics and their listener, API keys, TLS, health, model and store
+// loading) and a service plugs in through ServiceDefinition, its core through ServingCore:
+//   listen → health NOT_SERVING → port file → load (model, store) → core → SERVING
 //   → SIGTERM/SIGINT → NOT_SERVING, refuse new work (UNAVAILABLE) → wait for in-flight work up
 //   to --grace_period → cancel the rest → shut the server down → exit 0.
+// The shared flags are defined in the icae_service_main library, which only the service
+// executables link (the `icae` tool does not grow server flags).
 #ifndef ICAE_COMMON_SERVER_SERVICE_MAIN_H_
 #define ICAE_COMMON_SERVER_SERVICE_MAIN_H_
 
+#include <grpcpp/impl/codegen/service_type.h>
+
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 
-#include <grpcpp/impl/codegen/service_type.h>
-
 #include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
 #include "common/server/auth.h"
-#include "common/server/grpc_server.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/server/serving_core.h"
 #include "common/slot_store/slot_store.h"
 
-ABSL_DECLARE_FLAG(std::string, listen);
-ABSL_DECLARE_FLAG(std::string, model);
-ABSL_DECLARE_FLAG(std::string, adapter);
-ABSL_DECLARE_FLAG(std::string, dtype);
-ABSL_DECLARE_FLAG(std::string, store);
-ABSL_DECLARE_FLAG(int32_t, threads);
+// Shared flags a service reads when it builds its core.
 ABSL_DECLARE_FLAG(int64_t, max_batch);
 ABSL_DECLARE_FLAG(int64_t, max_queue);
 ABSL_DECLARE_FLAG(int64_t, max_context_tokens);
 ABSL_DECLARE_FLAG(int64_t, max_request_id_bytes);
-ABSL_DECLARE_FLAG(int32_t, max_message_bytes);
-ABSL_DECLARE_FLAG(int32_t, metrics_port);
-ABSL_DECLARE_FLAG(std::string, metrics_host);
-ABSL_DECLARE_FLAG(int32_t, metrics_max_connections);
-ABSL_DECLARE_FLAG(absl::Duration, grace_period);
-ABSL_DECLARE_FLAG(std::string, tls_cert);
-ABSL_DECLARE_FLAG(std::string, tls_key);
-ABSL_DECLARE_FLAG(std::string, api_keys_file);
-ABSL_DECLARE_FLAG(std::string, port_file);
 
 namespace icae::server {
 
-struct ServiceHooks {
-  std::string service_name;       // e.g. "icae.v1.Encoder" (health status is set for it and "")
-  grpc::Service* service = nullptr;
-  // Called after the server listens; loads everything and makes the service ready.
-  std::function<absl::Status(const ModelBundleOptions&, std::unique_ptr<slot_store::SlotStore>)> load;
-  std::function<void()> start_draining;  // refuse new work
-  std::function<int64_t()> in_flight;    // work still running or queued
-  std::function<void()> cancel_all;      // end what is left (grace period over)
-  std::function<void()> stop;            // join worker threads
-  // Wraps the store opened from --store (the decoder puts a local LRU in front).
-  std::function<std::string(const std::string&)> store_uri = nullptr;
+// What one service binary adds to the skeleton.
+class ServiceDefinition {
+ public:
+  virtual ~ServiceDefinition() = default;
+
+  // The gRPC service name, e.g. "icae.v1.Encoder" (logs).
+  virtual const char* Name() const = 0;
+  // Called once, before the server listens. The service answers UNAVAILABLE until StartCore
+  // has handed it a core. It must outlive ServiceMain.
+  virtual grpc::Service* MakeService(const ApiKeyAuthenticator& auth, MetricsRegistry& metrics) = 0;
+  // The store URI to open, given --store (the decoder puts a local cache in front).
+  virtual std::string StoreUri(const std::string& store_flag) const { return store_flag; }
+  // Once the model and the store are loaded: builds the core from the service's flags
+  // (INVALID_ARGUMENT for one out of range), registers its store metrics and hands the core to
+  // the service. `bundle` and `store` outlive the core.
+  virtual absl::StatusOr<std::unique_ptr<ServingCore>> StartCore(const ModelBundle& bundle,
+                                                                 slot_store::SlotStore& store,
+                                                                 MetricsRegistry& metrics) = 0;
 };
 
-// Parses nothing: call after absl::ParseCommandLine. Returns the process exit code.
-int RunService(ServiceHooks& hooks, MetricsRegistry& metrics);
-
-// The API-key authenticator from --api_keys_file (a disabled one when empty).
-absl::StatusOr<std::unique_ptr<ApiKeyAuthenticator>> AuthFromFlags();
+// The whole life of a service process; returns its exit code (0 after a clean shutdown,
+// 1 when it cannot start, 2 for bad flags).
+int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefinition& service);
 
 }  // namespace icae::server
 

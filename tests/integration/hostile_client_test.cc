@@ -20,10 +20,11 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "common/server/auth.h"
+#include "common/server/slot_identity.h"
 #include "common/slot_store/slot_record.h"
 #include "tests/integration/services_harness.h"
 #include "tests/test_util.h"
+#include "tests/testing/status.h"
 
 namespace icae {
 namespace {
@@ -254,7 +255,7 @@ TEST_F(HostileClientTest, InvalidUtf8AndUndecodableBodies) {
   }
   // Bytes that are no message at all (a field with wire type 7 does not exist).
   for (const char* method : {"/icae.v1.Encoder/Encode", "/icae.v1.Decoder/Generate"}) {
-    for (const std::string body : {std::string("\xff\xff\xff\xff\x0f", 5), std::string("\x0f", 1)}) {
+    for (const std::string& body : {std::string("\xff\xff\xff\xff\x0f", 5), std::string("\x0f", 1)}) {
       grpc::GenericStub stub(std::string(method).find("Encoder") != std::string::npos ? encoder_->channel
                                                                                         : decoder_->channel);
       grpc::ClientContext ctx;
@@ -386,7 +387,7 @@ TEST_F(HostileClientTest, IdleMetricsConnectionsDoNotBlindTheScrape) {
   }
   absl::SleepFor(absl::Milliseconds(100));
   const absl::Time t0 = absl::Now();
-  EXPECT_GE(decoder_->Sample("icae_requests_running"), 0);
+  EXPECT_THAT(decoder_->Sample("icae_requests_running"), testing::IsOkAndHolds(::testing::Ge(0)));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(5)) << "one connection at a time would take 5 x 2 s";
   for (int fd : idle) ::close(fd);
 }

@@ -18,8 +18,12 @@
 #include "common/server/metrics_http.h"
 #include "icae/v1/icae.grpc.pb.h"
 #include "tests/test_util.h"
+#include "tests/testing/requests.h"
 
 namespace icae {
+
+using testing::SlotRequest;
+using testing::TextRequest;
 
 inline std::string GoldenDir() { return testing::TestDataDir() + "/icae-golden"; }
 inline std::string ServiceBinary(const std::string& name) {
@@ -42,14 +46,16 @@ struct Service {
   std::string address, metrics, log;
   std::shared_ptr<grpc::Channel> channel;
 
-  std::string Metrics() const {
+  // A scrape of its /metrics, or why there is none.
+  absl::StatusOr<std::string> Metrics() const {
     auto colon = metrics.rfind(':');
-    auto body = server::HttpGet(metrics.substr(0, colon), std::stoi(metrics.substr(colon + 1)), "/metrics");
-    return body.ok() ? *body : "";
+    return server::HttpGet(metrics.substr(0, colon), std::stoi(metrics.substr(colon + 1)), "/metrics");
   }
-  double Sample(const std::string& name, const std::string& labels = "") const {
-    auto v = server::FindSample(Metrics(), name, labels);
-    return v.ok() ? *v : -1;
+  // One sample of a fresh scrape (NOT_FOUND when it is not exported).
+  absl::StatusOr<double> Sample(const std::string& name, const std::string& labels = "") const {
+    auto m = Metrics();
+    if (!m.ok()) return m.status();
+    return server::FindSample(*m, name, labels);
   }
   std::string Health() const {
     auto h = server::CheckHealth(channel, "", absl::Seconds(2));
@@ -135,21 +141,6 @@ inline grpc::Status RunEncode(const std::shared_ptr<grpc::Channel>& ch, const ic
   if (!api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + api_key);
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   return stub->Encode(&ctx, req, resp);
-}
-
-inline icae::v1::EncodeRequest TextRequest(const std::string& text) {
-  icae::v1::EncodeRequest r;
-  r.set_text(text);
-  return r;
-}
-
-inline icae::v1::GenerateRequest SlotRequest(const std::string& slot, int64_t max_new, const std::string& prompt = "") {
-  icae::v1::GenerateRequest r;
-  r.add_slot_ids(slot);
-  if (!prompt.empty()) r.set_prompt_text(prompt);
-  r.mutable_stopping()->set_max_new_tokens(max_new);
-  r.mutable_stopping()->set_ignore_eos(true);
-  return r;
 }
 
 }  // namespace icae

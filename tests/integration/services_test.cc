@@ -4,7 +4,7 @@
 // encoders and two decoders, the `icae` client commands, `icae up`, graceful shutdown.
 #include <gtest/gtest.h>
 
-#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
@@ -13,9 +13,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "common/icae/compressor.h"
-#include "common/icae/prompt.h"
-#include "common/model/generate.h"
 #include "common/server/client.h"
 #include "common/server/metrics_http.h"
 #include "common/server/model_bundle.h"
@@ -24,11 +21,15 @@
 #include "icae/v1/icae.grpc.pb.h"
 #include "tests/integration/services_harness.h"
 #include "tests/test_util.h"
+#include "tests/testing/reference.h"
+#include "tests/testing/status.h"
 
 namespace icae {
 namespace {
 
 using server::ChildProcess;
+using testing::IsOkAndHolds;
+using ::testing::Gt;
 
 const char* kContext =
     "The quick brown fox jumps over the lazy dog. In-context autoencoders compress a long context "
@@ -62,10 +63,11 @@ class ServicesTest : public ::testing::Test {
     EXPECT_EQ(encoder_->Health(), "SERVING");
     EXPECT_EQ(decoder_->Health(), "SERVING");
   }
-  std::string Encode(const std::string& text) {
+  // The slot ID of `text`, or the encoder's error.
+  absl::StatusOr<std::string> Encode(const std::string& text) {
     icae::v1::EncodeResponse resp;
     auto st = RunEncode(encoder_->channel, TextRequest(text), &resp);
-    EXPECT_TRUE(st.ok()) << st.error_message();
+    if (!st.ok()) return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
     return resp.slot_id();
   }
 
@@ -91,33 +93,18 @@ TEST_F(ServicesTest, RoundTripMatchesInProcessGeneration) {
 
   // In-process reference: same model, same dtype.
   server::ModelBundleOptions o{GoldenDir() + "/model", GoldenDir() + "/icae_adapter.safetensors", "float32"};
-  auto bundle = server::ModelBundle::Load(o);
-  ASSERT_TRUE(bundle.ok()) << bundle.status();
-  c10::InferenceMode guard;
-  auto ids = (*bundle)->Tokenize(kContext, true);
-  ASSERT_TRUE(ids.ok());
-  EXPECT_EQ(static_cast<int64_t>(ids->size()), first.token_count());
-  auto compressed = Compressor((*bundle)->model(), (*bundle)->adapter()).Compress({*ids});
-  ASSERT_TRUE(compressed.ok());
+  ASSERT_OK_AND_ASSIGN(auto bundle, server::ModelBundle::Load(o));
+  ASSERT_OK_AND_ASSIGN(auto ids, bundle->Tokenize(kContext, true));
+  EXPECT_EQ(static_cast<int64_t>(ids.size()), first.token_count());
+  ASSERT_OK_AND_ASSIGN(torch::Tensor slots, testing::CompressText(*bundle, kContext));
   for (const std::string prompt : {"", "What does the fox do?"}) {
-    auto prompt_ids = (*bundle)->Tokenize(prompt, false);
-    auto input = AssembleDecoderInput((*bundle)->model(), (*bundle)->adapter(),
-                                      prompt.empty() ? PromptMode::kAutoencode : PromptMode::kInstruct,
-                                      {(*compressed)[0].slots}, *prompt_ids);
-    ASSERT_TRUE(input.ok()) << input.status();
-    SequenceInput in;
-    in.embeds = *input;
-    GenerateOptions go;
-    go.max_new_tokens = 24;
-    go.ignore_eos = true;
-    auto ref = Generate((*bundle)->model(), in, IcaeDecodeOptions((*bundle)->adapter(), go));
-    ASSERT_TRUE(ref.ok());
+    ASSERT_OK_AND_ASSIGN(auto prompt_ids, bundle->Tokenize(prompt, false));
+    ASSERT_OK_AND_ASSIGN(testing::ReferenceOutput ref, testing::ReferenceGenerate(*bundle, {slots}, prompt_ids, 24));
 
     GenResult r = RunGenerate(decoder_->channel, SlotRequest(first.slot_id(), 24, prompt));
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
-    EXPECT_EQ(r.ids, ref->ids) << "prompt '" << prompt << "'";
-    std::vector<int32_t> ids32(ref->ids.begin(), ref->ids.end());
-    EXPECT_EQ(r.text, *(*bundle)->tokenizer().Decode(ids32));
+    EXPECT_EQ(r.ids, ref.ids) << "prompt '" << prompt << "'";
+    EXPECT_EQ(r.text, ref.text);
     EXPECT_EQ(r.final.finish_reason(), icae::v1::FINISH_REASON_LENGTH);
     EXPECT_EQ(r.final.usage().completion_tokens(), 24);
     EXPECT_EQ(r.final.usage().slot_count(), first.slot_count());
@@ -127,28 +114,62 @@ TEST_F(ServicesTest, RoundTripMatchesInProcessGeneration) {
   ExpectHealthy();
 }
 
-TEST_F(ServicesTest, ConcurrentStreamsAreBatchedAndMatchSingleRuns) {
-  const std::string a = Encode(kContext);
-  const std::string b = Encode("A second context about slot caches and replicas.");
+// Decoder steps that ran more than one sequence (batch size above the first bucket, le="1"):
+// only continuous batching produces them.
+absl::StatusOr<double> BatchedSteps(const Service& decoder) {
+  ASSIGN_OR_RETURN(const std::string m, decoder.Metrics());
+  ASSIGN_OR_RETURN(const double steps, server::FindSample(m, "icae_batch_size_count"));
+  ASSIGN_OR_RETURN(const double single, server::FindSample(m, "icae_batch_size_bucket", "{le=\"1\"}"));
+  return steps - single;
+}
+
+// Four streams sent while a long one runs are batched with it (steps with more than one
+// sequence appear; a decoder that ran requests one at a time would show none) and give exactly
+// what each gives alone.
+TEST(ServicesBatchingTest, ConcurrentStreamsAreBatchedAndMatchSingleRuns) {
+  ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
+  const std::string dir = testing::MakeTempDir("icae-services-batching");
+  const std::string store = "file://" + dir + "/slots";
+  ASSERT_OK_AND_ASSIGN(Service enc, StartService("encoder_service", dir, store));
+  ASSERT_OK_AND_ASSIGN(Service dec, StartService("decoder_service", dir, store, {"--max_new_tokens=3000"}));
+  icae::v1::EncodeResponse ea, eb;
+  ASSERT_TRUE(RunEncode(enc.channel, TextRequest(kContext), &ea).ok());
+  ASSERT_TRUE(RunEncode(enc.channel, TextRequest("A second context about slot caches and replicas."), &eb).ok());
+  const std::string a = ea.slot_id(), b = eb.slot_id();
   std::vector<icae::v1::GenerateRequest> reqs = {SlotRequest(a, 20), SlotRequest(b, 30, "Why?"),
                                                  SlotRequest(a, 10, "Who?"), SlotRequest(b, 25)};
   std::vector<GenResult> single;
-  for (const auto& r : reqs) single.push_back(RunGenerate(decoder_->channel, r));
+  for (const auto& r : reqs) single.push_back(RunGenerate(dec.channel, r));
+  for (const auto& r : single) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  ASSERT_OK_AND_ASSIGN(const double batched_before, BatchedSteps(dec));
+  EXPECT_EQ(batched_before, 0) << "one request at a time";
+
+  // A long stream that is still running (3000 tokens take seconds) when the four arrive.
+  auto stub = icae::v1::Decoder::NewStub(dec.channel);
+  grpc::ClientContext long_ctx;
+  auto long_stream = stub->Generate(&long_ctx, SlotRequest(b, 3000));
+  icae::v1::GenerateResponse msg;
+  ASSERT_TRUE(long_stream->Read(&msg));
   std::vector<GenResult> together(reqs.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    threads.emplace_back([&, i] { together[i] = RunGenerate(decoder_->channel, reqs[i]); });
+    threads.emplace_back([&, i] { together[i] = RunGenerate(dec.channel, reqs[i]); });
   }
   for (auto& t : threads) t.join();
+  EXPECT_THAT(dec.Sample("icae_requests_running"), IsOkAndHolds(1)) << "the long stream is still running";
+  long_ctx.TryCancel();
+  while (long_stream->Read(&msg)) {
+  }
+  EXPECT_EQ(long_stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   for (size_t i = 0; i < reqs.size(); ++i) {
     ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
     EXPECT_EQ(together[i].ids, single[i].ids) << "request " << i;
   }
-  EXPECT_GT(decoder_->Sample("icae_batch_size_count"), 0);
+  EXPECT_THAT(BatchedSteps(dec), IsOkAndHolds(Gt(batched_before)));
 }
 
 TEST_F(ServicesTest, BadInputTableAnswersItsCodeAndLeavesServersHealthy) {
-  const std::string good = Encode(kContext);
+  ASSERT_OK_AND_ASSIGN(const std::string good, Encode(kContext));
   auto slots = slot_store::OpenSlotStore(*store_uri_);
   ASSERT_TRUE(slots.ok());
   // A record of another model, and a corrupt one, planted in the shared store.
@@ -303,7 +324,7 @@ TEST_F(ServicesTest, BadInputTableAnswersItsCodeAndLeavesServersHealthy) {
 }
 
 TEST_F(ServicesTest, CancelMidStreamFreesTheSequence) {
-  const std::string slot = Encode(kContext);
+  ASSERT_OK_AND_ASSIGN(const std::string slot, Encode(kContext));
   auto stub = icae::v1::Decoder::NewStub(decoder_->channel);
   grpc::ClientContext ctx;
   auto reader = stub->Generate(&ctx, SlotRequest(slot, kMaxNew));
@@ -313,27 +334,21 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheSequence) {
   while (reader->Read(&msg)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
-  double running = -1;
-  for (int i = 0; i < 200; ++i) {
-    running = decoder_->Sample("icae_requests_running");
-    if (running == 0) break;
+  for (int i = 0; i < 200 && decoder_->Sample("icae_requests_running").value_or(-1) != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_EQ(running, 0);
+  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0));
   ExpectHealthy();
 }
 
 TEST_F(ServicesTest, DeadlineExceededStopsTheWork) {
-  const std::string slot = Encode(kContext);
+  ASSERT_OK_AND_ASSIGN(const std::string slot, Encode(kContext));
   GenResult r = RunGenerate(decoder_->channel, SlotRequest(slot, kMaxNew), "", absl::Milliseconds(1));
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << r.status.error_message();
-  double running = -1;
-  for (int i = 0; i < 200; ++i) {
-    running = decoder_->Sample("icae_requests_running");
-    if (running == 0) break;
+  for (int i = 0; i < 200 && decoder_->Sample("icae_requests_running").value_or(-1) != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_EQ(running, 0);
+  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0));
   ExpectHealthy();
 }
 
@@ -350,9 +365,11 @@ TEST_F(ServicesTest, BaselineOverRawContextStreams) {
 }
 
 TEST_F(ServicesTest, MetricsAndModelInfo) {
-  Encode(kContext);
-  RunGenerate(decoder_->channel, SlotRequest(Encode(kContext), 4));
-  const std::string dm = decoder_->Metrics();
+  ASSERT_OK_AND_ASSIGN(const std::string slot, Encode(kContext));
+  ASSERT_OK_AND_ASSIGN(const std::string again, Encode(kContext));  // a slot cache hit
+  EXPECT_EQ(again, slot);
+  ASSERT_TRUE(RunGenerate(decoder_->channel, SlotRequest(slot, 4)).status.ok());
+  ASSERT_OK_AND_ASSIGN(const std::string dm, decoder_->Metrics());
   for (const char* name : {"icae_requests_running", "icae_requests_waiting", "icae_time_to_first_token_seconds_count",
                            "icae_inter_token_latency_seconds_count", "icae_e2e_request_latency_seconds_count",
                            "icae_request_queue_time_seconds_count", "icae_batch_size_count",
@@ -361,10 +378,10 @@ TEST_F(ServicesTest, MetricsAndModelInfo) {
                            "icae_prefix_cache_bytes"}) {
     EXPECT_TRUE(server::FindSample(dm, name).ok()) << name << "\n" << dm;
   }
-  EXPECT_GT(*server::FindSample(dm, "icae_generation_tokens_total"), 0);
-  const std::string em = encoder_->Metrics();
-  EXPECT_GT(*server::FindSample(em, "icae_encoded_tokens_total"), 0) << em;
-  EXPECT_GT(*server::FindSample(em, "icae_slot_cache_hits_total", "{service=\"encoder\"}"), 0) << em;
+  EXPECT_THAT(server::FindSample(dm, "icae_generation_tokens_total"), IsOkAndHolds(Gt(0)));
+  ASSERT_OK_AND_ASSIGN(const std::string em, encoder_->Metrics());
+  EXPECT_THAT(server::FindSample(em, "icae_encoded_tokens_total"), IsOkAndHolds(Gt(0))) << em;
+  EXPECT_THAT(server::FindSample(em, "icae_slot_cache_hits_total", "{service=\"encoder\"}"), IsOkAndHolds(Gt(0))) << em;
 
   auto stub = icae::v1::Decoder::NewStub(decoder_->channel);
   grpc::ClientContext ctx;
@@ -387,7 +404,7 @@ TEST_F(ServicesTest, MetricsAndModelInfo) {
 TEST_F(ServicesTest, CliEncodeGenerateAsk) {
   std::string out, err;
   const std::string icae = testing::IcaeBinary();
-  const std::string encoded = Encode(kContext);  // so the CLI's encode is a cache hit
+  ASSERT_OK_AND_ASSIGN(const std::string encoded, Encode(kContext));  // so the CLI's encode is a cache hit
   ASSERT_EQ(testing::RunCommand(icae + " encode --server " + encoder_->address + " --text '" + kContext + "' --verbose",
                                 &out, &err), 0) << err;
   const std::string slot = out.substr(0, out.find('\n'));
@@ -415,7 +432,7 @@ TEST_F(ServicesTest, CliEncodeGenerateAsk) {
 
 TEST_F(ServicesTest, ConcurrentIdenticalEncodesAreComputedOnce) {
   const std::string text = "A context that eight clients send at the same moment, once each.";
-  const double before = encoder_->Sample("icae_encoded_tokens_total");
+  ASSERT_OK_AND_ASSIGN(const double before, encoder_->Sample("icae_encoded_tokens_total"));
   std::vector<icae::v1::EncodeResponse> resps(8);
   std::vector<grpc::Status> sts(8);
   std::vector<std::thread> threads;
@@ -430,7 +447,7 @@ TEST_F(ServicesTest, ConcurrentIdenticalEncodesAreComputedOnce) {
     computed += resps[i].cached() ? 0 : 1;
   }
   EXPECT_EQ(computed, 1);
-  EXPECT_EQ(encoder_->Sample("icae_encoded_tokens_total") - before, resps[0].token_count());
+  EXPECT_THAT(encoder_->Sample("icae_encoded_tokens_total"), IsOkAndHolds(before + resps[0].token_count()));
 }
 
 TEST_F(ServicesTest, ConcurrentDistinctEncodesShareCompressionPasses) {
@@ -445,7 +462,9 @@ TEST_F(ServicesTest, ConcurrentDistinctEncodesShareCompressionPasses) {
   for (auto& t : threads) t.join();
   for (const auto& st : sts) EXPECT_TRUE(st.ok()) << st.error_message();
   // Some pass compressed more than one context (8 calls arriving while passes run).
-  EXPECT_GT(encoder_->Sample("icae_encoder_batch_size_sum"), encoder_->Sample("icae_encoder_batch_size_count"));
+  ASSERT_OK_AND_ASSIGN(const double contexts, encoder_->Sample("icae_encoder_batch_size_sum"));
+  ASSERT_OK_AND_ASSIGN(const double passes, encoder_->Sample("icae_encoder_batch_size_count"));
+  EXPECT_GT(contexts, passes);
 }
 
 TEST_F(ServicesTest, EncodeCanReturnRawSlots) {
@@ -576,8 +595,8 @@ TEST(ServicesQueueTest, QueueFullCancelAndDeadline) {
   icae::v1::GenerateResponse msg;
   ASSERT_TRUE(r1->Read(&msg));  // running
   auto r2 = stub->Generate(&c2, long_req);
-  for (int i = 0; i < 200 && dec->Sample("icae_requests_waiting") < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
-  EXPECT_EQ(dec->Sample("icae_requests_waiting"), 1);  // at the bound: accepted
+  for (int i = 0; i < 200 && dec->Sample("icae_requests_waiting").value_or(-1) < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_THAT(dec->Sample("icae_requests_waiting"), IsOkAndHolds(1));  // at the bound: accepted
   GenResult third = RunGenerate(dec->channel, SlotRequest(e.slot_id(), 4));
   EXPECT_EQ(third.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << third.status.error_message();
   c1.TryCancel();
@@ -589,16 +608,16 @@ TEST(ServicesQueueTest, QueueFullCancelAndDeadline) {
   EXPECT_EQ(r1->Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_EQ(r2->Finish().error_code(), grpc::StatusCode::CANCELLED);
   // Cancelled mid-stream (3000 tokens take seconds): the sequences leave, the gauges return to 0.
-  for (int i = 0; i < 200 && dec->Sample("icae_requests_running") != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-  EXPECT_EQ(dec->Sample("icae_requests_running"), 0);
-  EXPECT_EQ(dec->Sample("icae_requests_waiting"), 0);
+  for (int i = 0; i < 200 && dec->Sample("icae_requests_running").value_or(-1) != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_THAT(dec->Sample("icae_requests_running"), IsOkAndHolds(0));
+  EXPECT_THAT(dec->Sample("icae_requests_waiting"), IsOkAndHolds(0));
   // A deadline that expires mid-stream ends the call with DEADLINE_EXCEEDED after some tokens.
   GenResult late = RunGenerate(dec->channel, long_req, "", absl::Milliseconds(300));
   EXPECT_EQ(late.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_GT(late.ids.size(), 0u);
   EXPECT_LT(late.ids.size(), 3000u);
-  for (int i = 0; i < 200 && dec->Sample("icae_requests_running") != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-  EXPECT_EQ(dec->Sample("icae_requests_running"), 0);
+  for (int i = 0; i < 200 && dec->Sample("icae_requests_running").value_or(-1) != 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_THAT(dec->Sample("icae_requests_running"), IsOkAndHolds(0));
   EXPECT_EQ(dec->Health(), "SERVING");
 }
 

@@ -1,6 +1,7 @@
 // The decoder's continuous-batching scheduler and the encoder's batching core, in-process on
 // the tiny ICAE test model (float32): concurrent sequences give exactly what one-at-a-time
-// Generate gives; queue bounds, cancellation and deadlines leave within a step.
+// Generate gives; queue bounds, cancellation and deadlines leave within a step. Also slot
+// identity (context validation, addresses, records) on the same model.
 #include <gtest/gtest.h>
 
 #include <c10/core/InferenceMode.h>
@@ -10,15 +11,18 @@
 #include <mutex>
 
 #include "common/icae/prompt.h"
-#include "common/model/generate.h"
 #include "common/model/prefix_cache.h"
-#include "common/server/auth.h"
 #include "common/server/metrics.h"
 #include "common/server/model_bundle.h"
+#include "common/server/slot_identity.h"
+#include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_store.h"
 #include "decoder_service/decoder_core.h"
 #include "encoder_service/encoder_core.h"
 #include "tests/test_util.h"
+#include "tests/testing/reference.h"
+#include "tests/testing/requests.h"
+#include "tests/testing/status.h"
 
 namespace icae {
 namespace {
@@ -81,73 +85,55 @@ class SchedulerTest : public ::testing::Test {
     return std::make_unique<decoder::DecoderCore>(*bundle_, *store_, o, metrics_);
   }
 
-  std::string Encode(const std::vector<int64_t>& ids) {
+  // Encodes through an EncoderCore; the slot ID, or the error.
+  absl::StatusOr<std::string> Encode(const std::vector<int64_t>& ids) {
     encoder::EncoderCore enc(*bundle_, *store_, {}, metrics_);
-    icae::v1::EncodeRequest req;
-    for (int64_t id : ids) req.mutable_token_ids()->add_ids(id);
-    auto job = enc.Prepare(req, "");
-    EXPECT_TRUE(job.ok()) << job.status();
+    auto job = enc.Prepare(testing::IdsRequest(ids), "");
+    if (!job.ok()) return job.status();
     std::promise<absl::StatusOr<icae::v1::EncodeResponse>> p;
     enc.Submit(std::move(*job), [&](absl::StatusOr<icae::v1::EncodeResponse> r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? r->slot_id() : "";
+    if (!r.ok()) return r.status();
+    return r->slot_id();
   }
 
-  // The reference: single-sequence Generate on the same input.
-  std::vector<int64_t> Reference(const std::string& slot_id, const std::vector<int64_t>& prompt, int64_t n) {
+  // The reference: single-sequence generation on the same input (tests/testing/reference.h).
+  absl::StatusOr<std::vector<int64_t>> Reference(const std::string& slot_id, const std::vector<int64_t>& prompt,
+                                                 int64_t n) {
     return Reference(std::vector<std::string>{slot_id}, prompt, n);
   }
-  std::vector<int64_t> Reference(const std::vector<std::string>& slot_ids, const std::vector<int64_t>& prompt,
-                                 int64_t n) {
-    c10::InferenceMode guard;
+  absl::StatusOr<std::vector<int64_t>> Reference(const std::vector<std::string>& slot_ids,
+                                                 const std::vector<int64_t>& prompt, int64_t n) {
     std::vector<torch::Tensor> memories;
     for (const auto& slot_id : slot_ids) {
-      auto rec = store_->GetRecord(slot_id);
-      EXPECT_TRUE(rec.ok());
-      slot_store::SlotRecordView view{rec->header, rec->payload};
-      auto slots = bundle_->SlotsFromRecord(view);
-      EXPECT_TRUE(slots.ok());
-      memories.push_back(*slots);
+      ASSIGN_OR_RETURN(torch::Tensor slots, testing::SlotsFromStore(*bundle_, *store_, slot_id));
+      memories.push_back(std::move(slots));
     }
-    auto input = AssembleDecoderInput(bundle_->model(), bundle_->adapter(),
-                                      prompt.empty() ? PromptMode::kAutoencode : PromptMode::kInstruct,
-                                      memories, prompt);
-    EXPECT_TRUE(input.ok()) << input.status();
-    SequenceInput in;
-    in.embeds = *input;
-    GenerateOptions go;
-    go.max_new_tokens = n;
-    go.ignore_eos = true;
-    auto r = Generate(bundle_->model(), in, IcaeDecodeOptions(bundle_->adapter(), go));
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r->ids;
+    ASSIGN_OR_RETURN(testing::ReferenceOutput out, testing::ReferenceGenerate(*bundle_, memories, prompt, n));
+    return out.ids;
   }
 
   icae::v1::GenerateRequest Request(const std::string& slot_id, const std::vector<int64_t>& prompt, int64_t n) {
-    return Request(std::vector<std::string>{slot_id}, prompt, n);
+    return testing::SlotRequest(std::vector<std::string>{slot_id}, prompt, n);
   }
   icae::v1::GenerateRequest Request(const std::vector<std::string>& slot_ids, const std::vector<int64_t>& prompt,
                                     int64_t n) {
-    icae::v1::GenerateRequest req;
-    for (const auto& id : slot_ids) req.add_slot_ids(id);
-    for (int64_t id : prompt) req.mutable_prompt_ids()->add_ids(id);
-    req.mutable_stopping()->set_max_new_tokens(n);
-    req.mutable_stopping()->set_ignore_eos(true);
-    return req;
+    return testing::SlotRequest(slot_ids, prompt, n);
   }
 
-  // Submits without waiting.
+  // Submits without waiting. A request the core refuses (Prepare or Submit) ends its sink with
+  // that status at once.
   std::shared_ptr<CollectingSink> Start(decoder::DecoderCore& core, const icae::v1::GenerateRequest& req,
                                         const std::string& tenant = "") {
     auto sink = std::make_shared<CollectingSink>();
     auto seq = core.Prepare(req, tenant);
-    EXPECT_TRUE(seq.ok()) << seq.status();
-    if (!seq.ok()) return sink;
-    EXPECT_TRUE(core.Submit(std::move(*seq), sink, std::make_shared<std::atomic<bool>>(false),
-                            absl::InfiniteFuture()).ok());
+    const absl::Status st = seq.ok() ? core.Submit(std::move(*seq), sink, std::make_shared<std::atomic<bool>>(false),
+                                                   absl::InfiniteFuture())
+                                     : seq.status();
+    if (!st.ok()) sink->Fail(st);
     return sink;
   }
+  // Submits and waits; the test fails unless the generation finishes OK.
   std::shared_ptr<CollectingSink> Run(decoder::DecoderCore& core, const icae::v1::GenerateRequest& req,
                                       const std::string& tenant = "") {
     auto sink = Start(core, req, tenant);
@@ -155,9 +141,13 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(sink->status.ok()) << sink->status;
     return sink;
   }
-  double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->value(); }
+  // Scheduler steps that ran more than one sequence: only batching produces them.
+  uint64_t BatchedSteps() {
+    const auto h = metrics_.AddHistogram("icae_batch_size", "", {})->Collect().histogram;
+    return h.sample_count - (h.bucket.empty() ? 0 : h.bucket[0].cumulative_count);  // bucket 0: le="1"
+  }
+  double CounterValue(const std::string& name) { return metrics_.AddCounter(name, "")->Value(); }
   // Scheduler steps so far (one batch-size observation per forward).
-  uint64_t Steps() { return metrics_.AddHistogram("icae_batch_size", "", {})->Snap().count; }
 
   server::MetricsRegistry metrics_;
   std::unique_ptr<server::ModelBundle> bundle_;
@@ -165,8 +155,8 @@ class SchedulerTest : public ::testing::Test {
 };
 
 TEST_F(SchedulerTest, ConcurrentSequencesMatchOneAtATimeGeneration) {
-  const std::string a = Encode({1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723});
-  const std::string b = Encode({1, 851, 349, 264, 1269, 2757, 684, 264, 2485, 302, 9060, 28723, 661, 2368});
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723}));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode({1, 851, 349, 264, 1269, 2757, 684, 264, 2485, 302, 9060, 28723, 661, 2368}));
   const std::vector<std::vector<int64_t>> prompts = {{}, {1824, 349, 378, 28804}, {}, {5801, 28804}};
   const std::vector<std::string> slots = {a, a, b, b};
   const std::vector<int64_t> lengths = {12, 20, 7, 16};  // sequences leave at different steps
@@ -186,13 +176,16 @@ TEST_F(SchedulerTest, ConcurrentSequencesMatchOneAtATimeGeneration) {
     ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
     EXPECT_EQ(sinks[i]->final.finish_reason(), icae::v1::FINISH_REASON_LENGTH);
     EXPECT_EQ(sinks[i]->final.usage().completion_tokens(), lengths[i]);
-    EXPECT_EQ(sinks[i]->ids, Reference(slots[i], prompts[i], lengths[i])) << "sequence " << i;
+    EXPECT_THAT(Reference(slots[i], prompts[i], lengths[i]), testing::IsOkAndHolds(sinks[i]->ids)) << "sequence " << i;
   }
   EXPECT_EQ(core->Running(), 0);
+  // They ran together: steps with more than one sequence (submitted within microseconds of each
+  // other, all four overlap the 20-token one).
+  EXPECT_GT(BatchedSteps(), 0u);
 }
 
 TEST_F(SchedulerTest, QueueBoundAtAndPast) {
-  const std::string a = Encode({1, 415, 2936, 9060, 285});
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285}));
   decoder::DecoderOptions o;
   o.max_batch = 1;
   o.max_queue = 1;
@@ -222,7 +215,7 @@ TEST_F(SchedulerTest, QueueBoundAtAndPast) {
 }
 
 TEST_F(SchedulerTest, CancelAndDeadlineLeaveWithinAStep) {
-  const std::string a = Encode({1, 415, 2936, 9060, 285});
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285}));
   decoder::DecoderOptions o;
   o.max_new_tokens = 3000;
   auto core = MakeDecoder(o);
@@ -248,86 +241,80 @@ TEST_F(SchedulerTest, CancelAndDeadlineLeaveWithinAStep) {
 }
 
 TEST_F(SchedulerTest, StopSequenceAndStopTokenEndTheStream) {
-  const std::string a = Encode({1, 415, 2936, 9060, 285, 1142, 461});
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285, 1142, 461}));
   auto core = MakeDecoder({});
-  auto run = [&](icae::v1::GenerateRequest req) {
-    auto sink = std::make_shared<CollectingSink>();
-    auto seq = core->Prepare(req, "");
-    EXPECT_TRUE(seq.ok()) << seq.status();
-    EXPECT_TRUE(core->Submit(std::move(*seq), sink, std::make_shared<std::atomic<bool>>(false),
-                             absl::InfiniteFuture()).ok());
-    EXPECT_TRUE(sink->WaitDone(absl::Seconds(30)));
-    return sink;
-  };
-  auto full = run(Request(a, {}, 16));
-  ASSERT_EQ(full->ids.size(), 16u);
+  auto full = Run(*core, Request(a, {}, 32));
+  ASSERT_EQ(full->ids.size(), 32u);
   // Stop on the 5th token id.
-  auto req = Request(a, {}, 16);
+  auto req = Request(a, {}, 32);
   req.mutable_stopping()->add_stop_token_ids(full->ids[4]);
-  auto st = run(req);
+  auto st = Run(*core, req);
   EXPECT_EQ(st->final.finish_reason(), icae::v1::FINISH_REASON_STOP_TOKEN);
   EXPECT_EQ(st->final.stop_token_id(), full->ids[4]);
-  // Stop on a piece of the text.
-  if (full->text.size() >= 6) {
-    const std::string stop = full->text.substr(full->text.size() / 2, 3);
-    auto req2 = Request(a, {}, 16);
-    req2.mutable_stopping()->add_stop_sequences(stop);
-    auto ss = run(req2);
-    EXPECT_EQ(ss->final.finish_reason(), icae::v1::FINISH_REASON_STOP_SEQUENCE);
-    EXPECT_EQ(ss->final.stop_sequence(), stop);
-    EXPECT_EQ(ss->text, full->text.substr(0, full->text.find(stop)));
-  }
+  // Stop on a piece of the text from its middle: the stream ends before the piece's first
+  // occurrence, with the text up to it.
+  ASSERT_GE(full->text.size(), 6u) << "32 greedy tokens decode to too little text to cut a stop "
+                                      "sequence from: '" << full->text << "'";
+  const std::string stop = full->text.substr(full->text.size() / 2, 3);
+  auto req2 = Request(a, {}, 32);
+  req2.mutable_stopping()->add_stop_sequences(stop);
+  auto ss = Run(*core, req2);
+  EXPECT_EQ(ss->final.finish_reason(), icae::v1::FINISH_REASON_STOP_SEQUENCE);
+  EXPECT_EQ(ss->final.stop_sequence(), stop);
+  EXPECT_EQ(ss->text, full->text.substr(0, full->text.find(stop)));
+  EXPECT_LT(ss->ids.size(), full->ids.size());
 }
 
 const std::vector<int64_t> kContextA = {1, 415, 2936, 9060, 285, 1142, 461, 10575, 754, 272, 17898, 3914, 28723};
 const std::vector<int64_t> kContextB = {1, 851, 349, 264, 1269, 2757, 684, 264, 2485, 302, 9060, 28723, 661, 2368};
 
 TEST_F(SchedulerTest, PrefixCacheGivesTheSameGreedyOutputAndComposes) {
-  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
   auto core = MakeDecoder({});
   const int64_t lead = LeadPositions(bundle_->adapter(), PromptMode::kInstruct);
   const std::vector<int64_t> p1 = {1824, 349, 378, 28804}, p2 = {5801, 28804};
 
   auto first = Run(*core, Request(a, p1, 10));  // computes [A] and caches it
   EXPECT_EQ(first->final.usage().cached_prefix_tokens(), 0);
-  EXPECT_EQ(first->ids, Reference(a, p1, 10));
+  EXPECT_THAT(Reference(a, p1, 10), testing::IsOkAndHolds(first->ids));
   const int64_t slots_a = first->final.usage().slot_count();
   EXPECT_EQ(CounterValue("icae_prefix_cache_misses_total"), 1);
 
   auto repeat = Run(*core, Request(a, p2, 10));
   EXPECT_EQ(repeat->final.usage().cached_prefix_tokens(), lead + slots_a);
-  EXPECT_EQ(repeat->ids, Reference(a, p2, 10));
+  EXPECT_THAT(Reference(a, p2, 10), testing::IsOkAndHolds(repeat->ids));
   EXPECT_EQ(CounterValue("icae_prefix_cache_hits_total"), 1);
 
   // Composition: [A, B] starts from the cached [A] and extends it; then [A, B] is cached.
   auto ab = Run(*core, Request({a, b}, p1, 10));
   EXPECT_EQ(ab->final.usage().cached_prefix_tokens(), lead + slots_a);
-  EXPECT_EQ(ab->ids, Reference({a, b}, p1, 10));
+  EXPECT_THAT(Reference({a, b}, p1, 10), testing::IsOkAndHolds(ab->ids));
   auto ab2 = Run(*core, Request({a, b}, p2, 10));
   EXPECT_EQ(ab2->final.usage().cached_prefix_tokens(), ab->final.usage().slot_count() + lead);
-  EXPECT_EQ(ab2->ids, Reference({a, b}, p2, 10));
+  EXPECT_THAT(Reference({a, b}, p2, 10), testing::IsOkAndHolds(ab2->ids));
   // [B, A] is another prefix.
   auto ba = Run(*core, Request({b, a}, p1, 10));
   EXPECT_EQ(ba->final.usage().cached_prefix_tokens(), 0);
-  EXPECT_EQ(ba->ids, Reference({b, a}, p1, 10));
+  EXPECT_THAT(Reference({b, a}, p1, 10), testing::IsOkAndHolds(ba->ids));
 
   // Autoencode has no template lead: its own entries, [slots] then [AE].
   auto ae = Run(*core, Request(a, {}, 10));
   EXPECT_EQ(ae->final.usage().cached_prefix_tokens(), 0);
   auto ae2 = Run(*core, Request(a, {}, 10));
   EXPECT_EQ(ae2->final.usage().cached_prefix_tokens(), slots_a);
-  EXPECT_EQ(ae2->ids, Reference(a, {}, 10));
+  EXPECT_THAT(Reference(a, {}, 10), testing::IsOkAndHolds(ae2->ids));
 
   // Another tenant never sees this tenant's entries.
   ASSERT_TRUE(store_->Put(server::TenantStoreKey("t2", a), *store_->Get(server::TenantStoreKey("", a)).value()).ok());
   auto other = Run(*core, Request(a, p2, 10), "t2");
   EXPECT_EQ(other->final.usage().cached_prefix_tokens(), 0);
   EXPECT_EQ(other->ids, repeat->ids);
-  EXPECT_GT(metrics_.AddGauge("icae_prefix_cache_bytes", "")->value(), 0);
+  EXPECT_GT(metrics_.AddGauge("icae_prefix_cache_bytes", "")->Value(), 0);
 }
 
 TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
-  const std::string a = Encode(kContextA);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
   const std::vector<std::vector<int64_t>> prompts = {{1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 28804}};
   decoder::DecoderOptions o;
   o.max_batch = 4;
@@ -338,8 +325,10 @@ TEST_F(SchedulerTest, PrefixCacheConcurrentUsersOfOneEntryAndOff) {
   for (size_t i = 0; i < sinks.size(); ++i) {
     ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
     ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
-    EXPECT_EQ(sinks[i]->ids, Reference(a, prompts[i], 12)) << "sequence " << i;
-    if (!prompts[i].empty()) EXPECT_GT(sinks[i]->final.usage().cached_prefix_tokens(), 0) << "sequence " << i;
+    EXPECT_THAT(Reference(a, prompts[i], 12), testing::IsOkAndHolds(sinks[i]->ids)) << "sequence " << i;
+    if (!prompts[i].empty()) {
+      EXPECT_GT(sinks[i]->final.usage().cached_prefix_tokens(), 0) << "sequence " << i;
+    }
   }
   // --prefix_cache_bytes 0: nothing cached, the same output.
   o.prefix_cache_bytes = 0;
@@ -379,7 +368,8 @@ class GateSink final : public decoder::GenerationSink {
 };
 
 TEST_F(SchedulerTest, PrefixCacheComputesANewPrefixOnceForConcurrentRequests) {
-  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
   const std::vector<std::vector<int64_t>> prompts = {{1824, 349, 378, 28804}, {5801, 28804}, {349, 28804}};
   for (int64_t chunk : {0, 2}) {
     decoder::DecoderOptions o;
@@ -401,7 +391,7 @@ TEST_F(SchedulerTest, PrefixCacheComputesANewPrefixOnceForConcurrentRequests) {
     for (size_t i = 0; i < sinks.size(); ++i) {
       ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
       ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
-      EXPECT_EQ(sinks[i]->ids, Reference(a, prompts[i], 8)) << "sequence " << i;
+      EXPECT_THAT(Reference(a, prompts[i], 8), testing::IsOkAndHolds(sinks[i]->ids)) << "sequence " << i;
     }
     // Admitted in one step: the first computes [A], the others wait for it and reuse it.
     EXPECT_EQ(CounterValue("icae_prefix_cache_misses_total") - misses, 1) << "chunk " << chunk;
@@ -410,7 +400,8 @@ TEST_F(SchedulerTest, PrefixCacheComputesANewPrefixOnceForConcurrentRequests) {
 }
 
 TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
-  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
   const std::vector<std::vector<std::string>> slots = {{a}, {a, b}, {b}, {a}, {a, b}};
   const std::vector<std::vector<int64_t>> prompts = {
       {1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 1824, 349, 378, 2936, 9060, 28804}, {}};
@@ -426,7 +417,7 @@ TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
       for (size_t i = 0; i < sinks.size(); ++i) {
         ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
         ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
-        EXPECT_EQ(sinks[i]->ids, Reference(slots[i], prompts[i], 9))
+        EXPECT_THAT(Reference(slots[i], prompts[i], 9), testing::IsOkAndHolds(sinks[i]->ids))
             << "sequence " << i << " chunk " << chunk << " prefix cache " << cache_bytes;
       }
     }
@@ -434,7 +425,8 @@ TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
 }
 
 TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
-  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
   const std::vector<int64_t> prompt = {1824, 349, 378, 28804};
   decoder::DecoderOptions o;
   o.prefix_cache_bytes = 0;
@@ -449,9 +441,9 @@ TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
     auto core = MakeDecoder(o);
     auto running = Start(*core, Request(b, {}, 1000));
     for (int k = 0; k < 5000 && running->NumIds() < 1; ++k) absl::SleepFor(absl::Milliseconds(1));
-    const uint64_t before = chunks->Snap().count;
+    const uint64_t before = chunks->Collect().histogram.sample_count;
     auto out = Run(*core, Request(a, prompt, 3));
-    const int64_t n = static_cast<int64_t>(chunks->Snap().count - before);
+    const int64_t n = static_cast<int64_t>(chunks->Collect().histogram.sample_count - before);
     EXPECT_LT(running->NumIds(), 1000u) << "the other stream must still be decoding";
     EXPECT_EQ(out->ids, r->ids) << "chunk " << chunk;
     core->CancelAll();
@@ -465,9 +457,9 @@ TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
   // Alone, nothing to interleave with: one step whatever the chunk.
   o.prefill_chunk = 1;
   auto alone = MakeDecoder(o);
-  const uint64_t before = chunks->Snap().count;
+  const uint64_t before = chunks->Collect().histogram.sample_count;
   EXPECT_EQ(Run(*alone, Request(a, prompt, 3))->ids, r->ids);
-  EXPECT_EQ(chunks->Snap().count - before, 1u);
+  EXPECT_EQ(chunks->Collect().histogram.sample_count - before, 1u);
 }
 
 // A sink that notes how many tokens another stream had when its own first token came.
@@ -487,7 +479,8 @@ class FirstTokenProbe final : public decoder::GenerationSink {
 };
 
 TEST_F(SchedulerTest, ChunkedPrefillInterleavesWithRunningDecodes) {
-  const std::string a = Encode(kContextA), b = Encode(kContextB);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
   decoder::DecoderOptions o;
   o.prefill_chunk = 4;
   o.prefix_cache_bytes = 0;
@@ -509,12 +502,12 @@ TEST_F(SchedulerTest, ChunkedPrefillInterleavesWithRunningDecodes) {
   EXPECT_GE(chunks, 4);
   // The running stream got a token in every step of the new sequence's prefill.
   EXPECT_GE(probe->other_at_first_ - before, chunks - 1);
-  EXPECT_EQ(own->ids, Reference(b, prompt, 8));
-  EXPECT_EQ(running->ids, Reference(a, {}, 60));
+  EXPECT_THAT(Reference(b, prompt, 8), testing::IsOkAndHolds(own->ids));
+  EXPECT_THAT(Reference(a, {}, 60), testing::IsOkAndHolds(running->ids));
 }
 
 TEST_F(SchedulerTest, PrepareDoesNoStoreIoAndTheFetchStageKeepsTheStatusCodes) {
-  const std::string a = Encode(kContextA);
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
   auto core = MakeDecoder({});
   auto fails_with = [&](const icae::v1::GenerateRequest& req) {
     const auto before = store_->Stats();
@@ -627,6 +620,60 @@ TEST_F(SchedulerTest, EncoderQueueBoundAtAndPast) {
   EXPECT_FALSE(ok->cached());
   enc.StartDraining();
   EXPECT_EQ(submit(3).get().status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Slot identity (common/server/slot_identity): the one context validator, addresses per
+// tenant, and a record round trip that refuses another model's record or a corrupt one.
+TEST_F(SchedulerTest, SlotIdentityValidatesContextsAndRecords) {
+  using server::ContextInput;
+  const std::string text = "The quick brown fox.";
+  ASSERT_OK_AND_ASSIGN(std::vector<int64_t> ids, server::ContextIds(*bundle_, ContextInput{&text, {}}, 64));
+  EXPECT_EQ(ids.front(), 1);  // BOS
+  EXPECT_THAT(server::ContextIds(*bundle_, ContextInput{nullptr, ids}, 64), testing::IsOkAndHolds(ids));
+  const std::string empty, bad_utf8 = "ok \xff";
+  const std::vector<int64_t> out_of_vocab = {1, bundle_->base_vocab_size()};
+  struct Case {
+    ContextInput in;
+    int64_t bound;
+    std::string says;
+  } cases[] = {
+      {ContextInput{&empty, {}}, 64, "empty context"},
+      {ContextInput{nullptr, {}}, 64, "empty context"},
+      {ContextInput{&bad_utf8, {}}, 64, "not valid UTF-8"},
+      {ContextInput{nullptr, out_of_vocab}, 64, "at position 1 is outside the vocabulary"},
+      {ContextInput{nullptr, ids}, static_cast<int64_t>(ids.size()) - 1, "--max_context_tokens"},
+      {ContextInput{&text, {}}, static_cast<int64_t>(ids.size()) - 1, "--max_context_tokens"},
+  };
+  for (const Case& c : cases) {
+    auto r = server::ContextIds(*bundle_, c.in, c.bound);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << c.says;
+    EXPECT_NE(r.status().message().find(c.says), absl::string_view::npos) << r.status();
+  }
+  EXPECT_TRUE(server::ContextIds(*bundle_, ContextInput{nullptr, ids}, static_cast<int64_t>(ids.size())).ok());
+
+  // Same context: the same ID for every tenant, a store key of its own per tenant.
+  const server::SlotAddress a = server::AddressOf(*bundle_, "", ids);
+  const server::SlotAddress b = server::AddressOf(*bundle_, "bob", ids);
+  EXPECT_EQ(a.slot_id.size(), 64u);
+  EXPECT_EQ(a.store_key, a.slot_id);
+  EXPECT_NE(b.slot_id, a.slot_id);  // the tenant is part of the content address
+  EXPECT_EQ(b.store_key, server::TenantStoreKey("bob", b.slot_id));
+  EXPECT_TRUE(slot_store::ValidateSlotId(b.store_key).ok());
+
+  // Record round trip; another model's record and a truncated payload are refused.
+  ASSERT_OK_AND_ASSIGN(torch::Tensor slots, testing::CompressText(*bundle_, text));
+  CompressedContext c{slots, 1, static_cast<int64_t>(ids.size())};
+  slot_store::SlotRecord rec = server::MakeSlotRecord(*bundle_, c);
+  ASSERT_OK_AND_ASSIGN(torch::Tensor back, server::SlotsFromRecord(*bundle_, {rec.header, rec.payload}));
+  EXPECT_TRUE(torch::equal(back, slots));
+  slot_store::SlotRecord other = rec;
+  other.header.model_fingerprint = std::string(64, '0');
+  EXPECT_EQ(server::SlotsFromRecord(*bundle_, {other.header, other.payload}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  slot_store::SlotRecord cut = rec;
+  cut.payload.resize(cut.payload.size() - 4);
+  EXPECT_EQ(server::SlotsFromRecord(*bundle_, {cut.header, cut.payload}).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
 }  // namespace
