@@ -33,6 +33,27 @@ ModelWeights::Layer SeparateLayer(const ModelWeights::Layer& in, const ModelConf
   return L;
 }
 
+// One [Σ rows, k] tensor over 2-D row blocks that lie back to back in memory (q, k, v written
+// in that order into a mapped file): the stacked layout without a copy. It keeps the parts (and
+// so the mapping) alive. Undefined when they are not adjacent.
+torch::Tensor StackedView(const std::vector<torch::Tensor>& parts) {
+  int64_t rows = 0;
+  const char* next = nullptr;
+  for (const auto& t : parts) {
+    if (t.dim() != 2 || !t.is_contiguous() || t.size(1) != parts[0].size(1) ||
+        t.scalar_type() != parts[0].scalar_type() || !t.device().is_cpu()) {
+      return torch::Tensor();
+    }
+    const char* p = static_cast<const char*>(t.data_ptr());
+    if (next != nullptr && p != next) return torch::Tensor();
+    next = p + t.nbytes();
+    rows += t.size(0);
+  }
+  std::vector<torch::Tensor> keep = parts;
+  return torch::from_blob(parts[0].data_ptr(), {rows, parts[0].size(1)},
+                          [keep](void*) mutable { keep.clear(); }, parts[0].options());
+}
+
 torch::Tensor RotateHalf(const torch::Tensor& x) {
   int64_t half = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -105,15 +126,13 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
     ASSIGN_OR_RETURN(L.w_gate, load(g, {I, H}));
     ASSIGN_OR_RETURN(L.w_up, load(u, {I, H}));
     ASSIGN_OR_RETURN(L.w_down, load(LayerName(i, "mlp.down_proj.weight"), {H, I}));
-    // Owned copies are stacked (one product instead of three, or two): no extra copy then.
-    if (!mapped({q, k, v})) {
-      L.wqkv = torch::cat({L.wq, L.wk, L.wv}, 0).contiguous();
-      L.wq = L.wk = L.wv = torch::Tensor();
-    }
-    if (!mapped({g, u})) {
-      L.w_gate_up = torch::cat({L.w_gate, L.w_up}, 0).contiguous();
-      L.w_gate = L.w_up = torch::Tensor();
-    }
+    // Stacked (one product instead of three, or two): owned copies are concatenated, mapped
+    // tensors that lie back to back in the file (written in q, k, v / gate, up order) are
+    // viewed as one; other mapped tensors stay separate products rather than be copied.
+    L.wqkv = mapped({q, k, v}) ? StackedView({L.wq, L.wk, L.wv}) : torch::cat({L.wq, L.wk, L.wv}, 0).contiguous();
+    if (L.wqkv.defined()) L.wq = L.wk = L.wv = torch::Tensor();
+    L.w_gate_up = mapped({g, u}) ? StackedView({L.w_gate, L.w_up}) : torch::cat({L.w_gate, L.w_up}, 0).contiguous();
+    if (L.w_gate_up.defined()) L.w_gate = L.w_up = torch::Tensor();
     w.layers.push_back(std::move(L));
   }
   auto model = std::make_unique<Transformer>(c, std::move(w));

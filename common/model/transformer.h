@@ -30,8 +30,9 @@ struct ModelLoadOptions {
   torch::Device device = torch::kCPU;
   // On CPU, tensors stored in the compute dtype are read-only views of the file's mapping
   // (no copy: loads in the time it takes to check them, pages shared with every process that
-  // maps the same file); q/k/v and gate/up then stay separate products instead of being
-  // stacked into a copy. false: owned, stacked, writable tensors (training).
+  // maps the same file); q/k/v and gate/up are stacked by a view where the file holds them
+  // back to back in that order, and stay separate products otherwise (never copied).
+  // false: owned, stacked, writable tensors (training).
   bool weights_in_place = true;
 };
 
