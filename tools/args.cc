@@ -78,6 +78,18 @@ absl::StatusOr<double> Args::GetDouble(const std::string& name, double def) cons
   return v;
 }
 
+int64_t NumericFlags::Int(const std::string& name, int64_t def) {
+  auto v = args_.GetInt(name, def);
+  if (!v.ok() && status_.ok()) status_ = v.status();
+  return v.ok() ? *v : def;
+}
+
+double NumericFlags::Double(const std::string& name, double def) {
+  auto v = args_.GetDouble(name, def);
+  if (!v.ok() && status_.ok()) status_ = v.status();
+  return v.ok() ? *v : def;
+}
+
 absl::StatusOr<std::vector<int64_t>> ParseIdList(const std::string& text) {
   std::vector<int64_t> ids;
   for (absl::string_view part :

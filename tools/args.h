@@ -34,6 +34,24 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// Numeric flags read one after another, the first bad value remembered: read them all, then
+// check status() once before using any (a bad value reads as its default until then).
+//   NumericFlags num(*args);
+//   const int64_t n = num.Int("steps", 100);
+//   const double lr = num.Double("lr", 1e-3);
+//   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+class NumericFlags {
+ public:
+  explicit NumericFlags(const Args& args) : args_(args) {}
+  int64_t Int(const std::string& name, int64_t def);
+  double Double(const std::string& name, double def);
+  const absl::Status& status() const { return status_; }
+
+ private:
+  const Args& args_;
+  absl::Status status_;
+};
+
 // Parses "1 2 3" (spaces/commas) into ids.
 absl::StatusOr<std::vector<int64_t>> ParseIdList(const std::string& text);
 

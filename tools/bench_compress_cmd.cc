@@ -36,17 +36,23 @@ int BenchCompress(const std::vector<std::string>& argv) {
   if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
   ModelConfig c;
   c.model_type = "mistral";
-  c.hidden_size = *args.GetInt("hidden", 1024);
-  c.num_hidden_layers = *args.GetInt("layers", 16);
+  NumericFlags num(args);
+  c.hidden_size = num.Int("hidden", 1024);
+  c.num_hidden_layers = num.Int("layers", 16);
   c.num_attention_heads = 16;
   c.num_key_value_heads = 4;
   c.head_dim = c.hidden_size / 16;
-  c.intermediate_size = *args.GetInt("intermediate", 2816);
+  c.intermediate_size = num.Int("intermediate", 2816);
   c.vocab_size = 32000;
   c.max_position_embeddings = 8192;
   c.rms_norm_eps = 1e-5;
-  const int64_t r = *args.GetInt("lora-r", 64), S = *args.GetInt("mem-size", 128);
-  const int64_t reps = std::max<int64_t>(1, *args.GetInt("reps", 2));
+  const int64_t r = num.Int("lora-r", 64), S = num.Int("mem-size", 128);
+  const int64_t reps = std::max<int64_t>(1, num.Int("reps", 2));
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  if (c.hidden_size < 16 || c.hidden_size % 16 != 0 || c.num_hidden_layers < 1 || c.intermediate_size < 1 ||
+      r < 1 || S < 1) {
+    return Fail(cmd, "--hidden must be a positive multiple of 16; --layers, --intermediate, --lora-r, --mem-size >= 1", 2);
+  }
 
   c10::InferenceMode guard;
   Transformer model(c, RandomWeights(c, *dtype, 1));

@@ -84,19 +84,27 @@ int BenchDecode(const std::vector<std::string>& argv) {
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   ModelConfig c;
   c.model_type = "mistral";
-  c.hidden_size = *args->GetInt("hidden", 1024);
-  c.num_hidden_layers = *args->GetInt("layers", 16);
-  c.num_attention_heads = *args->GetInt("heads", 16);
-  c.num_key_value_heads = *args->GetInt("kv-heads", 4);
+  NumericFlags num(*args);
+  c.hidden_size = num.Int("hidden", 1024);
+  c.num_hidden_layers = num.Int("layers", 16);
+  c.num_attention_heads = num.Int("heads", 16);
+  c.num_key_value_heads = num.Int("kv-heads", 4);
+  c.intermediate_size = num.Int("intermediate", 2816);
+  c.vocab_size = num.Int("vocab", 32000);
+  const int64_t prompt = num.Int("prompt-tokens", 512);
+  const int64_t decode = num.Int("decode-tokens", 128);
+  const int64_t reps = std::max<int64_t>(1, num.Int("reps", 3));
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
+      c.num_attention_heads % c.num_key_value_heads != 0 || c.hidden_size % c.num_attention_heads != 0 ||
+      c.intermediate_size < 1 || c.vocab_size < 2 || prompt < 1 || decode < 1) {
+    return Fail(cmd, "the shape flags must be positive (--hidden a multiple of --heads, --heads of --kv-heads), "
+                     "--prompt-tokens and --decode-tokens >= 1", 2);
+  }
   c.head_dim = c.hidden_size / c.num_attention_heads;
-  c.intermediate_size = *args->GetInt("intermediate", 2816);
-  c.vocab_size = *args->GetInt("vocab", 32000);
   c.max_position_embeddings = 4096;
   c.rope_theta = 10000;
   c.rms_norm_eps = 1e-5;
-  const int64_t prompt = *args->GetInt("prompt-tokens", 512);
-  const int64_t decode = *args->GetInt("decode-tokens", 128);
-  const int64_t reps = std::max<int64_t>(1, *args->GetInt("reps", 3));
   std::vector<std::string> dtypes;
   std::string which = args->Get("dtype", "both");
   if (which == "both") {

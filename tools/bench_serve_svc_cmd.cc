@@ -252,10 +252,18 @@ int BenchServe(const std::vector<std::string>& argv) {
     if (v < 1) return Fail(cmd, "--concurrency takes positive integers, e.g. 1,4,8,16", 2);
     levels.push_back(v);
   }
-  const int64_t context_tokens = *args->GetInt("context-tokens", 2048);
-  const int64_t max_new = *args->GetInt("max-new-tokens", 64);
-  const int requests = static_cast<int>(*args->GetInt("requests", 2));
-  const int64_t prompt_tokens = *args->GetInt("prompt-tokens", 16);
+  NumericFlags num(*args);
+  const int64_t context_tokens = num.Int("context-tokens", 2048);
+  const int64_t max_new = num.Int("max-new-tokens", 64);
+  const int requests = static_cast<int>(num.Int("requests", 2));
+  const int64_t prompt_tokens = num.Int("prompt-tokens", 16);
+  const uint64_t seed = static_cast<uint64_t>(num.Int("seed", 1));
+  const int64_t questions = num.Int("questions-per-slot", 0);
+  const int64_t contexts = num.Int("question-contexts", 4);
+  const int64_t streams = num.Int("interference-streams", 8);
+  const int64_t interference_ctx = num.Int("interference-context-tokens", 2048);
+  const int64_t new_tokens = num.Int("interference-new-tokens", 128);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   server::ClientOptions co;
   co.api_key = args->Get("api-key");
   auto ech = server::MakeChannel(args->Get("encoder"), co);
@@ -271,7 +279,7 @@ int BenchServe(const std::vector<std::string>& argv) {
   }
   const int64_t L = std::min(context_tokens, info.max_context_tokens());
   const int max_level = *std::max_element(levels.begin(), levels.end());
-  std::mt19937_64 rng(static_cast<uint64_t>(*args->GetInt("seed", 1)));
+  std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> dist(3, info.base_vocab_size() - 1);
   auto estub = icae::v1::Encoder::NewStub(*ech);
   std::vector<icae::v1::GenerateRequest> slot_reqs, base_reqs;
@@ -326,18 +334,14 @@ int BenchServe(const std::vector<std::string>& argv) {
     }
   }
   auto random_id = [&] { return dist(rng); };
-  const int64_t questions = *args->GetInt("questions-per-slot", 0);
   if (questions > 0) {
-    const int64_t contexts = *args->GetInt("question-contexts", 4);
     if (questions < 2 || contexts < 1) return Fail(cmd, "--questions-per-slot needs >= 2, --question-contexts >= 1", 2);
     int rc = QuestionsPerSlot(cmd, *estub, *dstub, co, random_id, L, prompt_tokens, max_new, static_cast<int>(questions),
                               static_cast<int>(contexts));
     if (rc != 0) return rc;
   }
   if (args->Has("interference")) {
-    const int64_t streams = *args->GetInt("interference-streams", 8);
-    const int64_t ctx_tokens = std::min(*args->GetInt("interference-context-tokens", 2048), info.max_context_tokens());
-    const int64_t new_tokens = *args->GetInt("interference-new-tokens", 128);
+    const int64_t ctx_tokens = std::min(interference_ctx, info.max_context_tokens());
     if (streams < 1 || ctx_tokens < 1 || new_tokens < 2) return Fail(cmd, "bad --interference-* value", 2);
     icae::v1::GenerateRequest b;
     b.set_mode(icae::v1::MODE_RAW);

@@ -191,6 +191,7 @@ int EncodeCmd(const std::vector<std::string>& argv) {
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   const std::string usage = "usage: icae encode --server HOST:PORT (--text T | --file F | --ids \"1 2 3\") [--verbose]";
   if (!args->Has("server") || !args->positional().empty()) return Fail(cmd, usage, 2);
+  if (auto t = args->GetDouble("timeout", 0); !t.ok()) return Fail(cmd, std::string(t.status().message()), 2);
   icae::v1::EncodeRequest req;
   req.set_request_id(args->Get("request-id"));
   if (auto st = FillEncodeRequest(*args, &req); !st.ok()) return Fail(cmd, std::string(st.message()) + "\n" + usage, 2);
@@ -213,6 +214,7 @@ int GenerateCmd(const std::vector<std::string>& argv) {
       " [--prompt P] [--mode autoencode|instruct|continue|raw] [--max-new-tokens N] [--temperature T]"
       " [--top-p P] [--top-k K] [--seed S] [--stop TEXT] [--print-ids] [--verbose]";
   if (!args->Has("server") || !args->positional().empty()) return Fail(cmd, usage, 2);
+  if (auto t = args->GetDouble("timeout", 0); !t.ok()) return Fail(cmd, std::string(t.status().message()), 2);
   icae::v1::GenerateRequest req;
   for (const auto& id : args->GetAll("slot")) req.add_slot_ids(id);
   if (args->Has("context")) req.set_context_text(args->Get("context"));
@@ -240,6 +242,7 @@ int AskCmd(const std::vector<std::string>& argv) {
   const std::string usage =
       "usage: icae ask --encoder HOST:PORT --decoder HOST:PORT (--file F | --text T) [--prompt P] [generate flags]";
   if (!args->Has("encoder") || !args->Has("decoder") || !args->positional().empty()) return Fail(cmd, usage, 2);
+  if (auto t = args->GetDouble("timeout", 0); !t.ok()) return Fail(cmd, std::string(t.status().message()), 2);
   icae::v1::EncodeRequest ereq;
   ereq.set_request_id(args->Get("request-id"));
   if (auto st = FillEncodeRequest(*args, &ereq); !st.ok()) return Fail(cmd, std::string(st.message()) + "\n" + usage, 2);

@@ -24,13 +24,16 @@ int Compress(const std::vector<std::string>& argv) {
                      "--ids \"…\") --out SLOTS.safetensors", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  NumericFlags num(*args);
+  const int64_t max_context_tokens = num.Int("max-context-tokens", 0);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   c10::InferenceMode guard;
   auto loaded = LoadIcaeFromArgs(*args, /*need_adapter=*/true);
   if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
   auto ids = ReadIdsFromArgs(*args, *loaded->tokenizer, "text", "text-file", "ids", true);
   if (!ids.ok()) return Fail(cmd, std::string(ids.status().message()), 2);
   CompressorOptions co;
-  co.max_context_tokens = *args->GetInt("max-context-tokens", 0);
+  co.max_context_tokens = max_context_tokens;
   Compressor compressor(*loaded->model, *loaded->adapter, co);
   auto out = compressor.Compress({*ids});
   if (!out.ok()) return Fail(cmd, std::string(out.status().message()));

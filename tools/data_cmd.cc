@@ -23,19 +23,17 @@ int DataInstructions(const std::vector<std::string>& argv) {
                      "[--seed 1] [--min-words 30] [--max-words 80]", 2);
   }
   train::InstructionGenOptions o;
-  auto count = args->GetInt("count", 1000);
-  auto seed = args->GetInt("seed", 1);
-  auto minw = args->GetInt("min-words", 30);
-  auto maxw = args->GetInt("max-words", 80);
-  if (!count.ok() || !seed.ok() || !minw.ok() || !maxw.ok() || *count <= 0 || *minw <= 0 ||
-      *maxw < *minw) {
-    return Fail(cmd, "--count, --seed, --min-words, --max-words must be integers, "
-                     "count > 0, 0 < min-words <= max-words", 2);
+  NumericFlags num(*args);
+  const int64_t count = num.Int("count", 1000), seed = num.Int("seed", 1);
+  const int64_t minw = num.Int("min-words", 30), maxw = num.Int("max-words", 80);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  if (count <= 0 || minw <= 0 || maxw < minw) {
+    return Fail(cmd, "need --count > 0 and 0 < --min-words <= --max-words", 2);
   }
-  o.count = *count;
-  o.seed = static_cast<uint64_t>(*seed);
-  o.min_words = *minw;
-  o.max_words = *maxw;
+  o.count = count;
+  o.seed = static_cast<uint64_t>(seed);
+  o.min_words = minw;
+  o.max_words = maxw;
   auto text = ReadFileToString(args->Get("text"));
   if (!text.ok()) return Fail(cmd, std::string(text.status().message()));
   auto ex = train::GenerateInstructions(*text, o);

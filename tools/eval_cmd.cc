@@ -42,16 +42,11 @@ int Eval(const std::vector<std::string>& argv) {
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto lengths = ParseLengthList(args->Get("lengths", "64,128,256,512"));
   if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
-  auto passages = args->GetInt("passages", 16);
-  auto ppl_ctx = args->GetInt("ppl-context", 512);
-  auto ppl_next = args->GetInt("ppl-next", 64);
-  auto ppl_windows = args->GetInt("ppl-windows", 16);
-  auto max_instr = args->GetInt("max-instructions", 100);
-  auto max_answer = args->GetInt("max-answer-tokens", 64);
-  if (!passages.ok() || !ppl_ctx.ok() || !ppl_next.ok() || !ppl_windows.ok() || !max_instr.ok() ||
-      !max_answer.ok()) {
-    return Fail(cmd, "numeric flags must be integers", 2);
-  }
+  NumericFlags num(*args);
+  const int64_t passages = num.Int("passages", 16), ppl_ctx = num.Int("ppl-context", 512);
+  const int64_t ppl_next = num.Int("ppl-next", 64), ppl_windows = num.Int("ppl-windows", 16);
+  const int64_t max_instr = num.Int("max-instructions", 100), max_answer = num.Int("max-answer-tokens", 64);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   c10::InferenceMode guard;
   auto loaded = LoadIcaeFromArgs(*args, /*need_adapter=*/true);
   if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
@@ -68,7 +63,7 @@ int Eval(const std::vector<std::string>& argv) {
   std::string table = absl::StrFormat("%-28s %8s %8s %8s %8s\n", "autoencoding (held-out)",
                                       "slots", "BLEU-4", "exact", "tok-acc");
   for (int64_t L : *lengths) {
-    auto r = train::EvalAutoencode(model, adapter, *stream, L, *passages);
+    auto r = train::EvalAutoencode(model, adapter, *stream, L, passages);
     if (!r.ok()) return Fail(cmd, std::string(r.status().message()));
     table += absl::StrFormat("  %4d tokens x %-12d %8d %8.4f %8.4f %8.4f\n", L, r->passages,
                              r->slots, r->bleu4, r->exact_match, r->token_accuracy);
@@ -77,7 +72,7 @@ int Eval(const std::vector<std::string>& argv) {
                                {"token_accuracy", r->token_accuracy}});
   }
   if (!args->Has("no-ppl")) {
-    auto c = train::EvalContinuation(model, adapter, *stream, *ppl_ctx, *ppl_next, *ppl_windows);
+    auto c = train::EvalContinuation(model, adapter, *stream, ppl_ctx, ppl_next, ppl_windows);
     if (!c.ok()) return Fail(cmd, std::string(c.status().message()));
     table += absl::StrFormat(
         "continuation perplexity of the next %d tokens after %d (x%d windows):\n"
@@ -91,8 +86,8 @@ int Eval(const std::vector<std::string>& argv) {
   if (args->Has("instructions")) {
     auto ex = train::LoadInstructionJsonl(args->Get("instructions"));
     if (!ex.ok()) return Fail(cmd, std::string(ex.status().message()));
-    if (static_cast<int64_t>(ex->size()) > *max_instr) ex->resize(*max_instr);
-    auto r = train::EvalInstructions(model, adapter, *loaded->tokenizer, *ex, *max_answer);
+    if (static_cast<int64_t>(ex->size()) > max_instr) ex->resize(max_instr);
+    auto r = train::EvalInstructions(model, adapter, *loaded->tokenizer, *ex, max_answer);
     if (!r.ok()) return Fail(cmd, std::string(r.status().message()));
     table += absl::StrFormat("instructions (held-out, %d): exact %.4f  token-F1 %.4f\n",
                              r->examples, r->exact_match, r->f1);

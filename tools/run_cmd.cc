@@ -42,6 +42,9 @@ int Run(const std::vector<std::string>& argv) {
   if (!args->positional().empty()) return Fail(cmd, usage, 2);
   if (!icae_mode && args->Has("prompt") == args->Has("ids")) return Fail(cmd, usage, 2);
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  NumericFlags num(*args);
+  const int64_t max_context_tokens = num.Int("max-context-tokens", 0);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   auto gen = GenerateOptionsFromArgs(*args);
   if (!gen.ok()) return Fail(cmd, std::string(gen.status().message()), 2);
 
@@ -85,7 +88,7 @@ int Run(const std::vector<std::string>& argv) {
         memories.push_back(*mem);
       } else {
         CompressorOptions co;
-        co.max_context_tokens = *args->GetInt("max-context-tokens", 0);
+        co.max_context_tokens = max_context_tokens;
         auto out = Compressor(model, adapter, co).Compress({*ids});
         if (!out.ok()) return Fail(cmd, std::string(out.status().message()));
         memories.push_back((*out)[0].slots);

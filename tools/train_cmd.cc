@@ -148,7 +148,8 @@ int TrainLm(const std::vector<std::string>& argv) {
   if (!tok.ok()) return Fail(cmd, std::string(tok.status().message()));
   ModelConfig c;
   c.model_type = "llama";
-  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  NumericFlags num(*args);
+  auto geti = [&](const char* f, int64_t d) { return num.Int(f, d); };
   for (const char* f : {"hidden", "layers", "heads", "kv-heads", "intermediate", "max-position",
                         "seq-len", "batch-size", "eval-windows"}) {
     if (auto v = args->GetInt(f, 1); !v.ok() || *v <= 0) {
@@ -175,7 +176,8 @@ int TrainLm(const std::vector<std::string>& argv) {
   // Share of sequences that are a window followed by its repetition: small LMs learn in-context
   // copying (induction heads) from these quickly, and ICAE's frozen decoder needs it to read
   // anything back from memory slots.
-  const double copy_ratio = *args->GetDouble("copy-ratio", 0.0);
+  const double copy_ratio = num.Double("copy-ratio", 0.0);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
 
   auto stream = train::TokenizeTextFile(**tok, args->Get("train-text"));
   if (!stream.ok()) return Fail(cmd, std::string(stream.status().message()));
@@ -389,12 +391,13 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   if (!setup.ok()) return Fail(cmd, std::string(setup.status().message()), UsageCode(setup.status()));
   const Transformer& model = *setup->model;
   const Tokenizer& tok = *setup->tokenizer;
-  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  NumericFlags num(*args);
+  auto geti = [&](const char* f, int64_t d) { return num.Int(f, d); };
   IcaeConfig ic;
   ic.mem_size = geti("mem-size", 32);
   ic.mean_compression_rate = geti("rate", 4);
   ic.lora_r = geti("lora-r", 64);
-  ic.lora_alpha = *args->GetDouble("lora-alpha", 64);
+  ic.lora_alpha = num.Double("lora-alpha", 64);
   ic.base_vocab_size = model.config().vocab_size;
   ic.pad_token_id = ic.base_vocab_size;
   ic.ae_token_id = ic.base_vocab_size + ic.mem_size + 1;
@@ -404,7 +407,8 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   const int64_t min_len = geti("min-len", 32), max_len = geti("max-len", 256);
   const int64_t cont_len = geti("cont-len", 64), batch = geti("batch-size", 8);
   const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
-  const double lm_ratio = *args->GetDouble("lm-ratio", 0.5);
+  const double lm_ratio = num.Double("lm-ratio", 0.5);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   // --lengths L1,L2,…: context lengths drawn from this list (repeat a value to weight it)
   // instead of uniformly from [--min-len, --max-len]; e.g. whole 128-token segments, 1 to 4 of
   // them, keep the slot ↔ token layout of every segment the same.
@@ -475,6 +479,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   // --curve-passages passages and appends one CSV line.
   const std::string curve_csv = args->Get("curve-csv");
   const int64_t curve_passages = geti("curve-passages", 8);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   if (!curve_csv.empty() && (heldout.empty() || curve_passages < 1)) {
     return Fail(cmd, "--curve-csv needs --heldout-text and --curve-passages >= 1", 2);
   }
@@ -559,14 +564,16 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   auto loaded = LoadIcaeAdapter(args->Get("adapter"), model.config(), torch::kFloat32);
   if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
   IcaeAdapter adapter = std::move(*loaded);
-  auto geti = [&](const char* f, int64_t d) { return *args->GetInt(f, d); };
+  NumericFlags num(*args);
+  auto geti = [&](const char* f, int64_t d) { return num.Int(f, d); };
   const int64_t batch = geti("batch-size", 8), eval_n = geti("eval-examples", 32);
   const int64_t ae_min = geti("ae-min-len", 32), ae_max = geti("ae-max-len", 256);
-  const double ae_ratio = *args->GetDouble("ae-ratio", 0.0);
+  const double ae_ratio = num.Double("ae-ratio", 0.0);
   // --cont-ratio: continuation examples ([slots][LM] → the next --cont-len ids), so that a
   // base trained on instructions (--train-base) keeps continuing text from its slots.
-  const double cont_ratio = *args->GetDouble("cont-ratio", 0.0);
+  const double cont_ratio = num.Double("cont-ratio", 0.0);
   const int64_t cont_len = geti("cont-len", 64);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   if (ae_ratio < 0 || cont_ratio < 0 || ae_ratio + cont_ratio > 1 || cont_len < 1) {
     return Fail(cmd, "need --ae-ratio, --cont-ratio >= 0 with a sum <= 1, --cont-len >= 1", 2);
   }

@@ -49,6 +49,12 @@ int Up(const std::vector<std::string>& argv) {
   if (!args->positional().empty()) {
     return Fail(cmd, "usage: icae up [--store URI] [--model DIR --adapter FILE] [--dtype D] [--threads N]", 2);
   }
+  NumericFlags num(*args);
+  const auto timeout = absl::Seconds(num.Double("startup-timeout", 300));
+  num.Int("max-batch", 1);  // passed on as given; checked here so a bad number is ours to report
+  num.Int("max-context-tokens", 0);
+  num.Int("threads", 1);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   char tmpl[] = "/tmp/icae-up-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return Fail(cmd, "cannot make a temp folder");
   const std::string dir = tmpl;
@@ -86,7 +92,6 @@ int Up(const std::vector<std::string>& argv) {
     if (!p.ok()) return Fail(cmd, std::string(p.status().message()));
     s.proc = std::move(*p);
   }
-  auto timeout = absl::Seconds(*args->GetDouble("startup-timeout", 300));
   for (auto& s : svcs) {
     auto pf = server::ReadPortFile(dir + "/" + s.label + ".port", timeout, s.proc.get());
     if (!pf.ok()) return Fail(cmd, absl::StrCat(s.label, ": ", pf.status().message(), " (log: ", dir, "/", s.label, ".log)"));

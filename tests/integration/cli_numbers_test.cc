@@ -1,0 +1,82 @@
+// Every numeric flag of every `icae` subcommand, given a value that is not a number, is answered
+// with exit code 2 and a message naming the flag — never an abort. Each row gives the command
+// with whatever it needs to reach its number checks; the checks run before any slow work.
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "common/util/paths.h"
+#include "tests/test_util.h"
+
+namespace icae {
+namespace {
+
+namespace fs = std::filesystem;
+using ::icae::testing::IcaeBinary;
+using ::icae::testing::RunCommand;
+
+struct Row {
+  std::string command;               // subcommand and the arguments it needs
+  std::vector<std::string> numbers;  // its numeric flags
+};
+
+TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
+  const std::string model = DefaultModelDir();
+  if (!fs::exists(model + "/model.safetensors")) GTEST_SKIP() << "no default model in " << model;
+  const std::string dir = ::icae::testing::MakeTempDir("icae-cli-numbers");
+  const std::string text = dir + "/t.txt", jsonl = dir + "/i.jsonl";
+  std::ofstream(text) << "a few words of text to read\n";
+  std::ofstream(jsonl) << "{\"input\": \"a b\", \"prompt\": \"c\", \"answer\": \"d\"}\n";
+  const std::string m = " --model " + model;
+  const std::string adapter = " --adapter " + DefaultAdapterPath();
+  const std::vector<Row> rows = {
+      {"bench decode", {"hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
+                        "prompt-tokens", "decode-tokens", "reps", "threads"}},
+      {"bench compress", {"hidden", "layers", "intermediate", "lora-r", "mem-size", "reps", "threads"}},
+      {"bench load" + m, {"hold", "threads"}},
+      {"bench tokenize", {"kb", "iters"}},
+      {"compress" + m + adapter + " --text hello --out " + dir + "/s.safetensors", {"max-context-tokens", "threads"}},
+      {"run" + m + adapter + " --context hello --mode autoencode",
+       {"max-context-tokens", "max-new-tokens", "temperature", "top-p", "top-k", "seed", "threads"}},
+      {"eval" + m + adapter + " --heldout-text " + text,
+       {"passages", "ppl-context", "ppl-next", "ppl-windows", "max-instructions", "max-answer-tokens"}},
+      {"data instructions --text " + text + " --out " + dir + "/o.jsonl",
+       {"count", "seed", "min-words", "max-words"}},
+      {"train lm --tokenizer " + model + "/tokenizer.model --train-text " + text + " --out " + dir + "/lm",
+       {"hidden", "layers", "heads", "kv-heads", "intermediate", "max-position", "seq-len", "batch-size",
+        "eval-windows", "copy-ratio", "steps", "lr"}},
+      {"train pretrain" + m + " --train-text " + text + " --out " + dir + "/pt",
+       {"mem-size", "rate", "lora-r", "lora-alpha", "min-len", "max-len", "cont-len", "batch-size",
+        "eval-len", "eval-windows", "lm-ratio", "curve-passages", "steps", "lr"}},
+      {"train finetune" + m + adapter + " --train-jsonl " + jsonl + " --out " + dir + "/ft",
+       {"batch-size", "eval-examples", "ae-min-len", "ae-max-len", "ae-ratio", "cont-ratio", "cont-len", "steps"}},
+#ifdef ICAE_TEST_SERVICES
+      {"bench serve --encoder 127.0.0.1:1 --decoder 127.0.0.1:1",
+       {"context-tokens", "max-new-tokens", "requests", "prompt-tokens", "seed", "questions-per-slot",
+        "question-contexts", "interference-streams", "interference-context-tokens", "interference-new-tokens"}},
+      {"bench store --uri memory://", {"iters", "warmup"}},
+      {"generate --server 127.0.0.1:1 --slot " + std::string(64, 'a'),
+       {"timeout", "temperature", "top-p", "top-k", "repetition-penalty", "max-new-tokens", "seed"}},
+      {"up", {"startup-timeout", "max-batch", "max-context-tokens", "threads"}},
+#endif
+  };
+  int checked = 0;
+  for (const Row& row : rows) {
+    for (const std::string& flag : row.numbers) {
+      std::string out, err;
+      const std::string cmd = IcaeBinary() + " " + row.command + " --" + flag + " 12abc";
+      const int rc = RunCommand(cmd, &out, &err);
+      EXPECT_EQ(rc, 2) << cmd << "\n" << err;
+      EXPECT_NE(err.find("--" + flag), std::string::npos) << cmd << "\nstderr: " << err;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 90);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace icae
