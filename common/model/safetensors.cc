@@ -306,7 +306,11 @@ absl::Status WriteSafetensors(const std::string& path,
     contiguous.push_back(c);
   }
   std::string h = header.dump();
-  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // align the data section
+  // The data section starts on a 64-byte (cache-line) boundary (the format allows trailing
+  // spaces in the header): weights used in place from the mapping then load in whole lines,
+  // as owned copies do. Measured on the 246M shape before this: decode in place 5-9% slower
+  // than from copies, with the data section 24-32 bytes off a line.
+  while ((h.size() + 8) % 64 != 0) h.push_back(' ');
   return WriteFileAtomically(path, [&](std::ostream& out) {
     uint64_t n = h.size();
     char len[8];
