@@ -56,23 +56,8 @@ int BenchCompress(const std::vector<std::string>& argv) {
 
   c10::InferenceMode guard;
   Transformer model(c, RandomWeights(c, *dtype, 1));
-  IcaeAdapter adapter;
-  adapter.config.mem_size = S;
-  adapter.config.lora_r = r;
-  adapter.config.lora_alpha = 32;
+  IcaeAdapter adapter = RandomIcaeAdapter(c, S, r, *dtype, 2);
   adapter.config.max_context_tokens = 1 << 20;
-  adapter.config.ae_token_id = c.vocab_size + S + 1;
-  torch::manual_seed(2);
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    LoraLayer L;
-    L.q_a = (torch::randn({r, c.hidden_size}) * 0.02).to(*dtype);
-    L.q_b = (torch::randn({c.q_width(), r}) * 0.02).to(*dtype);
-    L.v_a = (torch::randn({r, c.hidden_size}) * 0.02).to(*dtype);
-    L.v_b = (torch::randn({c.kv_width(), r}) * 0.02).to(*dtype);
-    adapter.lora.layers.push_back(L);
-  }
-  adapter.lora.scaling = adapter.config.lora_scaling();
-  adapter.memory_embed = (torch::randn({S + 3, c.hidden_size}) * 0.02).to(*dtype);
 
   // GEMM rate on the MLP shape of a 640-row segment.
   auto x = torch::randn({640, c.hidden_size}).to(*dtype);

@@ -3,7 +3,10 @@
 // processes that map the same files count once across them) — beside the size of its files.
 //
 //   icae bench load --model DIR [--adapter FILE] [--dtype bf16] [--owned] [--hold SECONDS]
-//   icae bench load --write-random DIR --shape 246m|7b      (a random bf16 folder to load)
+//                   [--decode-tokens 16]   (then decode tokens/s on those pages)
+//   icae bench load --write-random DIR --shape 246m|7b [--tokenizer FILE]
+//       a random bf16 folder with an adapter in the released layout (and a copy of the given
+//       tokenizer: then `icae up --model DIR --adapter DIR/icae_adapter.safetensors` serves it)
 //
 // --owned loads with copies (weights_in_place = false) for a side-by-side comparison; --hold
 // keeps the process alive and prints the memory again at the end (start two at once to see
@@ -79,7 +82,8 @@ ModelConfig ShapeConfig(const std::string& shape, bool* ok) {
 
 // One shard per layer (and one for the embeddings, final norm and head) so that writing holds
 // one layer in memory, with the index that names every tensor's shard.
-int WriteRandom(const std::string& cmd, const std::string& dir, const std::string& shape) {
+int WriteRandom(const std::string& cmd, const std::string& dir, const std::string& shape,
+                const std::string& tokenizer) {
   bool ok = false;
   ModelConfig c = ShapeConfig(shape, &ok);
   if (!ok) return Fail(cmd, "--shape must be 246m or 7b", 2);
@@ -95,6 +99,16 @@ int WriteRandom(const std::string& cmd, const std::string& dir, const std::strin
     for (const auto& [n, t] : ts) {
       index += absl::StrCat(first ? "" : ",", "\"", n, "\":\"", file, "\"");
       first = false;
+    }
+    // A shard already there with these tensors and shapes is kept: running again completes an
+    // interrupted write (or adds the adapter and tokenizer) without rewriting gigabytes.
+    if (auto old = SafetensorsFile::Open(dir + "/" + file); old.ok() && (*old)->Names().size() == ts.size()) {
+      bool same = true;
+      for (const auto& [n, t] : ts) {
+        auto info = (*old)->Info(n);
+        same = same && info.ok() && info->shape == t.sizes().vec() && info->dtype == "BF16";
+      }
+      if (same) return absl::OkStatus();
     }
     return WriteSafetensors(dir + "/" + file, ts);
   };
@@ -117,6 +131,16 @@ int WriteRandom(const std::string& cmd, const std::string& dir, const std::strin
   }
   if (st.ok()) st = WriteFileAtomically(dir + "/model.safetensors.index.json", index + "}}");
   if (st.ok()) st = WriteFileAtomically(dir + "/config.json", ModelConfigToJson(c));
+  // An adapter in the released layout (mem 128, r 512 on the 7B shape) so the services can
+  // serve the folder; with --tokenizer (a 32000-piece SentencePiece model) they can.
+  if (st.ok()) {
+    st = SaveIcaeAdapter(RandomIcaeAdapter(c, 128, shape == "7b" ? 512 : 64, torch::kBFloat16, 2),
+                         dir + "/icae_adapter.safetensors");
+  }
+  if (st.ok() && !tokenizer.empty()) {
+    fs::copy_file(tokenizer, dir + "/tokenizer.model", fs::copy_options::overwrite_existing, ec);
+    if (ec) st = absl::InvalidArgumentError(absl::StrCat("--tokenizer ", tokenizer, ": ", ec.message()));
+  }
   if (!st.ok()) return Fail(cmd, std::string(st.message()));
   std::printf("wrote a random %s model (bf16, %lld shards) to %s\n", shape.c_str(), (long long)shards,
               dir.c_str());
@@ -125,17 +149,23 @@ int WriteRandom(const std::string& cmd, const std::string& dir, const std::strin
 
 int BenchLoad(const std::vector<std::string>& argv) {
   const std::string cmd = "bench load";
-  std::set<std::string> value_flags = {"model", "adapter", "hold", "write-random", "shape"};
+  std::set<std::string> value_flags = {"model", "adapter", "hold", "write-random", "shape", "tokenizer",
+                                       "decode-tokens"};
   value_flags.insert(RuntimeFlagNames().begin(), RuntimeFlagNames().end());
   auto args = Args::Parse(argv, value_flags, {"owned"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   const std::string usage =
-      "usage: icae bench load --model DIR [--adapter FILE] [--dtype D] [--owned] [--hold SECONDS]\n"
-      "   or: icae bench load --write-random DIR --shape 246m|7b";
-  if (args->Has("write-random")) return WriteRandom(cmd, args->Get("write-random"), args->Get("shape"));
+      "usage: icae bench load --model DIR [--adapter FILE] [--dtype D] [--owned] [--hold SECONDS] "
+      "[--decode-tokens 16]\n"
+      "   or: icae bench load --write-random DIR --shape 246m|7b [--tokenizer tokenizer.model]";
+  if (args->Has("write-random")) {
+    return WriteRandom(cmd, args->Get("write-random"), args->Get("shape"), args->Get("tokenizer"));
+  }
   if (!args->Has("model")) return Fail(cmd, usage, 2);
-  auto hold = args->GetDouble("hold", 0);
-  if (!hold.ok()) return Fail(cmd, std::string(hold.status().message()), 2);
+  NumericFlags num(*args);
+  const double hold_seconds = num.Double("hold", 0);
+  const int64_t num_decode = num.Int("decode-tokens", 16);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto dtype = ParseDtype(args->Get("dtype", "bfloat16"));
   if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
@@ -174,8 +204,24 @@ int BenchLoad(const std::vector<std::string>& argv) {
   std::printf("  model %.2f s, adapter %.2f s, ready to generate (one decode step) %.2f s\n",
               t_model - t0, t_adapter - t_model, t_ready - t0);
   PrintMemory("ready");
-  if (*hold > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(*hold));
+  // Decode speed on these pages (mapped file pages vs owned copies: same kernels, other pages).
+  const int64_t steps = num_decode;
+  if (steps > 0) {
+    int64_t next = logits->argmax(-1).item<int64_t>();
+    KVCache c2 = (*model)->NewCache(steps + 1);
+    const double d0 = Now();
+    for (int64_t i = 0; i < steps; ++i) {
+      b[0] = SequenceInput();
+      b[0].ids = torch::tensor({next}, torch::kInt64);
+      b[0].cache = &c2;
+      auto l = (*model)->Forward(b);
+      if (!l.ok()) return Fail(cmd, std::string(l.status().message()));
+      next = l->argmax(-1).item<int64_t>();
+    }
+    std::printf("  decode %lld tokens at batch 1: %.2f tokens/s\n", (long long)steps, steps / (Now() - d0));
+  }
+  if (hold_seconds > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(hold_seconds));
     PrintMemory("after hold");
   }
   return 0;

@@ -183,6 +183,32 @@ absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const Model
   return a;
 }
 
+IcaeAdapter RandomIcaeAdapter(const ModelConfig& base, int64_t mem_size, int64_t r, torch::Dtype dtype,
+                              uint64_t seed) {
+  IcaeAdapter a;
+  a.config.mem_size = mem_size;
+  a.config.lora_r = r;
+  a.config.lora_alpha = 32;
+  a.config.base_vocab_size = base.vocab_size;
+  a.config.pad_token_id = base.vocab_size;
+  a.config.ae_token_id = base.vocab_size + mem_size + 1;
+  a.config.lm_token_id = a.config.ae_token_id + 1;
+  a.config.ft_token_id = a.config.ae_token_id + 2;
+  torch::manual_seed(seed);
+  auto randn = [&](std::vector<int64_t> shape) { return (torch::randn(shape) * 0.02).to(dtype); };
+  for (int64_t i = 0; i < base.num_hidden_layers; ++i) {
+    LoraLayer L;
+    L.q_a = randn({r, base.hidden_size});
+    L.q_b = randn({base.q_width(), r});
+    L.v_a = randn({r, base.hidden_size});
+    L.v_b = randn({base.kv_width(), r});
+    a.lora.layers.push_back(std::move(L));
+  }
+  a.lora.scaling = a.config.lora_scaling();
+  a.memory_embed = randn({mem_size + 3, base.hidden_size});
+  return a;
+}
+
 absl::Status SaveIcaeAdapter(const IcaeAdapter& a, const std::string& path) {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (size_t i = 0; i < a.lora.layers.size(); ++i) {

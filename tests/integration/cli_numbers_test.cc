@@ -36,7 +36,7 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
       {"bench decode", {"hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
                         "prompt-tokens", "decode-tokens", "reps", "threads"}},
       {"bench compress", {"hidden", "layers", "intermediate", "lora-r", "mem-size", "reps", "threads"}},
-      {"bench load" + m, {"hold", "threads"}},
+      {"bench load" + m, {"hold", "decode-tokens", "threads"}},
       {"bench tokenize", {"kb", "iters"}},
       {"compress" + m + adapter + " --text hello --out " + dir + "/s.safetensors", {"max-context-tokens", "threads"}},
       {"run" + m + adapter + " --context hello --mode autoencode",
