@@ -13,9 +13,9 @@
 #              on a held-out line; tests/integration/default_model_test.cc rebuilds held-out2)
 #   9. pretrain5 continues stage 5's base and stage 6's adapter on split2 with 1-, 2- and
 #              4-segment contexts (whole 128-token segments: 128, 256, 512 tokens → 32, 64, 128 slots)
-#  9b. pretrain6 continues pretrain5 (its loss was still falling) with a fresh warm-up and
-#              cosine schedule, the same data and mix
-#  10. finetune3 instructions from split2, mixed with autoencoding (from pretrain6)
+#  9b. pretrain6 (only with PT6_STEPS > 0; not in the shipped model) continues pretrain5 with
+#              a fresh warm-up and cosine schedule, the same data and mix
+#  10. finetune2 instructions from split2, mixed with autoencoding (finetune3 after 9b)
 #  11. install copy into models/default, icae eval → eval.json, learning-curve CSV and plot
 # Every training stage checkpoints; running the script again resumes an unfinished stage
 # (--resume) and skips finished ones. Checkpoints live in WORK_DIR (outside the repo): when
@@ -25,8 +25,9 @@
 # Environment: ICAE_BIN (default build/tools/icae), ICAE_CORPORA (default ../shared/corpora),
 # THREADS (1), LM_STOP, PT3_STOP, PT_STOP, FT_STOP (steps at which the shipped run stopped;
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
-# stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP,
-# FT3_STEPS / FT3_STOP, PT6_STEPS (the second wave's schedules and where the shipped run stopped), CONTINUE_FROM (a
+# stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
+# FT2_STOP / FT2_AE_RATIO (the second wave's schedules and where the shipped run stopped),
+# PT6_STEPS (stage 9b, default 0 = skipped), CONTINUE_FROM (a
 # model folder with base + adapter, e.g. a copy of the first wave's models/default: skips
 # stages 2-6 and starts stage 9 from it).
 set -euo pipefail
@@ -183,74 +184,80 @@ if ! stage_done "$D/train2.txt"; then
   split_lines 2 drop_unk "${SMALL_CORPORA[@]}" "${books[@]}"
 fi
 
-# 9. pretrain5: the first wave's base and adapter on split2 (11x the text), contexts of 1, 2
-# or 4 whole 128-token segments (the eval's 128 and 512, and 256 between) so the decoder
-# learns to read up to 128 slots; the base keeps training (--train-base). A learning-curve
-# point (BLEU-4 at 128/512, continuation perplexities) lands in curve.csv at every eval.
+# split2_pretrain OUT MODEL ADAPTER STEPS STOP_AT SEED LR WARMUP MIN_LR EVAL_EVERY: ICAE
+# pretraining on split2 from MODEL's base and ADAPTER, contexts of 1, 2 or 4 whole 128-token
+# segments (the eval's 128 and 512, and 256 between) so the decoder learns to read up to 128
+# slots; the base keeps training (--train-base). A learning-curve point (BLEU-4 at 128/512,
+# continuation perplexities) lands in OUT/curve.csv at every eval. Done once OUT's checkpoint
+# is at STOP_AT.
+split2_pretrain() {
+  local out="$1" model="$2" adapter="$3" steps="$4" stop_at="$5" seed="$6" lr="$7" warmup="$8"
+  local min_lr="$9" eval_every="${10}"
+  finished "$out" icae_adapter.safetensors "$stop_at" && return 0
+  "$ICAE" train pretrain --model "$model" --init-adapter "$adapter" --train-base \
+    --train-text "$D/train2.txt" --heldout-text "$D/heldout2.txt" --out "$out" \
+    --lengths 128,128,128,256,512 --lm-ratio 0.1 --cont-len 64 --base-lm-ratio 0.05 \
+    --batch-size 8 --steps "$steps" --stop-after "$((stop_at - $(checkpoint_step "$out")))" \
+    --lr "$lr" --warmup "$warmup" --min-lr-ratio "$min_lr" --weight-decay 0 --seed "$seed" \
+    --save-every 100 --eval-len 128 --eval-windows 16 --eval-every "$eval_every" --log-every 25 \
+    --curve-csv "$out/curve.csv" --curve-passages 8 \
+    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$out") \
+    2>&1 | tee -a "$out.log"
+  (( $(checkpoint_step "$out") >= stop_at )) || { echo "$(basename "$out") unfinished: run again" >&2; exit 1; }
+}
+
+# 9. pretrain5: the first wave's base and adapter on split2 (11x the text).
 PT5_STEPS="${PT5_STEPS:-2400}" PT5_STOP="${PT5_STOP:-0}"
 PT5_TARGET=$(( PT5_STOP > 0 ? PT5_STOP : PT5_STEPS ))
-if ! finished "$WORK/pretrain5" icae_adapter.safetensors "$PT5_TARGET"; then
-  "$ICAE" train pretrain --model "$BASE1" --init-adapter "$ADAPTER1" --train-base \
-    --train-text "$D/train2.txt" --heldout-text "$D/heldout2.txt" --out "$WORK/pretrain5" \
-    --lengths 128,128,128,256,512 --lm-ratio 0.1 --cont-len 64 --base-lm-ratio 0.05 \
-    --batch-size 8 --steps "$PT5_STEPS" \
-    --stop-after "$((PT5_TARGET - $(checkpoint_step "$WORK/pretrain5")))" \
-    --lr 6e-4 --warmup 100 --min-lr-ratio 0.1 --weight-decay 0 --seed 5 --save-every 100 \
-    --eval-len 128 --eval-windows 16 --eval-every 300 --log-every 25 \
-    --curve-csv "$WORK/pretrain5/curve.csv" --curve-passages 8 \
-    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$WORK/pretrain5") \
-    2>&1 | tee -a "$WORK/pretrain5.log"
-  (( $(checkpoint_step "$WORK/pretrain5") >= PT5_TARGET )) || { echo "pretrain5 unfinished: run again" >&2; exit 1; }
+split2_pretrain "$WORK/pretrain5" "$BASE1" "$ADAPTER1" "$PT5_STEPS" "$PT5_TARGET" 5 6e-4 100 0.1 300
+PT_LAST="$WORK/pretrain5" FT_OUT="$WORK/finetune2"
+
+# 9b. (not part of the shipped model; PT6_STEPS > 0 runs it) pretrain6: pretrain5's held-out AE
+# loss was still falling (0.55 -> 0.52 over its last 300 steps at the lowest learning rate), so
+# the same data and mix again from pretrain5 with a new warm-up and cosine schedule, then the
+# fine-tune from it (finetune3, 400 steps, 40% autoencoding unless FT2_STEPS/FT2_AE_RATIO say
+# otherwise). Tried once: the re-warm-up raised the held-out AE loss to 0.76 and it was back to
+# only 0.62 at step 1000. Its curve continues pretrain5's (steps offset).
+PT6_STEPS="${PT6_STEPS:-0}"
+if (( PT6_STEPS > 0 )); then
+  split2_pretrain "$WORK/pretrain6" "$WORK/pretrain5" "$WORK/pretrain5/icae_adapter.safetensors" \
+    "$PT6_STEPS" "$PT6_STEPS" 7 5e-4 50 0.05 250
+  PT_LAST="$WORK/pretrain6" FT_OUT="$WORK/finetune3"
+  FT2_STEPS="${FT2_STEPS:-400}" FT2_AE_RATIO="${FT2_AE_RATIO:-0.4}"
 fi
 
-# 9b. pretrain6: pretrain5's held-out AE loss was still falling (0.55 -> 0.52 over its last 300
-# steps at the lowest learning rate): the same data and mix again, from pretrain5's base and
-# adapter, with a new warm-up and cosine schedule. Its curve continues pretrain5's (steps offset).
-PT6_STEPS="${PT6_STEPS:-2000}"
-if ! finished "$WORK/pretrain6" icae_adapter.safetensors "$PT6_STEPS"; then
-  "$ICAE" train pretrain --model "$WORK/pretrain5" \
-    --init-adapter "$WORK/pretrain5/icae_adapter.safetensors" --train-base \
-    --train-text "$D/train2.txt" --heldout-text "$D/heldout2.txt" --out "$WORK/pretrain6" \
-    --lengths 128,128,128,256,512 --lm-ratio 0.1 --cont-len 64 --base-lm-ratio 0.05 \
-    --batch-size 8 --steps "$PT6_STEPS" \
-    --stop-after "$((PT6_STEPS - $(checkpoint_step "$WORK/pretrain6")))" \
-    --lr 5e-4 --warmup 50 --min-lr-ratio 0.05 --weight-decay 0 --seed 7 --save-every 100 \
-    --eval-len 128 --eval-windows 16 --eval-every 250 --log-every 25 \
-    --curve-csv "$WORK/pretrain6/curve.csv" --curve-passages 8 \
-    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$WORK/pretrain6") \
-    2>&1 | tee -a "$WORK/pretrain6.log"
-  (( $(checkpoint_step "$WORK/pretrain6") >= PT6_STEPS )) || { echo "pretrain6 unfinished: run again" >&2; exit 1; }
-fi
-
-# 10. finetune3: instructions from split2 (answers derivable from the input), the base
-# training too, with autoencoding (1-4 segments), continuation and plain LM windows mixed in
-# so that neither the slots' fidelity nor continuation from slots is traded for instructions.
+# 10. finetune2 (finetune3 after 9b): instructions from split2 (answers derivable from the
+# input), the base training too, with autoencoding (1-4 segments), continuation and plain LM
+# windows mixed in so that neither the slots' fidelity nor continuation from slots is traded
+# for instructions.
 "$ICAE" data instructions --text "$D/train2.txt" --out "$D/instructions-train2.jsonl" \
   --count 8000 --seed 1 --min-words 25 --max-words 60
 "$ICAE" data instructions --text "$D/heldout2.txt" --out "$D/instructions-heldout2.jsonl" \
   --count 200 --seed 2 --min-words 25 --max-words 60
-FT3_STEPS="${FT3_STEPS:-400}" FT3_STOP="${FT3_STOP:-0}"
-FT3_TARGET=$(( FT3_STOP > 0 ? FT3_STOP : FT3_STEPS ))
-if ! finished "$WORK/finetune3" icae_adapter.safetensors "$FT3_TARGET"; then
-  "$ICAE" train finetune --model "$WORK/pretrain6" \
-    --adapter "$WORK/pretrain6/icae_adapter.safetensors" --train-base --base-lm-ratio 0.1 \
+FT2_STEPS="${FT2_STEPS:-600}" FT2_STOP="${FT2_STOP:-0}" FT2_AE_RATIO="${FT2_AE_RATIO:-0.3}"
+FT2_TARGET=$(( FT2_STOP > 0 ? FT2_STOP : FT2_STEPS ))
+if ! finished "$FT_OUT" icae_adapter.safetensors "$FT2_TARGET"; then
+  "$ICAE" train finetune --model "$PT_LAST" \
+    --adapter "$PT_LAST/icae_adapter.safetensors" --train-base --base-lm-ratio 0.1 \
     --train-jsonl "$D/instructions-train2.jsonl" --heldout-jsonl "$D/instructions-heldout2.jsonl" \
-    --train-text "$D/train2.txt" --ae-ratio 0.4 --ae-min-len 128 --ae-max-len 512 \
-    --cont-ratio 0.1 --cont-len 64 --out "$WORK/finetune3" --batch-size 8 --steps "$FT3_STEPS" \
-    --stop-after "$((FT3_TARGET - $(checkpoint_step "$WORK/finetune3")))" \
+    --train-text "$D/train2.txt" --ae-ratio "$FT2_AE_RATIO" --ae-min-len 128 --ae-max-len 512 \
+    --cont-ratio 0.1 --cont-len 64 --out "$FT_OUT" --batch-size 8 --steps "$FT2_STEPS" \
+    --stop-after "$((FT2_TARGET - $(checkpoint_step "$FT_OUT")))" \
     --lr 3e-4 --warmup 20 --min-lr-ratio 0.1 --weight-decay 0 --seed 6 --save-every 100 \
     --eval-every 100 --log-every 25 --max-minutes "${MINUTES:-0}" --threads "$THREADS" \
-    $(resume_flag "$WORK/finetune3") 2>&1 | tee -a "$WORK/finetune3.log"
-  (( $(checkpoint_step "$WORK/finetune3") >= FT3_TARGET )) || { echo "finetune3 unfinished: run again" >&2; exit 1; }
+    $(resume_flag "$FT_OUT") 2>&1 | tee -a "$FT_OUT.log"
+  (( $(checkpoint_step "$FT_OUT") >= FT2_TARGET )) || { echo "$(basename "$FT_OUT") unfinished: run again" >&2; exit 1; }
 fi
 
 # 11. install + evaluate + learning curve
 mkdir -p "$OUT"
-cp "$WORK/finetune3/config.json" "$WORK/finetune3/model.safetensors" "$WORK/finetune3/tokenizer.model" "$OUT/"
-cp "$WORK/finetune3/icae_adapter.safetensors" "$WORK/finetune3/icae_config.json" "$OUT/"
-# the learning curve: pretrain5's points, then pretrain6's with its steps after pretrain5's
+cp "$FT_OUT/config.json" "$FT_OUT/model.safetensors" "$FT_OUT/tokenizer.model" "$OUT/"
+cp "$FT_OUT/icae_adapter.safetensors" "$FT_OUT/icae_config.json" "$OUT/"
+# the learning curve: pretrain5's points, then pretrain6's (if run) with steps after pretrain5's
 { cat "$WORK/pretrain5/curve.csv"
-  awk -F, -v off="$PT5_TARGET" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain6/curve.csv"
+  if [[ "$PT_LAST" == "$WORK/pretrain6" ]]; then
+    awk -F, -v off="$PT5_TARGET" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain6/curve.csv"
+  fi
 } > "$OUT/curve.csv"
 EVAL_FLAGS=(--heldout-text "$D/heldout2.txt" --instructions "$D/instructions-heldout2.jsonl"
   --lengths 64,128,256,512 --passages 16 --ppl-context 128 --ppl-next 64 --ppl-windows 32
