@@ -306,6 +306,51 @@ TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
   }
 }
 
+// The kernel rounds its float32 sums to bf16 exactly as LibTorch does (nearest even, NaN →
+// 0x7FC0): with w = diag(1 + 2^-8) every sum is one exact product, so each output must equal
+// at::BFloat16(x · w) bit for bit, ties included.
+TEST(CpuGemvTest, RoundsLikeLibTorch) {
+  c10::InferenceMode guard;
+  torch::manual_seed(14);
+  for (int64_t k : {40, 256}) {
+    auto w = (torch::eye(k) * (1 + std::ldexp(1.0, -8))).to(torch::kBFloat16);
+    auto x = torch::randn({3, k}).to(torch::kBFloat16);
+    auto y = Linear(x, w);
+    auto xf = x.to(torch::kFloat32);
+    const float wd = w[0][0].item<float>();
+    for (int64_t j = 0; j < 3; ++j) {
+      for (int64_t i = 0; i < k; ++i) {
+        const at::BFloat16 want(xf[j][i].item<float>() * wd);
+        ASSERT_EQ(y[j][i].item<at::BFloat16>().x, want.x) << "k=" << k << " row " << j << " col " << i;
+      }
+    }
+    x[1][0] = std::numeric_limits<float>::quiet_NaN();
+    auto yn = Linear(x, w);
+    EXPECT_EQ(yn[1][1].item<at::BFloat16>().x, at::BFloat16(std::nanf("")).x);
+    EXPECT_EQ(yn[0][1].item<at::BFloat16>().x, y[0][1].item<at::BFloat16>().x);
+  }
+}
+
+// A sequence's product is the same bits whether it is alone or one of up to 8 rows of a
+// decode step (continuous batching must not change a greedy stream).
+TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the kernel is not used";
+  c10::InferenceMode guard;
+  torch::manual_seed(13);
+  for (int64_t k : {16, 45, 256, 1000}) {
+    auto w = torch::randn({300, k}).to(torch::kBFloat16);
+    auto x = torch::randn({8, k}).to(torch::kBFloat16);
+    auto all = Linear(x, w);
+    for (int64_t m = 1; m <= 8; ++m) {
+      auto part = Linear(x.narrow(0, 0, m), w);
+      for (int64_t j = 0; j < m; ++j) {
+        EXPECT_TRUE(torch::equal(part[j], all[j])) << "k=" << k << " m=" << m << " row " << j;
+        EXPECT_TRUE(torch::equal(Linear(x.narrow(0, j, 1), w)[0], all[j])) << "k=" << k << " row " << j;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace icae
 
