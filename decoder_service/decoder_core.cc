@@ -488,7 +488,7 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
                       [&](const std::string& key) { return computing.count(key) > 0; })) {
         continue;
       }
-      // Looked up once; the entry stays pinned until the first chunk has copied it.
+      // Looked up once; the entry stays pinned from here until the sequence finishes.
       if (!s.prefix_looked_up) s.prefix = FindPrefix(s);
       s.prefix_looked_up = true;
       if (ComputesPrefix(s)) computing.insert(s.prefix_keys.back());
@@ -541,7 +541,8 @@ absl::StatusOr<torch::Tensor> DecoderCore::Execute(const StepPlan& plan) {
     if (!s.cache) {
       const int64_t capacity = s.input.size(0) + s.max_new_tokens;
       if (c.prefix != nullptr) {
-        s.cache.emplace(CopyKVPrefix(model.config(), *c.prefix, s.cached_prefix_tokens, capacity));
+        // Shared, not copied: the cache reads the entry's positions in place and pins it.
+        s.cache.emplace(KVCache::Extending(c.prefix, s.cached_prefix_tokens, capacity));
       } else {
         s.cache.emplace(model.NewCache(capacity));
       }

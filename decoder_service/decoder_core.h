@@ -112,7 +112,7 @@ struct Sequence {
   int64_t cached_prefix_tokens = 0;  // positions taken from the prefix cache
   size_t cached_prefix_sets = 0;     // slot sets those positions cover
   bool prefix_looked_up = false, prefix_offered = false;
-  std::shared_ptr<const KVCache> prefix;  // the entry to start from, pinned until copied
+  std::shared_ptr<const KVCache> prefix;  // the entry to start from (its cache then holds it)
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<IncrementalDecoder> detok;
   std::unique_ptr<StopDecision> stop;

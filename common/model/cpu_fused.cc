@@ -75,26 +75,39 @@ namespace icae {
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
 void DecodeScoresAvx512(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t len,
                         int64_t hd, float scale, float* scores);
-void DecodeWeightedSumAvx512(const float* p, const uint16_t* v, int64_t v_stride, int64_t len,
-                             int64_t hd, uint16_t* out);
+void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int64_t* v_stride,
+                             const int64_t* len, int64_t segments, int64_t hd, uint16_t* out);
 #endif
 
-torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<torch::Tensor>& keys,
-                                   const std::vector<torch::Tensor>& values, double scale) {
+torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
+                                   const std::vector<std::vector<torch::Tensor>>& keys,
+                                   const std::vector<std::vector<torch::Tensor>>& values, double scale) {
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(2);
   if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(q) || hd % 32 != 0 || hd > 256 ||
-      q.stride(2) != 1 || static_cast<int64_t>(keys.size()) != B) {
+      q.stride(2) != 1 || static_cast<int64_t>(keys.size()) != B ||
+      static_cast<int64_t>(values.size()) != B) {
     return torch::Tensor();
   }
-  const int64_t kv_heads = keys[0].size(0), group = heads / kv_heads;
-  int64_t max_len = 0;
+  constexpr size_t kMaxSegments = 8;  // per sequence (in practice a shared prefix + its own part)
+  int64_t kv_heads = 0, max_len = 0;
   for (int64_t s = 0; s < B; ++s) {
-    if (keys[s].stride(2) != 1 || values[s].stride(2) != 1 || keys[s].scalar_type() != torch::kBFloat16) {
+    if (keys[s].empty() || keys[s].size() != values[s].size() || keys[s].size() > kMaxSegments) {
       return torch::Tensor();
     }
-    max_len = std::max(max_len, keys[s].size(1));
+    int64_t len = 0;
+    for (size_t i = 0; i < keys[s].size(); ++i) {
+      const auto &K = keys[s][i], &V = values[s][i];
+      if (K.stride(2) != 1 || V.stride(2) != 1 || K.scalar_type() != torch::kBFloat16 ||
+          V.scalar_type() != torch::kBFloat16 || K.size(1) != V.size(1)) {
+        return torch::Tensor();
+      }
+      kv_heads = K.size(0);
+      len += K.size(1);
+    }
+    max_len = std::max(max_len, len);
   }
+  const int64_t group = heads / kv_heads;
   // Phase 1: scores [B·heads, max_len], -inf past each sequence's length.
   auto scores = torch::full({B * heads, max_len}, -std::numeric_limits<float>::infinity(),
                             torch::kFloat32);
@@ -104,24 +117,34 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<tor
   at::parallel_for(0, B * heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
-      const auto& K = keys[s];
-      const auto* kp = reinterpret_cast<const uint16_t*>(K.data_ptr<at::BFloat16>()) + kvh * K.stride(0);
-      DecodeScoresAvx512(qp + s * q.stride(0) + h * q.stride(1), kp, K.stride(1), K.size(1), hd,
-                         inv_scale, sp + r * max_len);
+      float* row = sp + r * max_len;
+      for (const auto& K : keys[s]) {
+        const auto* kp = reinterpret_cast<const uint16_t*>(K.data_ptr<at::BFloat16>()) + kvh * K.stride(0);
+        DecodeScoresAvx512(qp + s * q.stride(0) + h * q.stride(1), kp, K.stride(1), K.size(1), hd,
+                           inv_scale, row);
+        row += K.size(1);
+      }
     }
   });
   // Phase 2: one vectorised softmax over every row.
   auto probs = torch::softmax(scores, -1);
   const float* pp = probs.data_ptr<float>();
-  // Phase 3: weighted sums of values.
+  // Phase 3: weighted sums of values, across a sequence's segments in order.
   auto out = torch::empty({B, heads * hd}, q.options());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   at::parallel_for(0, B * heads, 1, [&](int64_t b, int64_t e) {
+    const uint16_t* vps[kMaxSegments];
+    int64_t strides[kMaxSegments], lens[kMaxSegments];
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
-      const auto& V = values[s];
-      const auto* vp = reinterpret_cast<const uint16_t*>(V.data_ptr<at::BFloat16>()) + kvh * V.stride(0);
-      DecodeWeightedSumAvx512(pp + r * max_len, vp, V.stride(1), V.size(1), hd, op + s * heads * hd + h * hd);
+      const auto& Vs = values[s];
+      for (size_t i = 0; i < Vs.size(); ++i) {
+        vps[i] = reinterpret_cast<const uint16_t*>(Vs[i].data_ptr<at::BFloat16>()) + kvh * Vs[i].stride(0);
+        strides[i] = Vs[i].stride(1);
+        lens[i] = Vs[i].size(1);
+      }
+      DecodeWeightedSumAvx512(pp + r * max_len, vps, strides, lens, static_cast<int64_t>(Vs.size()), hd,
+                              op + s * heads * hd + h * hd);
     }
   });
   return out;

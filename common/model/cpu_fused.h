@@ -26,12 +26,16 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 namespace icae {
 
 // Single-query (decode) attention for a batch of sequences in one call: q [B, heads, head_dim]
-// (head_dim contiguous), keys[s]/values[s] [kv_heads, len_s, head_dim] views of each sequence's
-// cache (head_dim contiguous). Query head h uses kv head h / (heads / kv_heads). Scores and
-// softmax in float32, the weighted sum accumulated in float32. Returns [B, heads · head_dim]
-// bf16, or an undefined tensor when the kernel does not apply (then use the tensor ops).
-torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<torch::Tensor>& keys,
-                                   const std::vector<torch::Tensor>& values, double scale);
+// (head_dim contiguous); keys[s]/values[s] are sequence s's cache as segments in position
+// order ([kv_heads, len_i, head_dim] views, head_dim contiguous — e.g. a shared prefix, then
+// the sequence's own positions), read in place. Query head h uses kv head h / (heads /
+// kv_heads). Scores and softmax in float32, the weighted sum accumulated in float32 across
+// the segments in order, so the result does not depend on how the positions are split.
+// Returns [B, heads · head_dim] bf16, or an undefined tensor when the kernel does not apply
+// (then use the tensor ops).
+torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
+                                   const std::vector<std::vector<torch::Tensor>>& keys,
+                                   const std::vector<std::vector<torch::Tensor>>& values, double scale);
 
 }  // namespace icae
 #endif  // ICAE_COMMON_MODEL_CPU_FUSED_H_

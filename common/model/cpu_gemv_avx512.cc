@@ -142,19 +142,23 @@ void DecodeScoresAvx512(const uint16_t* q, const uint16_t* k, int64_t k_stride, 
   }
 }
 
-// Phase 3: out = Σ_j p_j · v_j (float accumulation), written as bf16; head_dim multiple of 16.
-void DecodeWeightedSumAvx512(const float* p, const uint16_t* v, int64_t v_stride, int64_t len,
-                             int64_t hd, uint16_t* out) {
+// Phase 3: out = Σ_j p_j · v_j over `segments` value blocks in order (v[i] with row stride
+// v_stride[i], len[i] rows; p runs on across them), float accumulation, written as bf16;
+// head_dim a multiple of 16.
+void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int64_t* v_stride,
+                             const int64_t* len, int64_t segments, int64_t hd, uint16_t* out) {
   constexpr int kMaxChunks = 16;  // head_dim up to 256
   __m512 acc[kMaxChunks];
   const int64_t chunks = hd / 16;
   for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < len; ++j) {
-    const __m512 pj = _mm512_set1_ps(p[j]);
-    const uint16_t* vj = v + j * v_stride;
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + 16 * c));
-      acc[c] = _mm512_fmadd_ps(pj, _mm512_cvtpbh_ps((__m256bh)raw), acc[c]);
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    for (int64_t j = 0; j < len[seg]; ++j) {
+      const __m512 pj = _mm512_set1_ps(*p++);
+      const uint16_t* vj = v[seg] + j * v_stride[seg];
+      for (int64_t c = 0; c < chunks; ++c) {
+        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + 16 * c));
+        acc[c] = _mm512_fmadd_ps(pj, _mm512_cvtpbh_ps((__m256bh)raw), acc[c]);
+      }
     }
   }
   for (int64_t c = 0; c < chunks; ++c) {

@@ -1,6 +1,7 @@
 #include "common/model/kv_cache.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace icae {
 
@@ -14,42 +15,75 @@ KVCache::KVCache(const ModelConfig& config, torch::TensorOptions options, int64_
   if (initial_capacity > 0) Reserve(initial_capacity);
 }
 
+KVCache KVCache::Extending(std::shared_ptr<const KVCache> base, int64_t base_len, int64_t capacity) {
+  KVCache c = *base;  // shape and options
+  base_len = std::clamp<int64_t>(base_len, 0, base->length());
+  for (int64_t l = 0; l < c.layers_; ++l) c.k_[l] = c.v_[l] = torch::Tensor();
+  c.base_ = std::move(base);
+  c.base_len_ = c.length_ = c.capacity_ = base_len;
+  c.Reserve(std::max<int64_t>(capacity - base_len, 1));
+  return c;
+}
+
 int64_t KVCache::bytes() const {
-  return 2 * layers_ * kv_heads_ * capacity_ * head_dim_ *
+  return 2 * layers_ * kv_heads_ * (capacity_ - base_len_) * head_dim_ *
          static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options_.dtype())));
 }
 
 void KVCache::Reserve(int64_t n) {
-  int64_t need = length_ + n;
-  if (need <= capacity_) return;
-  int64_t cap = std::max<int64_t>({need, capacity_ * 2, 16});
+  const int64_t need = own_length() + n, own_capacity = capacity_ - base_len_;
+  if (need <= own_capacity) return;
+  const int64_t cap = std::max<int64_t>({need, own_capacity * 2, 16});
   for (int64_t l = 0; l < layers_; ++l) {
     auto nk = torch::empty({kv_heads_, cap, head_dim_}, options_);
     auto nv = torch::empty({kv_heads_, cap, head_dim_}, options_);
-    if (length_ > 0) {
-      nk.narrow(1, 0, length_).copy_(k_[l].narrow(1, 0, length_));
-      nv.narrow(1, 0, length_).copy_(v_[l].narrow(1, 0, length_));
+    if (own_length() > 0) {
+      nk.narrow(1, 0, own_length()).copy_(k_[l].narrow(1, 0, own_length()));
+      nv.narrow(1, 0, own_length()).copy_(v_[l].narrow(1, 0, own_length()));
     }
     k_[l] = nk;
     v_[l] = nv;
   }
-  capacity_ = cap;
+  capacity_ = base_len_ + cap;
 }
 
 void KVCache::Write(int64_t layer, const torch::Tensor& k, const torch::Tensor& v) {
   int64_t n = k.size(1);
-  k_[layer].narrow(1, length_, n).copy_(k);
-  v_[layer].narrow(1, length_, n).copy_(v);
+  k_[layer].narrow(1, own_length(), n).copy_(k);
+  v_[layer].narrow(1, own_length(), n).copy_(v);
+}
+
+std::vector<KVCache::Segment> KVCache::Segments(int64_t layer, int64_t pending) const {
+  std::vector<Segment> out;
+  if (base_ != nullptr && base_len_ > 0) {
+    // The base's own segments, cut at base_len (a base may itself extend another).
+    int64_t left = base_len_;
+    for (Segment s : base_->Segments(layer, 0)) {
+      if (left == 0) break;
+      const int64_t n = std::min<int64_t>(left, s.keys.size(1));
+      out.push_back({s.keys.narrow(1, 0, n), s.values.narrow(1, 0, n)});
+      left -= n;
+    }
+  }
+  const int64_t own = own_length() + pending;
+  if (own > 0 || out.empty()) {
+    out.push_back({k_[layer].narrow(1, 0, own), v_[layer].narrow(1, 0, own)});
+  }
+  return out;
 }
 
 torch::Tensor KVCache::Keys(int64_t layer, int64_t pending) const {
-  return k_[layer].narrow(1, 0, length_ + pending);
+  if (base_len_ == 0) return k_[layer].narrow(1, 0, length_ + pending);
+  std::vector<torch::Tensor> parts;
+  for (const Segment& s : Segments(layer, pending)) parts.push_back(s.keys);
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
 }
 
 torch::Tensor KVCache::Values(int64_t layer, int64_t pending) const {
-  return v_[layer].narrow(1, 0, length_ + pending);
+  if (base_len_ == 0) return v_[layer].narrow(1, 0, length_ + pending);
+  std::vector<torch::Tensor> parts;
+  for (const Segment& s : Segments(layer, pending)) parts.push_back(s.values);
+  return parts.size() == 1 ? parts[0] : torch::cat(parts, 1);
 }
-
-void KVCache::Truncate(int64_t n) { length_ = std::min(length_, std::max<int64_t>(n, 0)); }
 
 }  // namespace icae

@@ -1,9 +1,15 @@
 // Per-sequence key/value cache. Keys are stored after RoPE. Capacity grows geometrically so
 // appending one decode step is a copy into preallocated memory, not a reallocation.
+//
+// A cache may extend a shared, read-only base (a cached prompt prefix, see prefix_cache.h):
+// its first positions are the base's, held by reference and never copied, and only the
+// positions after them live in the cache's own buffers. Decode attention reads the two parts
+// as segments; tensor-op attention (prefill) asks for one contiguous tensor.
 #ifndef ICAE_COMMON_MODEL_KV_CACHE_H_
 #define ICAE_COMMON_MODEL_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -16,9 +22,16 @@ class KVCache {
  public:
   KVCache(const ModelConfig& config, torch::TensorOptions options, int64_t initial_capacity = 0);
 
+  // A cache whose positions [0, base_len) are base's (base_len <= base->length()), shared:
+  // holding base keeps it alive (and pinned in its prefix cache) while this cache lives. Room
+  // for `capacity` positions in all (at least base_len).
+  static KVCache Extending(std::shared_ptr<const KVCache> base, int64_t base_len, int64_t capacity);
+
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
-  // Bytes held by the cache buffers.
+  // Positions read from a shared base (0 without one).
+  int64_t shared_length() const { return base_len_; }
+  // Bytes held by this cache's own buffers (a shared base is counted by its owner).
   int64_t bytes() const;
   // Ensures room for `n` more positions.
   void Reserve(int64_t n);
@@ -26,18 +39,27 @@ class KVCache {
   // advances once per step through Advance(), after every layer has written.
   void Write(int64_t layer, const torch::Tensor& k, const torch::Tensor& v);
   void Advance(int64_t n) { length_ += n; }
-  // Keys/values of `layer` for positions [0, length + pending): [n_kv, len, head_dim].
+  // Keys/values of `layer` for positions [0, length + pending): [n_kv, len, head_dim]. A view
+  // of the cache's buffer; with a shared base, a new tensor joining base and own positions.
   torch::Tensor Keys(int64_t layer, int64_t pending) const;
   torch::Tensor Values(int64_t layer, int64_t pending) const;
-  // Forgets everything from position `n` on.
-  void Truncate(int64_t n);
+  // The same positions as views, in order, never copied: the shared base's part (if any),
+  // then this cache's own.
+  struct Segment {
+    torch::Tensor keys, values;  // [n_kv, len_i, head_dim]
+  };
+  std::vector<Segment> Segments(int64_t layer, int64_t pending) const;
 
  private:
+  int64_t own_length() const { return length_ - base_len_; }
+
   int64_t layers_, kv_heads_, head_dim_;
   torch::TensorOptions options_;
-  int64_t length_ = 0;
-  int64_t capacity_ = 0;
-  std::vector<torch::Tensor> k_, v_;  // per layer [n_kv, capacity, head_dim]
+  int64_t length_ = 0;    // base_len_ + own positions
+  int64_t capacity_ = 0;  // base_len_ + own buffer positions
+  std::vector<torch::Tensor> k_, v_;  // per layer [n_kv, own capacity, head_dim]
+  std::shared_ptr<const KVCache> base_;
+  int64_t base_len_ = 0;
 };
 
 }  // namespace icae

@@ -18,8 +18,9 @@
 namespace icae {
 
 // A new cache holding a copy of src's positions [0, n), with room for `capacity` positions
-// (at least n). Attention needs one contiguous buffer per sequence, so a sequence that starts
-// from a shared prefix copies it once (a memcpy, far cheaper than the prefix's forward pass).
+// (at least n): how an entry is made from the sequence that computed it. Sequences that start
+// from an entry do not copy it: they extend it (KVCache::Extending), and an entry stays pinned
+// while any of them runs.
 KVCache CopyKVPrefix(const ModelConfig& config, const KVCache& src, int64_t n, int64_t capacity);
 
 class PrefixKVCache {

@@ -294,12 +294,15 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     // the whole batch instead of ~20 tensor ops per sequence.
     torch::Tensor fused_attn;
     if (fused && all_single_cached) {
-      std::vector<torch::Tensor> keys, values;
+      // A cache extending a shared prefix is read in place, segment by segment.
+      std::vector<std::vector<torch::Tensor>> keys(batch.size()), values(batch.size());
       for (size_t s = 0; s < batch.size(); ++s) {
         batch[s].cache->Write(l, k3.narrow(0, offsets[s], 1).transpose(0, 1),
                               v3.narrow(0, offsets[s], 1).transpose(0, 1));
-        keys.push_back(batch[s].cache->Keys(l, 1));
-        values.push_back(batch[s].cache->Values(l, 1));
+        for (auto& seg : batch[s].cache->Segments(l, 1)) {
+          keys[s].push_back(std::move(seg.keys));
+          values[s].push_back(std::move(seg.values));
+        }
       }
       fused_attn = FusedDecodeAttention(q3, keys, values, scale);
     }

@@ -10,6 +10,7 @@
 #include "common/model/cpu_fused.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/generate.h"
+#include "common/model/prefix_cache.h"
 #include "common/model/sampler.h"
 #include "common/model/stop.h"
 #include "common/model/transformer.h"
@@ -428,6 +429,85 @@ TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
   auto fused = run(true), plain = run(false);
   EXPECT_LT((fused - plain).abs().max().item<float>(), 0.1f);
   EXPECT_GT(plain.abs().max().item<float>(), 0.1f);
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+// A cache extending a shared prefix reads it in place (no copy, the entry pinned while used)
+// and gives the same logits, bit for bit, as a cache holding a copy of it — on the fused bf16
+// decode kernel (segments) and on the tensor-op path (float32, prefill), with two sequences
+// sharing one entry in a batch.
+TEST(SharedPrefixTest, ExtendingAPrefixEqualsCopyingIt) {
+  c10::InferenceMode guard;
+  ModelConfig c;
+  c.model_type = "mistral";
+  c.hidden_size = 128;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 32;
+  c.intermediate_size = 96;
+  c.vocab_size = 64;
+  c.max_position_embeddings = 256;
+  for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+    Transformer model(c, RandomWeights(c, dtype, 22));
+    torch::manual_seed(5);
+    const auto prefix_ids = torch::randint(0, 64, {19}, torch::kInt64);
+    KVCache computed = model.NewCache();
+    std::vector<SequenceInput> b(1);
+    b[0].ids = prefix_ids;
+    b[0].cache = &computed;
+    ASSERT_TRUE(model.Forward(b).ok());
+    PrefixKVCache entries(int64_t{1} << 30);
+    ASSERT_TRUE(entries.Insert("p", CopyKVPrefix(c, computed, 19, 19)));
+    std::shared_ptr<const KVCache> entry = entries.Lookup("p");
+    ASSERT_NE(entry, nullptr);
+
+    auto run = [&](bool shared) {
+      std::vector<KVCache> caches;
+      for (int i = 0; i < 2; ++i) {
+        caches.push_back(shared ? KVCache::Extending(entry, 19, 40) : CopyKVPrefix(c, *entry, 19, 40));
+      }
+      if (shared) {
+        EXPECT_EQ(caches[0].shared_length(), 19);
+        EXPECT_EQ(caches[0].bytes() + entry->bytes(), CopyKVPrefix(c, *entry, 19, 40).bytes());
+        // In place: the first segment is the entry's own memory.
+        auto segs = caches[1].Segments(0, 0);
+        EXPECT_EQ(segs.size(), 1u);
+        EXPECT_EQ(segs[0].keys.data_ptr(), entry->Segments(0, 0)[0].keys.data_ptr());
+      }
+      std::vector<SequenceInput> batch(2);
+      for (int i = 0; i < 2; ++i) {
+        batch[i].ids = torch::randint(0, 64, {3 + 4 * i}, torch::kInt64);
+        batch[i].cache = &caches[i];
+      }
+      std::vector<torch::Tensor> logits = {*model.Forward(batch)};
+      for (int step = 0; step < 5; ++step) {
+        for (int i = 0; i < 2; ++i) {
+          batch[i] = SequenceInput();
+          batch[i].ids = torch::tensor({(step * 5 + i) % 64}, torch::kInt64);
+          batch[i].cache = &caches[i];
+        }
+        logits.push_back(*model.Forward(batch));
+      }
+      if (shared) {
+        EXPECT_GE(entry.use_count(), 3);  // the test's handle + the two caches: pinned
+        EXPECT_EQ(caches[0].length(), 19 + 3 + 5);
+      }
+      return torch::stack(logits).clone();
+    };
+    torch::manual_seed(6);
+    auto copied = run(false);
+    torch::manual_seed(6);
+    auto shared = run(true);
+    EXPECT_TRUE(torch::equal(copied, shared)) << c10::toString(dtype) << " max diff "
+                                              << (copied - shared).abs().max().item<float>();
+    EXPECT_EQ(entry.use_count(), 2);  // the caches are gone: only the test and the cache hold it
+  }
 }
 
 }  // namespace
