@@ -12,6 +12,8 @@ if(TARGET icae_slot_store)
     LIBS icae_slot_store LABELS unit)
   icae_add_test(slot_store_redis_test SOURCES integration/slot_store_redis_test.cc
     LIBS icae_slot_store LABELS integration)
+  icae_add_test(slot_store_redis_cluster_unit_test
+    SOURCES unit/slot_store_redis_cluster_unit_test.cc LIBS icae_slot_store LABELS unit)
   icae_add_test(slot_store_conformance_test SOURCES integration/slot_store_conformance_test.cc
     LIBS icae_slot_store LABELS integration)
 endif()
