@@ -291,6 +291,9 @@ TEST_F(SlotStoreRedisCluster, MasterKilledDuringLoadReplicaTakesOver) {
   EXPECT_LT(recovered - promoted, absl::Milliseconds(500 + 100) + absl::Seconds(1));
   EXPECT_TRUE(wrong.empty()) << wrong.size() << " wrong answers, first: " << wrong[0];
   EXPECT_GT(unavailable.load(), 0) << "the kill was seen";
+  // The other masters may still answer CLUSTERDOWN for a moment, until they have all heard of
+  // the promotion (cluster gossip, not the store): wait for the whole cluster, then read.
+  ASSERT_TRUE(cluster_->WaitHealthy(absl::Seconds(10)).ok());
   for (int i = 0; i < kIds; ++i) {
     auto got = store->Get(absl::StrCat("k", i));
     ASSERT_TRUE(got.ok()) << "acknowledged record k" << i << " lost: " << got.status();
