@@ -122,7 +122,7 @@ absl::StatusOr<std::unique_ptr<LocalRedisCluster>> LocalRedisCluster::Start(
   }
   if (opt.redis_cli.empty() || !IsExecutable(opt.redis_cli)) {
     return absl::NotFoundError(
-        "redis-cli not found (install the redis-server package, or set ICAE_REDIS_CLI)");
+        "redis-cli not found (install the redis-tools package, or set ICAE_REDIS_CLI)");
   }
   const char* tmp = std::getenv("TMPDIR");
   std::string tmpl = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp",

@@ -75,14 +75,15 @@ inline bool RedisRequired() {
   } while (0)
 
 // The same for `var`, a std::unique_ptr<LocalRedisCluster> started with `options` (needs
-// redis-server and redis-cli, both in the redis-server package).
+// redis-server and redis-cli, from the redis-server and redis-tools packages).
 #define ICAE_START_REDIS_CLUSTER_OR_SKIP(var, options)                                        \
   do {                                                                                        \
     if (::icae::slot_store::LocalRedisServer::FindRedisServer().empty() ||                    \
         ::icae::slot_store::LocalRedisCluster::FindRedisCli().empty()) {                      \
       if (::icae::slot_store::testing::RedisRequired()) {                                     \
         FAIL() << "ICAE_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed "      \
-                  "(apt-get install redis-server, or set ICAE_REDIS_SERVER/ICAE_REDIS_CLI)";  \
+                  "(apt-get install redis-server redis-tools, or set ICAE_REDIS_SERVER and "  \
+                  "ICAE_REDIS_CLI)";                                                          \
       }                                                                                       \
       GTEST_SKIP() << "redis-server or redis-cli not installed; set ICAE_REQUIRE_REDIS=1 to " \
                       "make this a failure";                                                  \
