@@ -14,6 +14,8 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # Slot store backends.
   libssl-dev libhiredis-dev redis-server
+  # redis-cli (redis-tools): forms the Redis Cluster of the redis-cluster:// tests and bench.
+  redis-tools
   # Prometheus metrics and the /metrics endpoint (prometheus-cpp's pull exposer, civetweb).
   prometheus-cpp-dev
   # Tests and benchmarks.

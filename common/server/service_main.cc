@@ -20,7 +20,8 @@ ABSL_FLAG(std::string, model, "", "model folder (HF layout); empty = the embedde
 ABSL_FLAG(std::string, adapter, "", "ICAE adapter .safetensors; empty = the default model's adapter");
 ABSL_FLAG(std::string, dtype, "bfloat16", "compute dtype: bfloat16 | float32 | float16");
 ABSL_FLAG(std::string, store, "file:///tmp/icae-slots?max_bytes=1G",
-          "slot store URI: memory://, file:///dir, redis://host:port/db, tiered://");
+          "slot store URI: memory://, file:///dir, redis://host:port/db, "
+          "redis-cluster://host:port[,host:port...], tiered://");
 ABSL_FLAG(int32_t, threads, 0, "LibTorch intra-op threads (0 = all cores)");
 ABSL_FLAG(int64_t, max_batch, 8, "encoder: contexts per compression pass; decoder: running sequences");
 ABSL_FLAG(int64_t, max_queue, 64, "requests waiting for admission; beyond it RESOURCE_EXHAUSTED");

@@ -105,6 +105,12 @@ absl::StatusOr<std::unique_ptr<LocalRedisServer>> LocalRedisServer::Start(
   for (int attempt = 0; attempt < 5; ++attempt) {
     absl::StatusOr<int> port = PickFreePort();
     if (!port.ok()) return port.status();
+    if (server->options_.cluster) {
+      absl::StatusOr<int> bus = PickFreePort();
+      if (!bus.ok()) return bus.status();
+      if (*bus == *port) continue;
+      server->bus_port_ = *bus;
+    }
     last = server->Spawn(*port);
     if (last.ok()) return server;
   }
@@ -126,6 +132,15 @@ absl::Status LocalRedisServer::Spawn(int port) {
   if (!options_.maxmemory.empty()) {
     args.push_back("--maxmemory");
     args.push_back(options_.maxmemory);
+  }
+  if (options_.cluster) {
+    for (const char* a : {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"}) {
+      args.push_back(a);
+    }
+    args.push_back("--cluster-port");
+    args.push_back(std::to_string(bus_port_));
+    args.push_back("--cluster-node-timeout");
+    args.push_back(std::to_string(absl::ToInt64Milliseconds(options_.cluster_node_timeout)));
   }
   for (const auto& a : options_.extra_args) args.push_back(a);
   // Everything the child needs is built before fork: only async-signal-safe calls after it.

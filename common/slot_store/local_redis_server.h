@@ -21,6 +21,10 @@ struct LocalRedisOptions {
   std::string maxmemory;       // e.g. "64mb"; "" = no limit
   std::string maxmemory_policy = "allkeys-lru";
   std::vector<std::string> extra_args;  // more "--name value" arguments
+  // Cluster mode (--cluster-enabled yes): the cluster bus gets a second free port, kept across
+  // Restart() together with nodes.conf, so a restarted node rejoins its cluster.
+  bool cluster = false;
+  absl::Duration cluster_node_timeout = absl::Seconds(1);
   absl::Duration start_timeout = absl::Seconds(10);
 };
 
@@ -39,6 +43,7 @@ class LocalRedisServer {
   LocalRedisServer& operator=(const LocalRedisServer&) = delete;
 
   int port() const { return port_; }
+  int bus_port() const { return bus_port_; }  // 0 unless options.cluster
   pid_t pid() const { return pid_; }
   // "redis://127.0.0.1:<port>/0" plus "?<params>" when params is not empty.
   std::string Uri(std::string_view params = "") const;
@@ -64,6 +69,7 @@ class LocalRedisServer {
   LocalRedisOptions options_;
   std::string dir_;
   int port_ = 0;
+  int bus_port_ = 0;
   pid_t pid_ = -1;
 };
 

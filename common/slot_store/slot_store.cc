@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/slot_store/file_store.h"
 #include "common/slot_store/memory_store.h"
+#include "common/slot_store/redis_cluster_store.h"
 #include "common/slot_store/redis_store.h"
 #include "common/slot_store/slot_id.h"
 #include "common/slot_store/store_uri.h"
@@ -36,10 +37,11 @@ absl::StatusOr<std::unique_ptr<SlotStore>> OpenSlotStore(const std::string& uri)
   if (parsed.scheme == "memory") return wrap(MemorySlotStore::FromUri(parsed));
   if (parsed.scheme == "file") return wrap(FileSlotStore::FromUri(parsed));
   if (parsed.scheme == "redis") return wrap(RedisSlotStore::FromUri(parsed));
+  if (parsed.scheme == "redis-cluster") return wrap(RedisClusterSlotStore::FromUri(parsed));
   if (parsed.scheme == "tiered") return wrap(TieredSlotStore::FromUri(parsed));
   return absl::InvalidArgumentError(
       absl::StrCat("unknown slot store scheme '", parsed.scheme,
-                   "://' (known: memory://, file://, redis://, tiered://)"));
+                   "://' (known: memory://, file://, redis://, redis-cluster://, tiered://)"));
 }
 
 namespace internal {

@@ -10,6 +10,9 @@
 //   redis://[:password@]host:port[/db]?ttl=0&timeout_ms=1000&pool=8&prefix=icae:slot:
 //          &max_record_bytes=256M&backoff_ms=200
 //       hiredis with a connection pool (redis_store.h).
+//   redis-cluster://[:password@]host:port[,host:port...]?wait_replicas=0&max_redirects=5
+//          &ttl=0&timeout_ms=1000&pool=8&prefix=icae:slot:&max_record_bytes=256M&backoff_ms=200
+//       Redis Cluster: hash-slot routing, MOVED/ASK, a pool per node (redis_cluster_store.h).
 //   tiered://?local_max_bytes=256M&local_ttl=0&backend=<percent-encoded URI>
 //       A memory LRU in front of any other store (tiered_store.h); build the backend part with
 //       UrlEncode(), e.g. "tiered://?backend=" + UrlEncode("redis://h:6379/0?ttl=3600").
@@ -81,7 +84,7 @@ class SlotStore {
 
 // Creates a store from a URI (see the top of this file). INVALID_ARGUMENT with a message naming
 // the problem for an unknown scheme, a malformed URI, an unknown or bad parameter.
-// Opening a redis:// store does not connect (connections are made on first use), so it succeeds
+// Opening a redis:// or redis-cluster:// store does not connect (connections are made on first use), so it succeeds
 // while Redis is down; operations then answer UNAVAILABLE until it is up.
 absl::StatusOr<std::unique_ptr<SlotStore>> OpenSlotStore(const std::string& uri);
 

@@ -75,7 +75,7 @@ absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri_in) {
   const size_t sep = uri.find("://");
   if (sep == absl::string_view::npos || sep == 0) {
     return BadUri(uri, "expected scheme://... (memory://, file:///dir, redis://host:port/db, "
-                       "tiered://?backend=...)");
+                       "redis-cluster://host:port,host:port, tiered://?backend=...)");
   }
   out.scheme = absl::AsciiStrToLower(uri.substr(0, sep));
   for (char c : out.scheme) {
@@ -101,31 +101,43 @@ absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri_in) {
     out.userinfo = *std::move(info);
     authority = authority.substr(at + 1);
   }
-  absl::string_view port;
-  if (!authority.empty() && authority[0] == '[') {  // [IPv6]:port
-    const size_t close = authority.find(']');
-    if (close == absl::string_view::npos) return BadUri(uri, "unclosed '[' in host");
-    out.host = std::string(authority.substr(1, close - 1));
-    absl::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after[0] != ':') return BadUri(uri, "junk after IPv6 host");
-      port = after.substr(1);
+  const bool list = authority.find(',') != absl::string_view::npos;
+  for (absl::string_view piece : absl::StrSplit(authority, ',')) {
+    StoreEndpoint ep;
+    absl::string_view port;
+    if (!piece.empty() && piece[0] == '[') {  // [IPv6]:port
+      const size_t close = piece.find(']');
+      if (close == absl::string_view::npos) return BadUri(uri, "unclosed '[' in host");
+      ep.host = std::string(piece.substr(1, close - 1));
+      absl::string_view after = piece.substr(close + 1);
+      if (!after.empty()) {
+        if (after[0] != ':') return BadUri(uri, "junk after IPv6 host");
+        port = after.substr(1);
+        if (port.empty()) return BadUri(uri, "empty port");
+      }
+    } else if (size_t colon = piece.rfind(':'); colon != absl::string_view::npos) {
+      ep.host = std::string(piece.substr(0, colon));
+      port = piece.substr(colon + 1);
       if (port.empty()) return BadUri(uri, "empty port");
+    } else {
+      ep.host = std::string(piece);
     }
-  } else if (size_t colon = authority.rfind(':'); colon != absl::string_view::npos) {
-    out.host = std::string(authority.substr(0, colon));
-    port = authority.substr(colon + 1);
-    if (port.empty()) return BadUri(uri, "empty port");
-  } else {
-    out.host = std::string(authority);
+    if (!port.empty()) {
+      int p = 0;
+      if (!absl::SimpleAtoi(port, &p) || p < 1 || p > 65535 ||
+          port.find_first_not_of("0123456789") != absl::string_view::npos) {
+        return BadUri(uri, absl::StrCat("port must be 1..65535, got '", port, "'"));
+      }
+      ep.port = p;
+    }
+    if (list && ep.host.empty()) {
+      return BadUri(uri, "empty host in a host list (expected host:port,host:port)");
+    }
+    if (!ep.host.empty() || ep.port != -1) out.endpoints.push_back(std::move(ep));
   }
-  if (!port.empty()) {
-    int p = 0;
-    if (!absl::SimpleAtoi(port, &p) || p < 1 || p > 65535 ||
-        port.find_first_not_of("0123456789") != absl::string_view::npos) {
-      return BadUri(uri, absl::StrCat("port must be 1..65535, got '", port, "'"));
-    }
-    out.port = p;
+  if (!out.endpoints.empty()) {
+    out.host = out.endpoints[0].host;
+    out.port = out.endpoints[0].port;
   }
   auto decoded_path = UrlDecode(ToStd(path));
   if (!decoded_path.ok()) return BadUri(uri, decoded_path.status().message());

@@ -16,17 +16,25 @@
 
 namespace icae::slot_store {
 
+struct StoreEndpoint {
+  std::string host;  // without brackets for IPv6 literals
+  int port = -1;     // -1 when absent
+};
+
 struct StoreUri {
   std::string scheme;    // lower case, e.g. "redis"
   std::string userinfo;  // percent-decoded "user:password" (may be empty)
-  std::string host;      // without brackets for IPv6 literals
-  int port = -1;         // -1 when absent
+  std::string host;      // the first endpoint's host; without brackets for IPv6 literals
+  int port = -1;         // the first endpoint's port; -1 when absent
+  // Every host[:port] of a comma-separated list ("h1:7000,h2:7001", for redis-cluster://);
+  // one for an ordinary URI, none when the host is empty.
+  std::vector<StoreEndpoint> endpoints;
   std::string path;      // percent-decoded, e.g. "/var/cache/icae" or "/0"
   std::map<std::string, std::string> params;  // percent-decoded query parameters
 };
 
 // InvalidArgument (quoting the URI) when it is not of the form above, a port is out of range,
-// a parameter repeats, or a percent escape is broken.
+// a host of a list is empty, a parameter repeats, or a percent escape is broken.
 absl::StatusOr<StoreUri> ParseStoreUri(std::string_view uri);
 
 // Percent-encodes everything except unreserved characters (RFC 3986), e.g. to nest one store

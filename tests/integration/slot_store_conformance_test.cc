@@ -1,5 +1,6 @@
 // The SlotStore contract, run against every backend: memory, file, redis (a private
-// redis-server on a free loopback port), and tiered over file and over redis.
+// redis-server on a free loopback port), redis-cluster (a private 3-master + 3-replica cluster
+// on loopback), and tiered over file and over redis.
 #include <atomic>
 #include <functional>
 #include <mutex>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/slot_store/local_redis_cluster.h"
 #include "common/slot_store/local_redis_server.h"
 #include "common/slot_store/slot_store.h"
 #include "common/slot_store/store_uri.h"
@@ -22,13 +24,19 @@ namespace {
 
 using ::icae::slot_store::testing::RecordBytesOfSize;
 
+enum class Needs { kNothing, kRedis, kRedisCluster };
+
+struct Servers {
+  std::string dir;
+  std::unique_ptr<LocalRedisServer> redis;
+  std::unique_ptr<LocalRedisCluster> cluster;
+};
+
 struct Backend {
   std::string name;
-  bool needs_redis;
+  Needs needs;
   // URI for a store bounded to about `max_bytes` where the backend has such a bound.
-  std::function<std::string(const std::string& dir, const LocalRedisServer* redis,
-                            uint64_t max_bytes)>
-      uri;
+  std::function<std::string(const Servers& servers, uint64_t max_bytes)> uri;
 };
 
 // gtest prints parameters in test names and failures; the name is enough.
@@ -36,27 +44,27 @@ void PrintTo(const Backend& backend, std::ostream* os) { *os << backend.name; }
 
 std::vector<Backend> Backends() {
   return {
-      {"memory", false,
-       [](const std::string&, const LocalRedisServer*, uint64_t max) {
-         return absl::StrCat("memory://?max_bytes=", max);
+      {"memory", Needs::kNothing,
+       [](const Servers&, uint64_t max) { return absl::StrCat("memory://?max_bytes=", max); }},
+      {"file", Needs::kNothing,
+       [](const Servers& s, uint64_t max) {
+         return absl::StrCat("file://", s.dir, "?max_bytes=", max);
        }},
-      {"file", false,
-       [](const std::string& dir, const LocalRedisServer*, uint64_t max) {
-         return absl::StrCat("file://", dir, "?max_bytes=", max);
+      {"redis", Needs::kRedis,
+       [](const Servers& s, uint64_t) { return s.redis->Uri("timeout_ms=2000&pool=8"); }},
+      {"redis_cluster", Needs::kRedisCluster,
+       [](const Servers& s, uint64_t) {
+         return s.cluster->Uri("timeout_ms=2000&pool=8&wait_replicas=1");
        }},
-      {"redis", true,
-       [](const std::string&, const LocalRedisServer* redis, uint64_t) {
-         return redis->Uri("timeout_ms=2000&pool=8");
-       }},
-      {"tiered_file", false,
-       [](const std::string& dir, const LocalRedisServer*, uint64_t max) {
+      {"tiered_file", Needs::kNothing,
+       [](const Servers& s, uint64_t max) {
          return absl::StrCat("tiered://?local_max_bytes=", max / 4, "&backend=",
-                             UrlEncode(absl::StrCat("file://", dir, "?max_bytes=", max)));
+                             UrlEncode(absl::StrCat("file://", s.dir, "?max_bytes=", max)));
        }},
-      {"tiered_redis", true,
-       [](const std::string&, const LocalRedisServer* redis, uint64_t max) {
+      {"tiered_redis", Needs::kRedis,
+       [](const Servers& s, uint64_t max) {
          return absl::StrCat("tiered://?local_max_bytes=", max / 4, "&backend=",
-                             UrlEncode(redis->Uri("timeout_ms=2000&pool=8")));
+                             UrlEncode(s.redis->Uri("timeout_ms=2000&pool=8")));
        }},
   };
 }
@@ -64,20 +72,26 @@ std::vector<Backend> Backends() {
 class SlotStoreConformance : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    dir_ = icae::testing::MakeTempDir("icae-conformance");
-    if (GetParam().needs_redis) ICAE_START_REDIS_OR_SKIP(redis_, LocalRedisOptions{});
+    servers_.dir = icae::testing::MakeTempDir("icae-conformance");
+    if (GetParam().needs == Needs::kRedis) {
+      ICAE_START_REDIS_OR_SKIP(servers_.redis, LocalRedisOptions{});
+    }
+    if (GetParam().needs == Needs::kRedisCluster) {
+      LocalRedisClusterOptions options;
+      options.node_timeout = absl::Milliseconds(500);
+      ICAE_START_REDIS_CLUSTER_OR_SKIP(servers_.cluster, options);
+    }
   }
   void TearDown() override {
     std::string out;
-    icae::testing::RunCommand("rm -rf '" + dir_ + "'", &out);
+    icae::testing::RunCommand("rm -rf '" + servers_.dir + "'", &out);
   }
   std::unique_ptr<SlotStore> Open(uint64_t max_bytes = 64 << 20) {
-    auto store = OpenSlotStore(GetParam().uri(dir_, redis_.get(), max_bytes));
+    auto store = OpenSlotStore(GetParam().uri(servers_, max_bytes));
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
-  std::string dir_;
-  std::unique_ptr<LocalRedisServer> redis_;
+  Servers servers_;
 };
 
 TEST_P(SlotStoreConformance, Contract) {

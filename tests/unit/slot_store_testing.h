@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "common/slot_store/local_redis_cluster.h"
 #include "common/slot_store/local_redis_server.h"
 #include "common/slot_store/slot_record.h"
 #include "gtest/gtest.h"
@@ -71,6 +72,25 @@ inline bool RedisRequired() {
     auto icae_redis_ = ::icae::slot_store::LocalRedisServer::Start(options);                  \
     ASSERT_TRUE(icae_redis_.ok()) << "starting redis-server: " << icae_redis_.status();       \
     var = *std::move(icae_redis_);                                                            \
+  } while (0)
+
+// The same for `var`, a std::unique_ptr<LocalRedisCluster> started with `options` (needs
+// redis-server and redis-cli, from the redis-server and redis-tools packages).
+#define ICAE_START_REDIS_CLUSTER_OR_SKIP(var, options)                                        \
+  do {                                                                                        \
+    if (::icae::slot_store::LocalRedisServer::FindRedisServer().empty() ||                    \
+        ::icae::slot_store::LocalRedisCluster::FindRedisCli().empty()) {                      \
+      if (::icae::slot_store::testing::RedisRequired()) {                                     \
+        FAIL() << "ICAE_REQUIRE_REDIS=1 but redis-server or redis-cli is not installed "      \
+                  "(apt-get install redis-server redis-tools, or set ICAE_REDIS_SERVER and "  \
+                  "ICAE_REDIS_CLI)";                                                          \
+      }                                                                                       \
+      GTEST_SKIP() << "redis-server or redis-cli not installed; set ICAE_REQUIRE_REDIS=1 to " \
+                      "make this a failure";                                                  \
+    }                                                                                         \
+    auto icae_cluster_ = ::icae::slot_store::LocalRedisCluster::Start(options);               \
+    ASSERT_TRUE(icae_cluster_.ok()) << "starting a redis cluster: " << icae_cluster_.status(); \
+    var = *std::move(icae_cluster_);                                                          \
   } while (0)
 
 #endif  // ICAE_TESTS_UNIT_SLOT_STORE_TESTING_H_
