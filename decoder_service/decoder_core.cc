@@ -63,6 +63,11 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
                                     {16, 32, 64, 128, 256, 512, 1024, 2048, 4096});
   m_.prefill_time = r.AddHistogram("icae_prefill_seconds", "Duration of steps that prefilled new sequences",
                                    server::LatencyBuckets());
+  m_.loop_time = r.AddHistogram(
+      "icae_scheduler_loop_seconds",
+      "Scheduler time per step outside the forward pass (planning, batch assembly, sampling, stop "
+      "checks, detokenising, streaming), divided by the sequences in the step",
+      {1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 1e-2});
   m_.prompt_tokens = r.AddCounter("icae_prompt_tokens_total", "Decoder input positions prefilled (slots included)");
   m_.generation_tokens = r.AddCounter("icae_generation_tokens_total", "Tokens generated");
   m_.slot_hits = r.AddCounter("icae_slot_cache_hits_total", "Slot lookups that found a record",
@@ -416,7 +421,10 @@ void DecoderCore::Loop() {
       m_.running->Set(static_cast<double>(running_));
       m_.waiting->Set(static_cast<double>(WaitingLocked()));
     }
+    const absl::Time step_start = absl::Now();
+    last_forward_ = absl::ZeroDuration();
     StepPlan plan = Schedule(running);
+    const int64_t in_step = static_cast<int64_t>(plan.decode.size() + plan.prefill.size());
     if (!plan.decode.empty() || !plan.prefill.empty()) {
       absl::StatusOr<torch::Tensor> logits = Execute(plan);
       if (logits.ok()) {
@@ -439,6 +447,10 @@ void DecoderCore::Loop() {
       std::lock_guard<std::mutex> lock(mu_);
       running_ = static_cast<int64_t>(running.size());
       m_.running->Set(static_cast<double>(running_));
+    }
+    if (in_step > 0) {
+      m_.loop_time->Observe(absl::ToDoubleSeconds(absl::Now() - step_start - last_forward_) /
+                            static_cast<double>(in_step));
     }
   }
 }
@@ -558,6 +570,7 @@ absl::StatusOr<torch::Tensor> DecoderCore::Execute(const StepPlan& plan) {
   const absl::Time t0 = absl::Now();
   auto logits = model.Forward(batch);
   const absl::Time t1 = absl::Now();
+  last_forward_ = t1 - t0;
   m_.step_time->Observe(absl::ToDoubleSeconds(t1 - t0));
   if (!plan.prefill.empty()) m_.prefill_time->Observe(absl::ToDoubleSeconds(t1 - t0));
   if (!logits.ok()) return logits.status();

@@ -188,6 +188,7 @@ class DecoderCore final : public server::ServingCore {
   DecoderOptions options_;
   int64_t max_context_tokens_;
   PrefixKVCache prefix_cache_;  // used by the scheduler thread only
+  absl::Duration last_forward_;  // the current step's forward pass (scheduler thread)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -201,6 +202,7 @@ class DecoderCore final : public server::ServingCore {
   struct Metrics {
     server::Gauge *running, *waiting, *kv_bytes;
     server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time, *prefill_chunk;
+    server::Histogram* loop_time;  // per sequence, per step, outside the forward
     server::Counter *prompt_tokens, *generation_tokens, *slot_hits, *slot_misses;
     server::Counter *prefix_hits, *prefix_misses;
     server::Gauge* prefix_bytes;

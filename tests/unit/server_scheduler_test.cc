@@ -182,6 +182,11 @@ TEST_F(SchedulerTest, ConcurrentSequencesMatchOneAtATimeGeneration) {
   // They ran together: steps with more than one sequence (submitted within microseconds of each
   // other, all four overlap the 20-token one).
   EXPECT_GT(BatchedSteps(), 0u);
+  // The scheduler's own cost is observed once per step that ran sequences.
+  const auto steps = metrics_.AddHistogram("icae_batch_size", "", {})->Collect().histogram;
+  const auto loop = metrics_.AddHistogram("icae_scheduler_loop_seconds", "", {})->Collect().histogram;
+  EXPECT_EQ(loop.sample_count, steps.sample_count);
+  EXPECT_GT(loop.sample_sum, 0.0);
 }
 
 TEST_F(SchedulerTest, QueueBoundAtAndPast) {
