@@ -20,11 +20,10 @@
 #include "absl/time/clock.h"
 #include "common/slot_store/absl_compat.h"
 #include "common/slot_store/redis_hash_slot.h"
+#include "common/util/status_macros.h"
 
 namespace icae::slot_store {
 namespace {
-
-bool IsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
 
 std::string ReadFile(const std::string& path) {
   FILE* f = std::fopen(path.c_str(), "r");
@@ -81,21 +80,7 @@ std::vector<NodeLine> ParseClusterNodes(const std::string& text) {
 }  // namespace
 
 std::string LocalRedisCluster::FindRedisCli() {
-  if (const char* env = std::getenv("ICAE_REDIS_CLI"); env != nullptr && env[0] != '\0') {
-    return IsExecutable(env) ? env : "";
-  }
-  const std::string server = LocalRedisServer::FindRedisServer();
-  if (const size_t slash = server.rfind('/'); slash != std::string::npos) {
-    const std::string beside = server.substr(0, slash + 1) + "redis-cli";
-    if (IsExecutable(beside)) return beside;
-  }
-  if (const char* path = std::getenv("PATH"); path != nullptr) {
-    for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
-      std::string candidate = absl::StrCat(dir, "/redis-cli");
-      if (IsExecutable(candidate)) return candidate;
-    }
-  }
-  return "";
+  return FindRedisProgram("ICAE_REDIS_CLI", "redis-cli", LocalRedisServer::FindRedisServer());
 }
 
 LocalRedisCluster::LocalRedisCluster(LocalRedisClusterOptions options, std::string dir)
@@ -124,13 +109,8 @@ absl::StatusOr<std::unique_ptr<LocalRedisCluster>> LocalRedisCluster::Start(
     return absl::NotFoundError(
         "redis-cli not found (install the redis-tools package, or set ICAE_REDIS_CLI)");
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp",
-                                  "/icae-redis-cluster.XXXXXX");
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  std::unique_ptr<LocalRedisCluster> cluster(new LocalRedisCluster(opt, tmpl));
+  ASSIGN_OR_RETURN(std::string dir, MakeTempDir("icae-redis-cluster"));
+  std::unique_ptr<LocalRedisCluster> cluster(new LocalRedisCluster(opt, dir));
   LocalRedisOptions node = opt.node;
   node.cluster = true;
   node.cluster_node_timeout = opt.node_timeout;

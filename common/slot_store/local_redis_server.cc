@@ -18,11 +18,40 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/slot_store/absl_compat.h"
+#include "common/util/status_macros.h"
 
 namespace icae::slot_store {
-namespace {
 
 bool IsExecutable(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+
+std::string FindRedisProgram(const char* env_var, const std::string& name, const std::string& beside) {
+  if (const char* env = std::getenv(env_var); env != nullptr && env[0] != '\0') {
+    return IsExecutable(env) ? env : "";
+  }
+  if (const size_t slash = beside.rfind('/'); slash != std::string::npos) {
+    const std::string sibling = beside.substr(0, slash + 1) + name;
+    if (IsExecutable(sibling)) return sibling;
+  }
+  if (const char* path = std::getenv("PATH"); path != nullptr) {
+    for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+      std::string candidate = absl::StrCat(dir, "/", name);
+      if (IsExecutable(candidate)) return candidate;
+    }
+  }
+  const std::string usr = "/usr/bin/" + name;
+  return IsExecutable(usr) ? usr : "";
+}
+
+absl::StatusOr<std::string> MakeTempDir(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp", "/", prefix, ".XXXXXX");
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
+  }
+  return tmpl;
+}
+
+namespace {
 
 // A port that was free a moment ago.
 absl::StatusOr<int> PickFreePort() {
@@ -71,16 +100,7 @@ std::string TailOfFile(const std::string& path) {
 }  // namespace
 
 std::string LocalRedisServer::FindRedisServer() {
-  if (const char* env = std::getenv("ICAE_REDIS_SERVER"); env != nullptr && env[0] != '\0') {
-    return IsExecutable(env) ? env : "";
-  }
-  if (const char* path = std::getenv("PATH"); path != nullptr) {
-    for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
-      std::string candidate = absl::StrCat(dir, "/redis-server");
-      if (IsExecutable(candidate)) return candidate;
-    }
-  }
-  return IsExecutable("/usr/bin/redis-server") ? "/usr/bin/redis-server" : "";
+  return FindRedisProgram("ICAE_REDIS_SERVER", "redis-server");
 }
 
 LocalRedisServer::LocalRedisServer(LocalRedisOptions options, std::string dir)
@@ -94,13 +114,8 @@ absl::StatusOr<std::unique_ptr<LocalRedisServer>> LocalRedisServer::Start(
     return absl::NotFoundError(
         "redis-server not found (install the redis-server package, or set ICAE_REDIS_SERVER)");
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = absl::StrCat(tmp != nullptr && tmp[0] != '\0' ? tmp : "/tmp",
-                                  "/icae-redis.XXXXXX");
-  if (::mkdtemp(tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  std::unique_ptr<LocalRedisServer> server(new LocalRedisServer(std::move(opt), tmpl));
+  ASSIGN_OR_RETURN(std::string dir, MakeTempDir("icae-redis"));
+  std::unique_ptr<LocalRedisServer> server(new LocalRedisServer(std::move(opt), dir));
   absl::Status last;
   for (int attempt = 0; attempt < 5; ++attempt) {
     absl::StatusOr<int> port = PickFreePort();

@@ -28,6 +28,14 @@ struct LocalRedisOptions {
   absl::Duration start_timeout = absl::Seconds(10);
 };
 
+// Helpers shared by LocalRedisServer and LocalRedisCluster.
+bool IsExecutable(const std::string& path);
+// A Redis program: $env_var if set (it must be executable), else `name` in the folder of
+// `beside` (a path; "" = none), else on $PATH, else /usr/bin/<name>; "" if none.
+std::string FindRedisProgram(const char* env_var, const std::string& name, const std::string& beside = "");
+// A new folder $TMPDIR/<prefix>.XXXXXX (/tmp without TMPDIR).
+absl::StatusOr<std::string> MakeTempDir(const std::string& prefix);
+
 class LocalRedisServer {
  public:
   // $ICAE_REDIS_SERVER, else redis-server on $PATH, else /usr/bin/redis-server; "" if none.

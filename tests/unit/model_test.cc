@@ -390,9 +390,8 @@ TEST(CpuFusedTest, RmsNormAndRopeMatchTensorOps) {
 namespace icae {
 namespace {
 
-// bf16 decode steps of several sequences: the fused kernels (inference mode) against the plain
-// tensor ops (autograd mode, which never takes the fused path).
-TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
+// A shape the fused bf16 kernels take (head_dim a multiple of 32).
+ModelConfig FusedKernelConfig() {
   ModelConfig c;
   c.model_type = "mistral";
   c.hidden_size = 128;
@@ -403,6 +402,13 @@ TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
   c.intermediate_size = 96;
   c.vocab_size = 64;
   c.max_position_embeddings = 256;
+  return c;
+}
+
+// bf16 decode steps of several sequences: the fused kernels (inference mode) against the plain
+// tensor ops (autograd mode, which never takes the fused path).
+TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
+  const ModelConfig c = FusedKernelConfig();
   Transformer model(c, RandomWeights(c, torch::kBFloat16, 21));
   auto run = [&](bool inference) {
     std::unique_ptr<c10::InferenceMode> guard;
@@ -443,16 +449,7 @@ namespace {
 // sharing one entry in a batch.
 TEST(SharedPrefixTest, ExtendingAPrefixEqualsCopyingIt) {
   c10::InferenceMode guard;
-  ModelConfig c;
-  c.model_type = "mistral";
-  c.hidden_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 32;
-  c.intermediate_size = 96;
-  c.vocab_size = 64;
-  c.max_position_embeddings = 256;
+  const ModelConfig c = FusedKernelConfig();
   for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
     Transformer model(c, RandomWeights(c, dtype, 22));
     torch::manual_seed(5);
