@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <random>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -141,8 +143,10 @@ absl::Status FillGenerateRequest(const Args& args, icae::v1::GenerateRequest* re
   return absl::OkStatus();
 }
 
-// Streams the answer to stdout. Returns the final message's status.
-absl::Status StreamGenerate(const std::string& addr, const Args& args, const icae::v1::GenerateRequest& req) {
+// Streams the answer to stdout. Returns the final message's status; *streamed tells whether
+// anything reached stdout (a stream that did is never replayed).
+absl::Status StreamGenerate(const std::string& addr, const Args& args, const icae::v1::GenerateRequest& req,
+                            bool* streamed = nullptr) {
   server::ClientOptions co = ClientOptionsFromArgs(args);
   auto channel = server::MakeChannel(addr, co);
   if (!channel.ok()) return channel.status();
@@ -155,6 +159,7 @@ absl::Status StreamGenerate(const std::string& addr, const Args& args, const ica
   const bool print_ids = args.Has("print-ids");
   bool first = true;
   while (reader->Read(&msg)) {
+    if (streamed != nullptr) *streamed = true;
     if (print_ids) {
       for (int64_t id : msg.token_ids()) {
         std::cout << (first ? "" : " ") << id;
@@ -233,30 +238,78 @@ int GenerateCmd(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// `icae ask` retries as a careful backend does (docs/CLIENTS.md): UNAVAILABLE (a service
+// draining or restarting, the store unreachable) is retried up to --retries times with
+// exponential back-off from --backoff-ms (x2 per attempt, capped at 5 s, with jitter) — for
+// Encode, and for a Generate that has not streamed anything yet; NOT_FOUND for the slot (evicted,
+// or the store lost it) encodes the context again, once.
+struct RetryPolicy {
+  int64_t retries = 4;
+  int64_t backoff_ms = 200;
+  void Sleep(int64_t attempt) const {
+    static thread_local std::mt19937_64 rng{std::random_device{}()};
+    const double base = std::min<double>(5000, static_cast<double>(backoff_ms) * double(int64_t{1} << std::min<int64_t>(attempt, 20)));
+    const double ms = base * std::uniform_real_distribution<double>(0.5, 1.0)(rng);
+    std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(ms * 1000)));
+  }
+};
+
 int AskCmd(const std::vector<std::string>& argv) {
   const std::string cmd = "ask";
   std::set<std::string> vf = GenerateValueFlags();
-  vf.insert({"encoder", "decoder", "text", "file", "ids"});
+  vf.insert({"encoder", "decoder", "text", "file", "ids", "retries", "backoff-ms"});
   auto args = Args::Parse(argv, vf, {"verbose", "print-ids", "ignore-eos"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   const std::string usage =
-      "usage: icae ask --encoder HOST:PORT --decoder HOST:PORT (--file F | --text T) [--prompt P] [generate flags]";
+      "usage: icae ask --encoder HOST:PORT --decoder HOST:PORT (--file F | --text T) [--prompt P] [--retries N]"
+      " [--backoff-ms MS] [generate flags]";
   if (!args->Has("encoder") || !args->Has("decoder") || !args->positional().empty()) return Fail(cmd, usage, 2);
   if (auto t = args->GetDouble("timeout", 0); !t.ok()) return Fail(cmd, std::string(t.status().message()), 2);
+  RetryPolicy retry;
+  NumericFlags num(*args);
+  retry.retries = num.Int("retries", retry.retries);
+  retry.backoff_ms = num.Int("backoff-ms", retry.backoff_ms);
+  if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  if (retry.retries < 0 || retry.retries > 100 || retry.backoff_ms < 0 || retry.backoff_ms > 60000) {
+    return Fail(cmd, "--retries must be 0..100 and --backoff-ms 0..60000", 2);
+  }
   icae::v1::EncodeRequest ereq;
   ereq.set_request_id(args->Get("request-id"));
   if (auto st = FillEncodeRequest(*args, &ereq); !st.ok()) return Fail(cmd, std::string(st.message()) + "\n" + usage, 2);
-  auto enc = CallEncode(args->Get("encoder"), *args, ereq);
-  if (!enc.ok()) return FailStatus(cmd, enc.status());
-  if (args->Has("verbose")) {
-    std::cerr << "slot_id=" << enc->slot_id() << " tokens=" << enc->token_count() << " slots=" << enc->slot_count()
-              << " cached=" << (enc->cached() ? "true" : "false") << "\n";
-  }
   icae::v1::GenerateRequest req;
-  req.add_slot_ids(enc->slot_id());
   if (auto st = FillGenerateRequest(*args, &req); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
-  if (auto st = StreamGenerate(args->Get("decoder"), *args, req); !st.ok()) return FailStatus(cmd, st);
-  return 0;
+  auto encode = [&]() -> absl::StatusOr<icae::v1::EncodeResponse> {
+    for (int64_t attempt = 0;; ++attempt) {
+      auto enc = CallEncode(args->Get("encoder"), *args, ereq);
+      if (enc.ok() || !absl::IsUnavailable(enc.status()) || attempt >= retry.retries) return enc;
+      if (args->Has("verbose")) std::cerr << "encode: " << enc.status() << "; retrying\n";
+      retry.Sleep(attempt);
+    }
+  };
+  for (int reencoded = 0;; ++reencoded) {
+    auto enc = encode();
+    if (!enc.ok()) return FailStatus(cmd, enc.status());
+    if (args->Has("verbose")) {
+      std::cerr << "slot_id=" << enc->slot_id() << " tokens=" << enc->token_count() << " slots=" << enc->slot_count()
+                << " cached=" << (enc->cached() ? "true" : "false") << "\n";
+    }
+    req.clear_slot_ids();
+    req.add_slot_ids(enc->slot_id());
+    absl::Status st;
+    for (int64_t attempt = 0;; ++attempt) {
+      bool streamed = false;
+      st = StreamGenerate(args->Get("decoder"), *args, req, &streamed);
+      if (st.ok() || streamed || !absl::IsUnavailable(st) || attempt >= retry.retries) break;
+      if (args->Has("verbose")) std::cerr << "generate: " << st << "; retrying\n";
+      retry.Sleep(attempt);
+    }
+    if (absl::IsNotFound(st) && reencoded == 0) {
+      if (args->Has("verbose")) std::cerr << "generate: " << st << "; encoding the context again\n";
+      continue;
+    }
+    if (!st.ok()) return FailStatus(cmd, st);
+    return 0;
+  }
 }
 
 ICAE_REGISTER_COMMAND("encode", "compress a context on an encoder service; prints the slot ID", EncodeCmd);

@@ -61,6 +61,7 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
       {"generate --server 127.0.0.1:1 --slot " + std::string(64, 'a'),
        {"timeout", "temperature", "top-p", "top-k", "repetition-penalty", "max-new-tokens", "seed"}},
       {"up", {"startup-timeout", "max-batch", "max-context-tokens", "threads"}},
+      {"ask --encoder 127.0.0.1:1 --decoder 127.0.0.1:1 --text hi", {"retries", "backoff-ms", "max-new-tokens"}},
 #endif
   };
   int checked = 0;
@@ -77,6 +78,30 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
   EXPECT_GT(checked, 90);
   fs::remove_all(dir);
 }
+
+#ifdef ICAE_TEST_SERVICES
+// `icae ask` retries UNAVAILABLE with back-off (here: nothing listens), --retries times, then
+// reports the status; its bounds are checked at and past them.
+TEST(CliNumbersTest, AskRetriesUnavailableThenFails) {
+  std::string out, err;
+  const std::string ask = IcaeBinary() + " ask --encoder 127.0.0.1:1 --decoder 127.0.0.1:1 --text hi --verbose";
+  const int rc = RunCommand(ask + " --retries 2 --backoff-ms 1 --timeout 2", &out, &err);
+  EXPECT_NE(rc, 0) << err;
+  EXPECT_NE(err.find("UNAVAILABLE"), std::string::npos) << err;
+  size_t retries = 0;
+  for (size_t at = err.find("retrying"); at != std::string::npos; at = err.find("retrying", at + 1)) ++retries;
+  EXPECT_EQ(retries, 2u) << err;
+  // At the bounds: 100 retries without a pause, and the longest pause with no retry.
+  EXPECT_EQ(RunCommand(ask + " --retries 100 --backoff-ms 0 --timeout 2", &out, &err), 1) << err;
+  retries = 0;
+  for (size_t at = err.find("retrying"); at != std::string::npos; at = err.find("retrying", at + 1)) ++retries;
+  EXPECT_EQ(retries, 100u);
+  EXPECT_EQ(RunCommand(ask + " --retries 0 --backoff-ms 60000 --timeout 2", &out, &err), 1) << err;
+  EXPECT_EQ(RunCommand(ask + " --retries 101", &out, &err), 2) << err;
+  EXPECT_EQ(RunCommand(ask + " --backoff-ms 60001", &out, &err), 2) << err;
+  EXPECT_EQ(RunCommand(ask + " --retries -1", &out, &err), 2) << err;
+}
+#endif
 
 }  // namespace
 }  // namespace icae
