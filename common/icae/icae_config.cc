@@ -27,6 +27,14 @@ absl::StatusOr<IcaeConfig> ParseIcaeConfig(const std::string& text, const std::s
   RETURN_IF_ERROR(get_int("mean_compression_rate", &c.mean_compression_rate));
   RETURN_IF_ERROR(get_int("lora_r", &c.lora_r));
   RETURN_IF_ERROR(get_int("base_vocab_size", &c.base_vocab_size));
+  // Bounded before the special ids are computed from them: hostile values must not overflow
+  // (token ids are int32 in the tokenizers, so vocabulary + memory tokens must fit one).
+  constexpr int64_t kMaxIds = int64_t{1} << 30;
+  if (c.base_vocab_size <= 0 || c.base_vocab_size > kMaxIds || c.mem_size <= 0 ||
+      c.mem_size > kMaxIds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": base_vocab_size and mem_size must be in [1, ", kMaxIds, "]"));
+  }
   // Special ids default to getao's arithmetic for the given vocab and mem_size.
   c.pad_token_id = c.base_vocab_size;
   c.ae_token_id = c.base_vocab_size + c.mem_size + 1;
@@ -64,12 +72,26 @@ absl::StatusOr<IcaeConfig> ParseIcaeConfig(const std::string& text, const std::s
     if (!j[key].is_array()) return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' must be a list"));
     std::vector<int64_t> ids;
     for (const auto& v : j[key]) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.base_vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' holds an id outside the vocabulary"));
+      if (!v.is_number_integer()) {
+        return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' must hold integers"));
       }
       ids.push_back(v.get<int64_t>());
     }
     (std::string(key) == "instruct_prefix_ids" ? c.instruct_prefix_ids : c.instruct_suffix_ids) = ids;
+  }
+  // The template's ids, given or default (Mistral's), must be in the base vocabulary: a
+  // smaller vocabulary without its own template would otherwise load and then fail every
+  // instruct request, and IcaeConfigToJson would write a config this parser refuses.
+  for (const char* key : {"instruct_prefix_ids", "instruct_suffix_ids"}) {
+    const auto& ids =
+        std::string(key) == "instruct_prefix_ids" ? c.instruct_prefix_ids : c.instruct_suffix_ids;
+    for (int64_t id : ids) {
+      if (id < 0 || id >= c.base_vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            source, ": '", key, "'", j.contains(key) ? "" : " (the default, Mistral's)",
+            " holds id ", id, ", outside the vocabulary [0, ", c.base_vocab_size, ")"));
+      }
+    }
   }
   if (c.mem_size <= 0 || c.mean_compression_rate <= 0 || c.lora_r <= 0 || c.base_vocab_size <= 0 ||
       c.max_context_tokens <= 0) {
