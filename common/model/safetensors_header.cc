@@ -83,6 +83,11 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* base, si
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned()) return bad(absl::StrCat("tensor '", name, "': bad shape"));
       uint64_t v = d.get<uint64_t>();
+      // A zero elsewhere in the shape keeps the product small, so bound each dimension too:
+      // shapes become int64 tensor sizes.
+      if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        return bad(absl::StrCat("tensor '", name, "': dimension ", v, " is too large"));
+      }
       if (v > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / v) {
         return bad(absl::StrCat("tensor '", name, "': shape overflows"));
       }
