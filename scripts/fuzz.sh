@@ -4,8 +4,9 @@
 #   scripts/fuzz.sh TARGET SECONDS     build if needed, fuzz TARGET for SECONDS from its seed
 #                                      corpus; non-zero exit on a finding (crash, UB, leak,
 #                                      timeout, out of memory), with the input saved.
-# ICAE_FUZZ_BUILD_DIR (default build-fuzz), ICAE_FUZZ_WORK_DIR (default a temp folder: the
-# working corpus and findings; the seeds in fuzz/corpus/TARGET are only read).
+# ICAE_FUZZ_BUILD_DIR (default build-fuzz), ICAE_FUZZ_WORK_DIR (default a temp folder, removed
+# after a clean run: the working corpus and findings; fuzz/corpus/TARGET is only read),
+# ICAE_FUZZ_JOBS (build jobs, default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -34,13 +35,25 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
 fi
 cmake --build "$build" --target "${target}_fuzz" -j "${ICAE_FUZZ_JOBS:-$(nproc)}" >/dev/null
 
-work="${ICAE_FUZZ_WORK_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/icae-fuzz.XXXXXX")}"
+if [[ -n "${ICAE_FUZZ_WORK_DIR:-}" ]]; then
+  work=$ICAE_FUZZ_WORK_DIR
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/icae-fuzz.XXXXXX")
+fi
 mkdir -p "$work/$target/corpus" "$work/$target/findings"
 cp -r "fuzz/corpus/$target/." "$work/$target/corpus/"
 echo "fuzz: $target for ${seconds}s; corpus and findings in $work/$target"
 # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: over 2 GB is unbounded
 # allocation; -malloc_limit_mb: so is one allocation of over 512 MB on a small input.
-# Exit status is libFuzzer's: 0 clean, non-zero on a finding.
+rc=0
 "$build/fuzz/${target}_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
   -malloc_limit_mb=512 -print_final_stats=1 \
-  -artifact_prefix="$work/$target/findings/" "$work/$target/corpus"
+  -artifact_prefix="$work/$target/findings/" "$work/$target/corpus" || rc=$?
+if [[ $rc -ne 0 ]]; then
+  echo "fuzz: $target FOUND a problem (exit $rc); input(s) in $work/$target/findings:" >&2
+  ls -l "$work/$target/findings" >&2
+  exit "$rc"
+fi
+# A clean run in our own temp folder leaves nothing behind.
+if [[ -z "${ICAE_FUZZ_WORK_DIR:-}" ]]; then rm -rf "$work"; fi
+echo "fuzz: $target clean"
