@@ -20,6 +20,8 @@ PACKAGES=(
   prometheus-cpp-dev
   # Tests and benchmarks.
   libgtest-dev libgmock-dev libbenchmark-dev
+  # Fuzzing the parsers (scripts/fuzz.sh, CMake option ICAE_FUZZ): clang and libFuzzer.
+  clang-14 libfuzzer-14-dev
   # Training a tokenizer for the embedded default model.
   sentencepiece
   # deploy/ checks (kubectl itself comes with the machine image).

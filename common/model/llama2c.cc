@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/model/config.h"
+#include "common/model/llama2c_header.h"
 #include "common/model/safetensors.h"
 #include "common/util/mapped_file.h"
 #include "common/util/status_macros.h"
@@ -23,49 +24,17 @@ torch::Tensor PermuteForHf(const torch::Tensor& w, int64_t heads, int64_t head_d
 
 absl::Status ConvertLlama2cCheckpoint(const std::string& checkpoint, const std::string& out_dir) {
   ASSIGN_OR_RETURN(auto file, MappedFile::Open(checkpoint));
-  auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat(checkpoint, ": invalid llama2.c checkpoint: ", what));
-  };
-  if (file->size() < 28) return bad("shorter than the 28-byte header");
-  int32_t h[7];
-  std::memcpy(h, file->data(), sizeof h);
-  const int64_t dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kv_heads = h[4],
-                seq_len = h[6];
-  const bool shared = h[5] > 0;
-  const int64_t vocab = shared ? h[5] : -static_cast<int64_t>(h[5]);
-  if (dim <= 0 || hidden <= 0 || layers <= 0 || heads <= 0 || kv_heads <= 0 || vocab <= 0 ||
-      seq_len <= 0 || dim > (1 << 16) || hidden > (1 << 18) || layers > 1024 || vocab > (1 << 22) ||
-      seq_len > (1 << 22) || dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0) {
-    return bad(absl::StrCat("implausible header dim=", dim, " hidden_dim=", hidden, " n_layers=",
-                            layers, " n_heads=", heads, " n_kv_heads=", kv_heads, " vocab_size=",
-                            h[5], " seq_len=", seq_len));
+  auto header = ParseLlama2cHeader(file->data(), file->size());
+  if (!header.ok()) {
+    return absl::Status(header.status().code(),
+                        absl::StrCat(checkpoint, ": ", header.status().message()));
   }
-  const int64_t hd = dim / heads, kv_dim = kv_heads * hd;
-  struct Part {
-    const char* name;
-    std::vector<int64_t> shape;
-  };
-  std::vector<Part> parts = {
-      {"tok", {vocab, dim}},          {"rms_att", {layers, dim}}, {"wq", {layers, dim, dim}},
-      {"wk", {layers, kv_dim, dim}},  {"wv", {layers, kv_dim, dim}},
-      {"wo", {layers, dim, dim}},     {"rms_ffn", {layers, dim}},
-      {"w1", {layers, hidden, dim}},  {"w2", {layers, dim, hidden}},
-      {"w3", {layers, hidden, dim}},  {"rms_final", {dim}},
-      {"freq_real", {seq_len, hd / 2}}, {"freq_imag", {seq_len, hd / 2}},
-  };
-  if (!shared) parts.push_back({"wcls", {vocab, dim}});
-  int64_t floats = 0;
-  for (const auto& p : parts) {
-    int64_t n = 1;
-    for (auto d : p.shape) n *= d;
-    floats += n;
-  }
-  const uint64_t expected = 28 + static_cast<uint64_t>(floats) * 4;
-  if (file->size() != expected) {
-    return bad(absl::StrCat("file is ", file->size(), " bytes; the header implies ", expected));
-  }
+  const int64_t dim = header->dim, layers = header->n_layers, heads = header->n_heads,
+                kv_heads = header->n_kv_heads, hd = header->head_dim();
+  const bool shared = header->shared_classifier;
+  const std::vector<Llama2cHeader::Part> parts = header->Parts();
   std::map<std::string, torch::Tensor> t;
-  const uint8_t* p = file->data() + 28;
+  const uint8_t* p = file->data() + Llama2cHeader::kBytes;
   for (const auto& part : parts) {
     auto x = torch::empty(part.shape, torch::kFloat32);
     std::memcpy(x.data_ptr(), p, x.numel() * 4);
@@ -75,13 +44,13 @@ absl::Status ConvertLlama2cCheckpoint(const std::string& checkpoint, const std::
   ModelConfig c;
   c.model_type = "llama";
   c.hidden_size = dim;
-  c.intermediate_size = hidden;
+  c.intermediate_size = header->hidden_dim;
   c.num_hidden_layers = layers;
   c.num_attention_heads = heads;
   c.num_key_value_heads = kv_heads;
   c.head_dim = hd;
-  c.vocab_size = vocab;
-  c.max_position_embeddings = seq_len;
+  c.vocab_size = header->vocab_size;
+  c.max_position_embeddings = header->seq_len;
   c.rope_theta = 10000.0;
   c.rms_norm_eps = 1e-5;
   c.tie_word_embeddings = shared;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/model/safetensors_header.h"
 #include "common/util/finite.h"
 #include "common/util/status_macros.h"
 
@@ -22,19 +23,16 @@ namespace {
 
 using json = nlohmann::json;
 
-// Bound on the JSON header: real checkpoints have a few hundred KB; anything larger is corrupt.
-constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
-
+// The torch dtype of each name SafetensorsDtypeSize (safetensors_header.cc) accepts.
 struct DtypeEntry {
   const char* name;
   torch::Dtype dtype;
-  size_t size;
 };
 constexpr DtypeEntry kDtypes[] = {
-    {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
-    {"F64", torch::kFloat64, 8}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
-    {"BOOL", torch::kBool, 1},
+    {"F32", torch::kFloat32}, {"F16", torch::kFloat16}, {"BF16", torch::kBFloat16},
+    {"F64", torch::kFloat64}, {"I64", torch::kInt64},   {"I32", torch::kInt32},
+    {"I16", torch::kInt16},   {"I8", torch::kInt8},     {"U8", torch::kUInt8},
+    {"BOOL", torch::kBool},
 };
 
 const DtypeEntry* FindDtype(const std::string& name) {
@@ -69,88 +67,20 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   if (!file_or.ok()) return file_or.status();
   auto st = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   st->file_ = *std::move(file_or);
-  const uint8_t* base = st->file_->data();
-  const size_t size = st->file_->size();
-  auto bad = [&](const std::string& what) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid safetensors: ", what));
-  };
-  if (size < 8) return bad(absl::StrCat("file is ", size, " bytes, shorter than the 8-byte header length"));
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | base[i];
-  if (n > size - 8) {
-    return bad(absl::StrCat("header length ", n, " goes beyond the end of the file (", size, " bytes)"));
+  auto header = ParseSafetensorsHeader(st->file_->data(), st->file_->size());
+  if (!header.ok()) {
+    return absl::Status(header.status().code(), absl::StrCat(path, ": ", header.status().message()));
   }
-  if (n > kMaxHeaderBytes) return bad(absl::StrCat("header length ", n, " exceeds the bound ", kMaxHeaderBytes));
-  json header = json::parse(base + 8, base + 8 + n, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) return bad("header is not a JSON object");
-  const uint64_t data_size = size - 8 - n;
-  const uint8_t* data = base + 8 + n;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  std::vector<std::string> range_names;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    if (name == "__metadata__") {
-      if (!it->is_object()) return bad("__metadata__ is not an object");
-      for (auto m = it->begin(); m != it->end(); ++m) {
-        if (m->is_string()) st->metadata_[m.key()] = m->get<std::string>();
-      }
-      continue;
-    }
-    const json& e = *it;
-    if (!e.is_object()) return bad(absl::StrCat("entry '", name, "' is not an object"));
-    auto dt = e.find("dtype");
-    auto sh = e.find("shape");
-    auto off = e.find("data_offsets");
-    if (dt == e.end() || !dt->is_string()) return bad(absl::StrCat("tensor '", name, "': missing dtype"));
-    const DtypeEntry* de = FindDtype(dt->get<std::string>());
-    if (de == nullptr) {
-      return bad(absl::StrCat("tensor '", name, "': unknown dtype '", dt->get<std::string>(), "'"));
-    }
-    if (sh == e.end() || !sh->is_array()) return bad(absl::StrCat("tensor '", name, "': missing shape"));
-    if (off == e.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned()) {
-      return bad(absl::StrCat("tensor '", name, "': data_offsets must be two non-negative integers"));
-    }
+  const uint8_t* data = st->file_->data() + header->data_offset;
+  for (auto& [name, entry] : header->tensors) {
     TensorInfo info;
-    info.dtype = de->name;
-    uint64_t numel = 1;
-    for (const auto& d : *sh) {
-      if (!d.is_number_unsigned()) return bad(absl::StrCat("tensor '", name, "': bad shape"));
-      uint64_t v = d.get<uint64_t>();
-      if (v > 0 && numel > std::numeric_limits<uint64_t>::max() / 16 / v) {
-        return bad(absl::StrCat("tensor '", name, "': shape overflows"));
-      }
-      numel *= v;
-      info.shape.push_back(static_cast<int64_t>(v));
-    }
-    uint64_t begin = (*off)[0].get<uint64_t>();
-    uint64_t end = (*off)[1].get<uint64_t>();
-    if (begin > end || end > data_size) {
-      return bad(absl::StrCat("tensor '", name, "': data_offsets [", begin, ", ", end,
-                              ") outside the data section (", data_size, " bytes)"));
-    }
-    if (end - begin != numel * de->size) {
-      return bad(absl::StrCat("tensor '", name, "': ", end - begin, " bytes for shape ",
-                              ShapeString(info.shape), " of ", de->name, " (expected ",
-                              numel * de->size, ")"));
-    }
-    info.data = data + begin;
-    info.nbytes = end - begin;
-    if (end > begin) {
-      ranges.emplace_back(begin, end);
-      range_names.push_back(name);
-    }
+    info.dtype = entry.dtype;
+    info.shape = std::move(entry.shape);
+    info.data = data + entry.begin;
+    info.nbytes = entry.end - entry.begin;
     st->tensors_[name] = std::move(info);
   }
-  std::vector<size_t> order(ranges.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    if (ranges[order[i]].first < ranges[order[i - 1]].second) {
-      return bad(absl::StrCat("tensors '", range_names[order[i - 1]], "' and '",
-                              range_names[order[i]], "' overlap"));
-    }
-  }
+  st->metadata_ = std::move(header->metadata);
   return st;
 }
 

@@ -27,7 +27,7 @@ struct StoreUri {
   std::string host;      // the first endpoint's host; without brackets for IPv6 literals
   int port = -1;         // the first endpoint's port; -1 when absent
   // Every host[:port] of a comma-separated list ("h1:7000,h2:7001", for redis-cluster://);
-  // one for an ordinary URI, none when the host is empty.
+  // one for an ordinary URI, none when neither a host nor a port is given.
   std::vector<StoreEndpoint> endpoints;
   std::string path;      // percent-decoded, e.g. "/var/cache/icae" or "/0"
   std::map<std::string, std::string> params;  // percent-decoded query parameters

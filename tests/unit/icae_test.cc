@@ -178,5 +178,41 @@ TEST(IcaeConfigTest, DefaultsAreTheReleasedCheckpoint) {
   EXPECT_FALSE(ParseIcaeConfig(R"({"mem_size": 8, "ae_token_id": 5})", "x").ok());
 }
 
+// Found by fuzz/icae_config_fuzz.cc: a small vocabulary without its own instruct template was
+// accepted with Mistral's default template ids outside it, and the config written back from
+// it was then refused (explicit ids were checked, the defaults were not).
+TEST(IcaeConfigTest, DefaultInstructTemplateMustFitTheVocabulary) {
+  const char* text = R"({"mem_size": 8, "base_vocab_size": 512, "pad_token_id": 512,
+      "ae_token_id": 521, "lm_token_id": 522, "ft_token_id": 523,
+      "instruct_prefix_ids": [1, 5], "instruct_=uffix_ids": [6, 7]})";
+  auto c = ParseIcaeConfig(text, "icae_config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("'instruct_suffix_ids' (the default, Mistral's) holds id 733"),
+            std::string::npos) << c.status();
+  // With its own template the same config loads, and what it writes reads back.
+  auto own = ParseIcaeConfig(R"({"mem_size": 8, "base_vocab_size": 512,
+      "instruct_prefix_ids": [1, 5], "instruct_suffix_ids": [6, 7]})", "icae_config.json");
+  ASSERT_TRUE(own.ok()) << own.status();
+  auto again = ParseIcaeConfig(IcaeConfigToJson(*own), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->instruct_suffix_ids, (std::vector<int64_t>{6, 7}));
+  EXPECT_FALSE(ParseIcaeConfig(R"({"instruct_prefix_ids": [1, 32000]})", "x").ok());
+  EXPECT_FALSE(ParseIcaeConfig(R"({"instruct_prefix_ids": [1, -1]})", "x").ok());
+}
+
+// Found by fuzz/icae_config_fuzz.cc: the default special ids were computed from
+// base_vocab_size + mem_size before either was bounded (signed overflow under UBSan).
+TEST(IcaeConfigTest, HugeSizesAreRefusedBeforeAnyArithmetic) {
+  for (const char* text : {R"({"base_vocab_size": 9223372036854775807})",
+                           R"({"mem_size": 9223372036854775807})",
+                           R"({"base_vocab_size": 4611686018427387904, "mem_size": 4611686018427387904})",
+                           R"({"mem_size": -9223372036854775808})"}) {
+    auto c = ParseIcaeConfig(text, "icae_config.json");
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(c.status().message().find("must be in [1, "), std::string::npos) << c.status();
+  }
+}
+
 }  // namespace
 }  // namespace icae

@@ -95,6 +95,15 @@ TEST_F(SafetensorsTest, ReversedOffsets) {
               "data_offsets");
 }
 
+// Found by fuzz/safetensors_header_fuzz.cc: with a zero elsewhere in the shape the byte count
+// stays 0, and a dimension of 2^64-1 became a negative int64 tensor size.
+TEST_F(SafetensorsTest, DimensionBeyondInt64IsRefused) {
+  ExpectError(Header(R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})"),
+              "dimension 18446744073709551615 is too large");
+  ExpectError(Header(R"({"a":{"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]}})"),
+              "is too large");
+}
+
 // Model folders: a tensor whose shape differs from the config, and a missing tensor.
 class ModelFolderTest : public SafetensorsTest {
  protected:
