@@ -259,7 +259,10 @@ cp "$FT_OUT/icae_adapter.safetensors" "$FT_OUT/icae_config.json" "$OUT/"
     awk -F, -v off="$PT5_TARGET" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain6/curve.csv"
   fi
 } > "$OUT/curve.csv"
-EVAL_FLAGS=(--heldout-text "$D/heldout2.txt" --instructions "$D/instructions-heldout2.jsonl"
+# --model/--adapter name what was just installed: the icae binary's own default model folder is
+# another one when the binary or this script runs from a copy.
+EVAL_FLAGS=(--model "$OUT" --adapter "$OUT/icae_adapter.safetensors"
+  --heldout-text "$D/heldout2.txt" --instructions "$D/instructions-heldout2.jsonl"
   --lengths 64,128,256,512 --passages 16 --ppl-context 128 --ppl-next 64 --ppl-windows 32
   --max-instructions 120 --threads "$THREADS")
 "$ICAE" eval "${EVAL_FLAGS[@]}" --json > "$OUT/eval.json"
