@@ -356,6 +356,20 @@ IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t b
   return e;
 }
 
+// --ae-input-noise P: each decoder input id of an autoencoding example is, with probability P,
+// replaced by an id drawn from a random place of the stream (labels unchanged). Greedy
+// reconstruction feeds the decoder its own, sometimes wrong, tokens; trained only on true
+// prefixes it loses its place in the slots after the first mistake.
+void AddInputNoise(IcaeExample& e, const std::vector<int32_t>& stream, double p, std::mt19937_64& rng) {
+  if (p <= 0 || e.target.size() < 2) return;
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<size_t> at(0, stream.size() - 1);
+  e.target_input.assign(e.target.begin(), e.target.end() - 1);
+  for (auto& id : e.target_input) {
+    if (u(rng) < p) id = stream[at(rng)];
+  }
+}
+
 // Continuation example: a random window of `len` context ids (BOS included) and the
 // `cont_len` ids that follow it as the target.
 IcaeExample ContinueExample(const std::vector<int32_t>& stream, int64_t len, int64_t cont_len,
@@ -374,7 +388,8 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   std::set<std::string> flags = {"model", "train-text", "heldout-text", "mem-size", "rate",
                                  "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
                                  "cont-len", "eval-len", "eval-windows", "base-lm-ratio",
-                                 "init-adapter", "lengths", "curve-csv", "curve-passages"};
+                                 "init-adapter", "lengths", "curve-csv", "curve-passages",
+                                 "ae-input-noise"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
@@ -382,7 +397,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
                      "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
                      "--min-len 32 --max-len 256 | --lengths 128,256,512] [--lm-ratio 0.5 "
-                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 …]", 2);
+                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 --ae-input-noise 0.1 …]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto opts = LoopOptions(*args, 1000, 1e-3);
@@ -408,6 +423,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   const int64_t cont_len = geti("cont-len", 64), batch = geti("batch-size", 8);
   const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
   const double lm_ratio = num.Double("lm-ratio", 0.5);
+  const double ae_noise = num.Double("ae-input-noise", 0.0);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   // --lengths L1,L2,…: context lengths drawn from this list (repeat a value to weight it)
   // instead of uniformly from [--min-len, --max-len]; e.g. whole 128-token segments, 1 to 4 of
@@ -425,6 +441,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   if (min_len < 2 || max_len < min_len || cont_len < 1 || batch < 1 || lm_ratio < 0 || lm_ratio > 1) {
     return Fail(cmd, "need 2 <= --min-len <= --max-len, --cont-len >= 1, 0 <= --lm-ratio <= 1", 2);
   }
+  if (ae_noise < 0 || ae_noise >= 1) return Fail(cmd, "--ae-input-noise must be in [0, 1)", 2);
   auto stream = train::TokenizeTextFile(tok, args->Get("train-text"));
   if (!stream.ok()) return Fail(cmd, std::string(stream.status().message()));
   std::vector<int32_t> heldout;
@@ -467,6 +484,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
       const int64_t L = len(rng);
       if (!lm) {
         ex.push_back(AeExample(*stream, L, bos, eos, rng));
+        AddInputNoise(ex.back(), *stream, ae_noise, rng);
         continue;
       }
       ex.push_back(ContinueExample(*stream, L, cont_len, bos, rng));

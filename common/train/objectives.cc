@@ -63,11 +63,15 @@ absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter&
     // Teacher forcing: the last prefix position predicts target[0], target[k] predicts
     // target[k + 1].
     SequenceInput in;
+    if (!e.target_input.empty() && e.target_input.size() + 1 != e.target.size()) {
+      return absl::InvalidArgumentError("an ICAE example's target_input must be its target less one id");
+    }
     if (e.target.size() > 1) {
+      const std::vector<int64_t> inputs =
+          e.target_input.empty() ? std::vector<int64_t>(e.target.begin(), e.target.end() - 1)
+                                 : e.target_input;
       ASSIGN_OR_RETURN(torch::Tensor tgt_emb,
-                       model.Embed(torch::tensor(std::vector<int64_t>(e.target.begin(),
-                                                                      e.target.end() - 1),
-                                                 torch::kInt64)));
+                       model.Embed(torch::tensor(inputs, torch::kInt64)));
       in.embeds = torch::cat({prefix, tgt_emb.to(prefix.scalar_type())}, 0);
     } else {
       in.embeds = prefix;

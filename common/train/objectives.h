@@ -30,6 +30,10 @@ struct IcaeExample {
   std::vector<int64_t> context;
   std::vector<int64_t> prompt;  // kInstruct only
   std::vector<int64_t> target;
+  // The decoder's inputs after the template (teacher forcing feeds target[0..n-2]). Empty: the
+  // target itself. Otherwise n-1 ids, e.g. the target with some ids replaced (noisy teacher
+  // forcing, so the decoder learns to find its place in the slots after a wrong token).
+  std::vector<int64_t> target_input;
 };
 
 // Compresses all contexts in one packed encoder pass and decodes all examples in one packed

@@ -126,6 +126,32 @@ TEST(TrainIcaeTest, BatchOfFourGradientsEqualSumOfSingles) {
   }
 }
 
+// target_input replaces the decoder's teacher-forced inputs, not the labels: the true prefix
+// given explicitly is the default; another input changes the loss; a wrong length is refused.
+TEST(TrainIcaeTest, TargetInputFeedsTheDecoderNotTheLabels) {
+  TinySetup s = NewSetup();
+  c10::InferenceMode guard;
+  IcaeExample e = MixedExamples(s.stream)[0];
+  auto loss = [&](const IcaeExample& x) {
+    auto ls = IcaeLossSum(*s.model, s.adapter, {x});
+    EXPECT_TRUE(ls.ok()) << ls.status();
+    return ls.ok() ? ls->sum.item<double>() : -1.0;
+  };
+  const double plain = loss(e);
+  IcaeExample same = e;
+  same.target_input.assign(e.target.begin(), e.target.end() - 1);
+  EXPECT_EQ(loss(same), plain);
+  IcaeExample noisy = same;
+  noisy.target_input[2] = (noisy.target_input[2] + 1) % 48;
+  noisy.target_input[5] = (noisy.target_input[5] + 3) % 48;
+  EXPECT_NE(loss(noisy), plain);
+  IcaeExample wrong = same;
+  wrong.target_input.pop_back();
+  auto st = IcaeLossSum(*s.model, s.adapter, {wrong});
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TrainIcaeTest, AutoencodingLossDecreases) {
   TinySetup s = NewSetup();
   // Random weights of 0.02 with tied embeddings cap the logits near zero; a larger final norm
