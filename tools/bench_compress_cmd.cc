@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "common/icae/compressor.h"
 #include "common/model/transformer.h"
 #include "tools/args.h"
@@ -25,10 +27,15 @@ int BenchCompress(const std::vector<std::string>& argv) {
   const std::set<std::string> flags = {"threads", "dtype", "lengths", "layers", "hidden",
                                        "intermediate", "lora-r", "mem-size", "reps"};
   std::vector<std::string> argv2 = argv;
-  auto probe = Args::Parse(argv, flags, {});
+  auto probe = Args::Parse(argv, flags, {"json"});
   if (!probe.ok()) return Fail(cmd, std::string(probe.status().message()), 2);
   if (!probe->Has("threads")) argv2.push_back("--threads=2");
-  auto args = *Args::Parse(argv2, flags, {});
+  auto args = *Args::Parse(argv2, flags, {"json"});
+  // --json: a JSON list of {"context_tokens", "tok_s", "roofline_fraction", …} on stdout (the
+  // table goes to stderr).
+  const bool json = args.Has("json");
+  FILE* out = json ? stderr : stdout;
+  nlohmann::json rows = nlohmann::json::array();
   if (auto st = ConfigureRuntimeFromArgs(args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto dtype = DtypeFromArgs(args, "bfloat16");
   if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
@@ -71,10 +78,10 @@ int BenchCompress(const std::vector<std::string>& argv) {
   }
   const double gemm = 2.0 * 640 * c.hidden_size * 2 * c.intermediate_size / best;
   const int64_t body = model.NumParameters() - 2 * c.vocab_size * c.hidden_size;
-  std::printf("model %.1fM params, %s, LoRA r=%lld, mem_size=%lld, threads=%d, GEMM rate %.1f GFLOP/s\n",
+  std::fprintf(out, "model %.1fM params, %s, LoRA r=%lld, mem_size=%lld, threads=%d, GEMM rate %.1f GFLOP/s\n",
               model.NumParameters() / 1e6, args.Get("dtype", "bfloat16").c_str(), (long long)r,
               (long long)S, at::get_num_threads(), gemm / 1e9);
-  std::printf("%8s %9s %13s %13s %13s %9s\n", "context", "segments", "batched tok/s",
+  std::fprintf(out, "%8s %9s %13s %13s %13s %9s\n", "context", "segments", "batched tok/s",
               "1-at-a-time", "roofline", "batched%");
   for (int64_t L : *lengths) {
     torch::manual_seed(L);
@@ -104,9 +111,16 @@ int BenchCompress(const std::vector<std::string>& argv) {
       std::sort(times.begin(), times.end());
       tps[mode] = L / times[0];
     }
-    std::printf("%8lld %9lld %13.1f %13.1f %13.1f %8.1f%%\n", (long long)L,
+    std::fprintf(out, "%8lld %9lld %13.1f %13.1f %13.1f %8.1f%%\n", (long long)L,
                 (long long)seg.num_segments, tps[0], tps[1], roofline, 100.0 * tps[0] / roofline);
+    rows.push_back({{"context_tokens", L},
+                    {"segments", seg.num_segments},
+                    {"tok_s", tps[0]},
+                    {"one_at_a_time_tok_s", tps[1]},
+                    {"roofline_tok_s", roofline},
+                    {"roofline_fraction", tps[0] / roofline}});
   }
+  if (json) std::printf("%s\n", rows.dump().c_str());
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
 
 #include "common/model/cpu_gemv.h"
 #include "common/model/transformer.h"
@@ -74,13 +75,13 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
   auto args = Args::Parse(argv, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
                                  "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
-                          {});
+                          {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
   if (!args->Has("threads")) argv2.push_back("--threads=2");
   auto args2 = *Args::Parse(argv2, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
                                     "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
-                            {});
+                            {"json"});
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   ModelConfig c;
   c.model_type = "mistral";
@@ -106,7 +107,11 @@ int BenchDecode(const std::vector<std::string>& argv) {
   c.rope_theta = 10000;
   c.rms_norm_eps = 1e-5;
   std::vector<std::string> dtypes;
-  std::string which = args->Get("dtype", "both");
+  // --json: one JSON object on stdout (the tables go to stderr); bf16 only unless --dtype says.
+  const bool json = args->Has("json");
+  FILE* out = json ? stderr : stdout;
+  nlohmann::json runs = nlohmann::json::array();
+  std::string which = args->Get("dtype", json ? "bfloat16" : "both");
   if (which == "both") {
     dtypes = {"bfloat16", "float32"};
   } else {
@@ -114,7 +119,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
   }
   c10::InferenceMode guard;
   const double bw = MeasureReadBandwidth();
-  std::printf("threads=%d  read bandwidth %.1f GB/s\n", at::get_num_threads(), bw / 1e9);
+  std::fprintf(out, "threads=%d  read bandwidth %.1f GB/s\n", at::get_num_threads(), bw / 1e9);
   // --layout: q/k/v and gate/up stacked into one product each (weights converted or built in
   // memory), separate products (weights used in place from a mapped file), or both side by side.
   const std::string layout = args->Get("layout", "stacked");
@@ -158,6 +163,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
       }
       decode_times.push_back(Now() - t0);
     }
+    const std::vector<double> decode_in_order = decode_times;
     std::sort(prefill_times.begin(), prefill_times.end());
     std::sort(decode_times.begin(), decode_times.end());
     const double prefill_tps = prompt / prefill_times[prefill_times.size() / 2];
@@ -166,17 +172,32 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // KV cache at the mean decode length.
     const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
     const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
-    std::printf("\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(), lay.c_str(),
+    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(), lay.c_str(),
                 params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
                 (long long)c.vocab_size);
-    std::printf("  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
+    std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
                 (long long)c.intermediate_size, gemm / 1e9);
-    std::printf("  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
+    std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
                 (long long)prompt, prefill_tps, gemm / flops_per_token,
                 100.0 * prefill_tps / (gemm / flops_per_token));
-    std::printf("  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
+    std::fprintf(out, "  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
                 (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,
                 100.0 * decode_tps / (bw / bytes_per_token));
+    nlohmann::json run = {{"dtype", dname},
+                          {"layout", lay},
+                          {"params", params},
+                          {"prefill_tokens", prompt},
+                          {"decode_tokens", decode},
+                          {"gemm_gflops", gemm / 1e9},
+                          {"prefill_tok_s", prefill_tps},
+                          {"prefill_bound_tok_s", gemm / flops_per_token},
+                          {"decode_tok_s", decode_tps},
+                          {"decode_bound_tok_s", bw / bytes_per_token},
+                          {"decode_mb_per_token", bytes_per_token / 1e6}};
+    // Every repetition's decode rate (in run order): how stable decode is.
+    nlohmann::json each = nlohmann::json::array();
+    for (double t : decode_in_order) each.push_back(decode / t);
+    run["decode_tok_s_each"] = each;
     // Continuous-batching shape: B sequences advance one token each per Forward.
     for (int64_t B : {4, 8}) {
       std::vector<KVCache> caches;
@@ -200,9 +221,19 @@ int BenchDecode(const std::vector<std::string>& argv) {
         next = model.Forward(b)->argmax(-1);
       }
       const double tps = B * steps / (Now() - t0);
-      std::printf("  decode  batch %2lld (aggregate)   %8.1f tokens/s   %.2fx batch 1\n", (long long)B,
+      std::fprintf(out, "  decode  batch %2lld (aggregate)   %8.1f tokens/s   %.2fx batch 1\n", (long long)B,
                   tps, tps / decode_tps);
+      run["batch" + std::to_string(B) + "_tok_s"] = tps;
     }
+    runs.push_back(std::move(run));
+  }
+  if (json) {
+    // The first run's figures at the top level, every run under "runs".
+    nlohmann::json j = runs.at(0);
+    j["read_gbps"] = bw / 1e9;
+    j["threads"] = at::get_num_threads();
+    j["runs"] = runs;
+    std::printf("%s\n", j.dump().c_str());
   }
   return 0;
 }

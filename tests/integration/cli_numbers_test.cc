@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "common/util/paths.h"
 #include "tests/test_util.h"
@@ -50,7 +51,7 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
         "eval-windows", "copy-ratio", "steps", "lr"}},
       {"train pretrain" + m + " --train-text " + text + " --out " + dir + "/pt",
        {"mem-size", "rate", "lora-r", "lora-alpha", "min-len", "max-len", "cont-len", "batch-size",
-        "eval-len", "eval-windows", "lm-ratio", "curve-passages", "steps", "lr"}},
+        "eval-len", "eval-windows", "lm-ratio", "curve-passages", "ae-input-noise", "steps", "lr"}},
       {"train finetune" + m + adapter + " --train-jsonl " + jsonl + " --out " + dir + "/ft",
        {"batch-size", "eval-examples", "ae-min-len", "ae-max-len", "ae-ratio", "cont-ratio", "cont-len", "steps"}},
 #ifdef ICAE_TEST_SERVICES
@@ -77,6 +78,35 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
   }
   EXPECT_GT(checked, 90);
   fs::remove_all(dir);
+}
+
+// `bench decode --json` prints one JSON object (the figures a dashboard or a regression check
+// reads) and `bench compress --json` a list with one entry per context length; the tables go to
+// stderr so stdout parses.
+TEST(CliNumbersTest, BenchJsonIsParsableAndComplete) {
+  const std::string tiny = " --hidden 64 --layers 2 --intermediate 128 --reps 2 --threads 1";
+  std::string out, err;
+  ASSERT_EQ(RunCommand(IcaeBinary() + " bench decode --json --heads 4 --kv-heads 2 --vocab 256 "
+                       "--prompt-tokens 16 --decode-tokens 8" + tiny, &out, &err), 0) << err;
+  const nlohmann::json d = nlohmann::json::parse(out);
+  for (const char* key : {"prefill_tok_s", "decode_tok_s", "decode_bound_tok_s", "read_gbps", "batch8_tok_s"}) {
+    ASSERT_TRUE(d.contains(key)) << key << " missing in " << out;
+    EXPECT_GT(d[key].get<double>(), 0) << key;
+  }
+  EXPECT_EQ(d["dtype"], "bfloat16");
+  EXPECT_EQ(d["decode_tok_s_each"].size(), 2u);
+  EXPECT_NE(err.find("decode"), std::string::npos) << "the table should still reach stderr";
+  ASSERT_EQ(RunCommand(IcaeBinary() + " bench compress --json --lora-r 4 --mem-size 8 --lengths 32,64" + tiny,
+                       &out, &err), 0) << err;
+  const nlohmann::json c = nlohmann::json::parse(out);
+  ASSERT_TRUE(c.is_array());
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0]["context_tokens"], 32);
+  EXPECT_EQ(c[1]["context_tokens"], 64);
+  for (const auto& row : c) {
+    EXPECT_GT(row["tok_s"].get<double>(), 0);
+    EXPECT_GT(row["roofline_fraction"].get<double>(), 0);
+  }
 }
 
 #ifdef ICAE_TEST_SERVICES
