@@ -139,9 +139,11 @@ def main():
     cluster("down", "--state-dir", a.state_dir, check=False)
     env = {}
     # Caches bounded small enough to fill during the warm-up, so that RSS growth after it means
-    # a leak, not a cache filling up (the decoder's prefix cache is 256 MB by default).
+    # a leak, not a cache filling up (the decoder's prefix cache and its local copy of slot
+    # records are 256 MB each by default).
     for line in cluster("up", "--state-dir", a.state_dir, "--build-dir", a.build_dir, "--threads", "1",
-                        "--grace-period", "3s", "--decoder-flag", "--prefix_cache_bytes=8M").splitlines():
+                        "--grace-period", "3s", "--decoder-flag", "--prefix_cache_bytes=8M",
+                        "--decoder-flag", "--local_cache_bytes=8M").splitlines():
         if "=" in line:
             k, v = line.split("=", 1)
             env[k] = v
