@@ -512,6 +512,13 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
     const int64_t remaining = s.input.size(0) - chunk.start;
     int64_t n = remaining;
     if (chunked) n = std::min(n, options_.prefill_chunk);
+    // A sequence that computes a slot prefix for the cache prefills the prefix apart from the
+    // positions after it, so that those are computed exactly as for a later request that finds
+    // the prefix cached (the same rows per product, so the same kernels and sums): a greedy
+    // answer does not depend on whether the cache held its slots.
+    if (ComputesPrefix(s) && chunk.start < s.prefix_positions) {
+      n = std::min(n, s.prefix_positions - chunk.start);
+    }
     if (n > budget) {
       if (chunked) {
         n = budget;  // chunked: fill what the step has left

@@ -74,13 +74,15 @@ double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
 int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
   auto args = Args::Parse(argv, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
+                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
+                                 "max-packed-weight-bytes"},
                           {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
   if (!args->Has("threads")) argv2.push_back("--threads=2");
   auto args2 = *Args::Parse(argv2, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout"},
+                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
+                                 "max-packed-weight-bytes"},
                             {"json"});
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   ModelConfig c;
@@ -95,6 +97,9 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const int64_t prompt = num.Int("prompt-tokens", 512);
   const int64_t decode = num.Int("decode-tokens", 128);
   const int64_t reps = std::max<int64_t>(1, num.Int("reps", 3));
+  // Packed weight copies for few-row products (0: the unpacked kernel, for a side-by-side).
+  const int64_t max_packed =
+      num.Int("max-packed-weight-bytes", ModelLoadOptions::kDefaultMaxPackedWeightBytes);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
       c.num_attention_heads % c.num_key_value_heads != 0 || c.hidden_size % c.num_attention_heads != 0 ||
@@ -132,7 +137,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
     ModelWeights weights = RandomWeights(c, *dtype, 1);
     if (lay == "separate") weights = SeparateProjections(weights, c);
-    Transformer model(c, std::move(weights));
+    Transformer model(c, std::move(weights), max_packed);
     const int64_t params = model.NumParameters();
     const int64_t esize = c10::elementSize(*dtype);
     const double gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size);
@@ -172,9 +177,9 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // KV cache at the mean decode length.
     const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
     const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
-    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(), lay.c_str(),
-                params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
-                (long long)c.vocab_size);
+    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
+                lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
+                (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
     std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
                 (long long)c.intermediate_size, gemm / 1e9);
     std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
@@ -186,6 +191,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     nlohmann::json run = {{"dtype", dname},
                           {"layout", lay},
                           {"params", params},
+                          {"packed_weight_bytes", model.packed_weight_bytes()},
                           {"prefill_tokens", prompt},
                           {"decode_tokens", decode},
                           {"gemm_gflops", gemm / 1e9},

@@ -69,8 +69,35 @@ absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name) {
       absl::StrCat("unknown dtype '", name, "' (use float32, bfloat16 or float16)"));
 }
 
-Transformer::Transformer(ModelConfig config, ModelWeights weights)
+Transformer::PackedWeights Transformer::Pack(const ModelWeights& w, int64_t max_bytes) {
+  PackedWeights p;
+  if (max_bytes <= 0) return p;
+  int64_t total = PackedBf16Weight::PackedBytes(w.lm_head);
+  bool all = total > 0;
+  for (const auto& L : w.layers) {
+    for (const torch::Tensor* t : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate_up, &L.w_gate, &L.w_up, &L.w_down}) {
+      if (!t->defined()) continue;
+      const int64_t b = PackedBf16Weight::PackedBytes(*t);
+      all = all && b > 0;
+      total += b;
+    }
+  }
+  if (!all || total > max_bytes) return p;
+  for (const auto& L : w.layers) {
+    PackedWeights::Layer q;
+    auto pack = [](const torch::Tensor& t) { return t.defined() ? PackedBf16Weight::Pack(t) : PackedBf16Weight(); };
+    q.wqkv = pack(L.wqkv), q.wq = pack(L.wq), q.wk = pack(L.wk), q.wv = pack(L.wv), q.wo = pack(L.wo);
+    q.w_gate_up = pack(L.w_gate_up), q.w_gate = pack(L.w_gate), q.w_up = pack(L.w_up), q.w_down = pack(L.w_down);
+    p.layers.push_back(std::move(q));
+  }
+  p.lm_head = PackedBf16Weight::Pack(w.lm_head);
+  p.bytes = total;
+  return p;
+}
+
+Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_packed_weight_bytes)
     : config_(std::move(config)), weights_(std::move(weights)) {
+  packed_ = Pack(weights_, max_packed_weight_bytes);
   // inv_freq as HF computes it: 1 / theta^(arange(0, d, 2) / d), in float32.
   auto exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
                   static_cast<double>(config_.head_dim);
@@ -135,7 +162,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
     if (L.w_gate_up.defined()) L.w_gate = L.w_up = torch::Tensor();
     w.layers.push_back(std::move(L));
   }
-  auto model = std::make_unique<Transformer>(c, std::move(w));
+  auto model = std::make_unique<Transformer>(c, std::move(w), options.max_packed_weight_bytes);
   model->weight_files_ = src->Files();
   return model;
 }
@@ -261,17 +288,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
+    static const PackedWeights::Layer kUnpacked;
+    const auto& P = packed_.layers.empty() ? kUnpacked : packed_.layers[l];
     auto h = RmsNorm(x, L.attn_norm);
     torch::Tensor q, k, v;
     if (L.wqkv.defined()) {
-      auto qkv = Linear(h, L.wqkv);  // [N, q + 2 kv]
+      auto qkv = Linear(h, L.wqkv, &P.wqkv);  // [N, q + 2 kv]
       q = qkv.narrow(1, 0, c.q_width());
       k = qkv.narrow(1, c.q_width(), c.kv_width());
       v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
     } else {
-      q = Linear(h, L.wq);
-      k = Linear(h, L.wk);
-      v = Linear(h, L.wv);
+      q = Linear(h, L.wq, &P.wq);
+      k = Linear(h, L.wk, &P.wk);
+      v = Linear(h, L.wv, &P.wv);
     }
     if (options.lora != nullptr) {
       const LoraLayer& lo = options.lora->layers[l];
@@ -340,19 +369,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
-    x = x + Linear(attn, L.wo);
+    x = x + Linear(attn, L.wo, &P.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);
     torch::Tensor g, u;
     if (L.w_gate_up.defined()) {
-      auto gu = Linear(h2, L.w_gate_up);
+      auto gu = Linear(h2, L.w_gate_up, &P.w_gate_up);
       g = gu.narrow(1, 0, c.intermediate_size);
       u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
     } else {
-      g = Linear(h2, L.w_gate);
-      u = Linear(h2, L.w_up);
+      g = Linear(h2, L.w_gate, &P.w_gate);
+      u = Linear(h2, L.w_up, &P.w_up);
     }
-    x = x + Linear(torch::silu(g) * u, L.w_down);
+    x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
@@ -367,7 +396,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   auto y = sel.size() == 1 ? sel[0] : torch::cat(sel, 0);
   auto hn = RmsNorm(y, weights_.final_norm);
   if (options.output == ForwardOutput::kHidden) return hn;
-  return Linear(hn, weights_.lm_head).to(torch::kFloat32);
+  return Linear(hn, weights_.lm_head, &packed_.lm_head).to(torch::kFloat32);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() const {

@@ -60,6 +60,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   ModelLoadOptions lo;
   ASSIGN_OR_RETURN(lo.dtype, ParseDtype(o.dtype));
   ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(lo.dtype));
+  lo.max_packed_weight_bytes = o.max_packed_weight_bytes;
   ASSIGN_OR_RETURN(b->model_, Transformer::Load(o.model_dir, lo));
   ASSIGN_OR_RETURN(b->tokenizer_, Tokenizer::LoadFromModelDir(o.model_dir));
   ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype));
