@@ -213,43 +213,66 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       static_cast<int64_t>(options.lora->layers.size()) != c.num_hidden_layers) {
     return absl::InvalidArgumentError("LoRA weights do not match the number of layers");
   }
-  // 1. Embeddings and positions, packed.
-  std::vector<torch::Tensor> xs, poss;
-  std::vector<int64_t> lens, offsets;
+  // 1. Embeddings and positions, packed. Ids of consecutive sequences are embedded by one
+  // gather and positions are collected in one vector: a decode step of many sequences pays
+  // tensor ops per step, not per sequence.
+  std::vector<torch::Tensor> xs;
+  std::vector<int64_t> lens, offsets, pos_v, pending_ids;
+  auto flush_ids = [&]() -> absl::Status {
+    if (pending_ids.empty()) return absl::OkStatus();
+    for (int64_t id : pending_ids) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    xs.push_back(weights_.embed_tokens.index_select(0, torch::tensor(pending_ids, torch::kInt64).to(device())));
+    pending_ids.clear();
+    return absl::OkStatus();
+  };
+  // Appends a 1-D integer tensor's values (CPU int64 read in place).
+  auto append_ints = [](const torch::Tensor& t, std::vector<int64_t>& out) {
+    const torch::Tensor v = t.device().is_cpu() && t.scalar_type() == torch::kInt64 && t.is_contiguous()
+                                ? t
+                                : t.to(torch::kCPU, torch::kInt64).contiguous();
+    const int64_t* p = v.data_ptr<int64_t>();
+    out.insert(out.end(), p, p + v.numel());
+  };
   int64_t total = 0;
   for (auto& s : batch) {
-    torch::Tensor e;
+    int64_t n = 0;
     if (s.embeds.defined()) {
       if (s.embeds.dim() != 2 || s.embeds.size(1) != H) {
         return absl::InvalidArgumentError(absl::StrCat("input embeddings must be [n, ", H, "]"));
       }
-      e = s.embeds.to(device(), dtype());
+      RETURN_IF_ERROR(flush_ids());
+      xs.push_back(s.embeds.to(device(), dtype()));
+      n = s.embeds.size(0);
     } else if (s.ids.defined()) {
-      ASSIGN_OR_RETURN(e, Embed(s.ids));
+      if (s.ids.dim() != 1) return absl::InvalidArgumentError("token ids must be a 1-D tensor");
+      append_ints(s.ids, pending_ids);
+      n = s.ids.size(0);
     } else {
       return absl::InvalidArgumentError("a sequence has neither ids nor embeddings");
     }
-    const int64_t n = e.size(0);
     if (n == 0) return absl::InvalidArgumentError("a sequence has no new tokens");
     const int64_t past = s.cache ? s.cache->length() : 0;
-    torch::Tensor pos;
     if (s.positions.defined()) {
       if (s.positions.dim() != 1 || s.positions.size(0) != n) {
         return absl::InvalidArgumentError("positions must be [n] for n new tokens");
       }
-      pos = s.positions.to(torch::kInt64).to(device());
+      append_ints(s.positions, pos_v);
     } else {
-      pos = torch::arange(past, past + n, torch::TensorOptions().dtype(torch::kInt64).device(device()));
+      for (int64_t i = 0; i < n; ++i) pos_v.push_back(past + i);
     }
     if (s.cache) s.cache->Reserve(n);
-    xs.push_back(e);
-    poss.push_back(pos);
     offsets.push_back(total);
     lens.push_back(n);
     total += n;
   }
+  RETURN_IF_ERROR(flush_ids());
   torch::Tensor x = xs.size() == 1 ? xs[0] : torch::cat(xs, 0);  // [N, H]
-  torch::Tensor pos = poss.size() == 1 ? poss[0] : torch::cat(poss, 0);
+  torch::Tensor pos = torch::tensor(pos_v, torch::kInt64).to(device());
 
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
   // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
@@ -323,17 +346,20 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     // the whole batch instead of ~20 tensor ops per sequence.
     torch::Tensor fused_attn;
     if (fused && all_single_cached) {
-      // A cache extending a shared prefix is read in place, segment by segment.
-      std::vector<std::vector<torch::Tensor>> keys(batch.size()), values(batch.size());
+      // A cache extending a shared prefix is read in place, run by run; raw pointers, not
+      // tensor ops: per sequence and layer those cost more than the attention itself.
+      std::vector<std::vector<KVCache::Span>> spans(batch.size());
+      if (k3.stride(2) != 1) k3 = k3.contiguous();
+      if (v3.stride(2) != 1) v3 = v3.contiguous();
+      const char* kb = static_cast<const char*>(k3.data_ptr());
+      const char* vb = static_cast<const char*>(v3.data_ptr());
+      const int64_t es = static_cast<int64_t>(k3.element_size());
       for (size_t s = 0; s < batch.size(); ++s) {
-        batch[s].cache->Write(l, k3.narrow(0, offsets[s], 1).transpose(0, 1),
-                              v3.narrow(0, offsets[s], 1).transpose(0, 1));
-        for (auto& seg : batch[s].cache->Segments(l, 1)) {
-          keys[s].push_back(std::move(seg.keys));
-          values[s].push_back(std::move(seg.values));
-        }
+        batch[s].cache->WriteOne(l, kb + offsets[s] * k3.stride(0) * es, k3.stride(1),
+                                 vb + offsets[s] * v3.stride(0) * es, v3.stride(1));
+        batch[s].cache->Spans(l, 1, &spans[s]);
       }
-      fused_attn = FusedDecodeAttention(q3, keys, values, scale);
+      fused_attn = FusedDecodeAttention(q3, spans, nkv, scale);
     }
     std::vector<torch::Tensor> outs;
     outs.reserve(batch.size());
