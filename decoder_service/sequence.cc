@@ -88,6 +88,12 @@ absl::StatusOr<std::unique_ptr<Sequence>> PrepareSequence(const server::ModelBun
     case icae::v1::MODE_RAW: mode = PromptMode::kRaw; break;
     default: return absl::InvalidArgumentError(absl::StrCat("unknown mode ", r.mode()));
   }
+  // Here, not only when the input is assembled after the slot reads: a request that can never
+  // succeed must not queue, read the store, or answer NOT_FOUND for an evicted slot first (the
+  // client would re-encode only to be refused).
+  if (mode == PromptMode::kAutoencode && !prompt.empty()) {
+    return absl::InvalidArgumentError("autoencode mode takes no prompt");
+  }
 
   // Memories: slots from the store (read by Fetch), or the raw context (uncompressed baseline).
   const bool has_context = r.context_case() != icae::v1::GenerateRequest::CONTEXT_NOT_SET;

@@ -25,3 +25,4 @@ seed generate_context 1 GenerateRequest 'context_text: "the cat sat on the mat" 
 seed generate_context_ids 1 GenerateRequest 'context_ids { ids: [1, 40, 41, 42] } mode: MODE_RAW'
 seed generate_sampling 1 GenerateRequest "slot_ids: \"$slot\" prompt_text: \"tell\" sampling { temperature: 0.8 top_p: 0.9 top_k: 20 seed: 7 repetition_penalty: 1.2 } stopping { max_new_tokens: 16 stop_sequences: \"the\" stop_sequences: \".\" stop_token_ids: [2, 300] ignore_eos: true }"
 seed generate_bad_slot 1 GenerateRequest 'slot_ids: "not-a-slot-id" prompt_text: "x"'
+seed generate_autoencode_prompt 1 GenerateRequest 'context_text: "the cat sat on the mat" prompt_ids { ids: [300, 301] } mode: MODE_AUTOENCODE'
