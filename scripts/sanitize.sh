@@ -3,15 +3,15 @@
 #   scripts/sanitize.sh asan [CTEST ARGS...]        ASan + UBSan (build-asan): every unit and
 #       integration test (ctest labels unit|integration; conformance is left out: the unit
 #       tests' code on bigger reference models). Builds everything.
-#   scripts/sanitize.sh asan-quick [CTEST ARGS...]  ASan + UBSan, the subset CI runs: the unit
-#       tests of the code that handles raw bytes and raw pointers — the slot store (records,
-#       every backend, Redis protocol), tokenizers, safetensors and the model's kernels, ICAE
-#       prompt assembly — and both cores in-process (server_common_test,
-#       server_scheduler_test). Needs neither the `icae` tool nor the service binaries, so it
-#       builds about half the tree.
+#   scripts/sanitize.sh asan-quick [CTEST ARGS...]  ASan + UBSan over the code without LibTorch
+#       that parses bytes from outside: the slot store (records, URIs, every backend, the Redis
+#       protocol and cluster client) and the tokenizers. Builds about a fifth of the tree.
 #   scripts/sanitize.sh tsan [CTEST ARGS...]        TSan (build-tsan): the code with threads —
-#       the slot store, the decoder scheduler and encoder batching core in-process, and the
+#       the slot store, the decoder scheduler and encoder batching core in-process
+#       (server_scheduler_test, server_common_test: metrics, the /metrics listener), and the
 #       services on loopback (services_test, hostile_client_test).
+#   scripts/sanitize.sh tsan-quick [CTEST ARGS...]  TSan without the services on loopback (no
+#       `icae` tool or service binaries to build): the slot store and both cores in-process.
 # UB aborts the test (-fno-sanitize-recover=undefined); any report fails the test that hit it.
 # Debian's LibTorch, OpenBLAS, libgomp, gRPC, protobuf, abseil and hiredis are not
 # instrumented; reports from inside them only are suppressed in scripts/sanitize/*.supp, each
@@ -21,8 +21,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-if [[ $# -lt 1 ]] || [[ "$1" != asan && "$1" != asan-quick && "$1" != tsan ]]; then
-  echo "usage: $0 asan|asan-quick|tsan [ctest args...]" >&2
+if [[ $# -lt 1 ]] || ! [[ "$1" =~ ^(asan|asan-quick|tsan|tsan-quick)$ ]]; then
+  echo "usage: $0 asan|asan-quick|tsan|tsan-quick [ctest args...]" >&2
   exit 2
 fi
 kind=$1
@@ -46,21 +46,24 @@ case "$kind" in
   asan-quick)
     build="${ICAE_SANITIZE_BUILD_DIR:-$root/build-asan}"
     sanitize="address,undefined"
-    targets=("${slot_store_tests[@]}" tokenizer_test safetensors_test model_test icae_test
-             server_common_test server_scheduler_test)
+    targets=("${slot_store_tests[@]}" tokenizer_test)
     select=(-R "$(executables "${targets[@]}")")
     # These run the `icae` tool, which this subset does not build (they would skip).
     exclude=(-E '^tokenizer_test\.TokenizeCommandTest\.')
     ;;
-  tsan)
+  tsan|tsan-quick)
     build="${ICAE_SANITIZE_BUILD_DIR:-$root/build-tsan}"
     sanitize="thread"
     # Without slot_store_redis_cluster_test: six redis-servers per case, and the cluster client
     # is covered by the unit test and the conformance suite.
     tests=(slot_store_record_test slot_store_memory_test slot_store_file_test
            slot_store_redis_test slot_store_redis_cluster_unit_test slot_store_conformance_test
-           server_common_test server_scheduler_test services_test hostile_client_test)
-    targets=("${tests[@]}" encoder_service decoder_service icae)
+           server_common_test server_scheduler_test)
+    targets=("${tests[@]}")
+    if [[ "$kind" == tsan ]]; then
+      tests+=(services_test hostile_client_test)
+      targets+=(services_test hostile_client_test encoder_service decoder_service icae)
+    fi
     select=(-R "$(executables "${tests[@]}")")
     ;;
 esac
@@ -75,7 +78,7 @@ case "$kind" in
     export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$supp/lsan.supp:print_suppressions=0}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp}"
     ;;
-  tsan)
+  tsan*)
     # libgomp (LibTorch's OpenMP) is not instrumented: its barriers look like races to TSan.
     # One OpenMP thread keeps LibTorch's parallel loops on the calling thread (the services
     # under test run with --threads=1 too).
