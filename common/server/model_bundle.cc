@@ -75,6 +75,26 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   return b;
 }
 
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::FromParts(
+    std::unique_ptr<Transformer> model, IcaeAdapter adapter, std::unique_ptr<Tokenizer> tokenizer,
+    std::string model_fingerprint, std::string adapter_fingerprint) {
+  const ModelConfig& c = model->config();
+  if (adapter.config.base_vocab_size != c.vocab_size ||
+      adapter.memory_embed.dim() != 2 || adapter.memory_embed.size(1) != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adapter (base vocabulary ", adapter.config.base_vocab_size, ") does not fit the model (",
+        c.vocab_size, " ids, hidden size ", c.hidden_size, ")"));
+  }
+  auto b = std::unique_ptr<ModelBundle>(new ModelBundle());
+  ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(model->dtype()));
+  b->model_ = std::move(model);
+  b->adapter_ = std::make_unique<IcaeAdapter>(std::move(adapter));
+  b->tokenizer_ = std::move(tokenizer);
+  b->model_fingerprint_ = std::move(model_fingerprint);
+  b->adapter_fingerprint_ = std::move(adapter_fingerprint);
+  return b;
+}
+
 absl::StatusOr<std::vector<int64_t>> ModelBundle::Tokenize(std::string_view text, bool add_bos) const {
   int64_t bad = FirstInvalidUtf8(text);
   if (bad >= 0) {

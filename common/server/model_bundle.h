@@ -34,6 +34,12 @@ struct ModelBundleOptions {
 class ModelBundle {
  public:
   static absl::StatusOr<std::unique_ptr<ModelBundle>> Load(const ModelBundleOptions& options);
+  // A bundle of parts already in memory (tests, fuzz targets: a tiny random model needs no
+  // files); the caller names the fingerprints. The slot dtype is the model's. INVALID_ARGUMENT
+  // when the adapter was not made for this model (base vocabulary, hidden size).
+  static absl::StatusOr<std::unique_ptr<ModelBundle>> FromParts(
+      std::unique_ptr<Transformer> model, IcaeAdapter adapter, std::unique_ptr<Tokenizer> tokenizer,
+      std::string model_fingerprint, std::string adapter_fingerprint);
 
   const Transformer& model() const { return *model_; }
   const IcaeAdapter& adapter() const { return *adapter_; }
