@@ -73,17 +73,14 @@ double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
 
 int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
-  auto args = Args::Parse(argv, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                 "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
-                                 "max-packed-weight-bytes"},
-                          {"json"});
+  const std::set<std::string> flags = {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
+                                       "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
+                                       "max-packed-weight-bytes"};
+  auto args = Args::Parse(argv, flags, {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
   if (!args->Has("threads")) argv2.push_back("--threads=2");
-  auto args2 = *Args::Parse(argv2, {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                    "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
-                                 "max-packed-weight-bytes"},
-                            {"json"});
+  auto args2 = *Args::Parse(argv2, flags, {"json"});
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   ModelConfig c;
   c.model_type = "mistral";
