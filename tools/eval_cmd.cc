@@ -60,16 +60,19 @@ int Eval(const std::vector<std::string>& argv) {
   j["model"] = args->Get("model", "default");
   j["mem_size"] = adapter.config.mem_size;
   j["compression_rate"] = adapter.config.mean_compression_rate;
-  std::string table = absl::StrFormat("%-28s %8s %8s %8s %8s\n", "autoencoding (held-out)",
-                                      "slots", "BLEU-4", "exact", "tok-acc");
+  std::string table = absl::StrFormat("%-28s %8s %8s %8s %8s %8s %8s\n", "autoencoding (held-out)",
+                                      "slots", "BLEU-4", "exact", "tok-acc", "tf-acc", "prefix");
   for (int64_t L : *lengths) {
     auto r = train::EvalAutoencode(model, adapter, *stream, L, passages);
     if (!r.ok()) return Fail(cmd, std::string(r.status().message()));
-    table += absl::StrFormat("  %4d tokens x %-12d %8d %8.4f %8.4f %8.4f\n", L, r->passages,
-                             r->slots, r->bleu4, r->exact_match, r->token_accuracy);
+    table += absl::StrFormat("  %4d tokens x %-12d %8d %8.4f %8.4f %8.4f %8.4f %8.1f\n", L, r->passages,
+                             r->slots, r->bleu4, r->exact_match, r->token_accuracy,
+                             r->teacher_forced_accuracy, r->greedy_correct_prefix);
     j["autoencode"].push_back({{"length", L}, {"passages", r->passages}, {"slots", r->slots},
                                {"bleu4", r->bleu4}, {"exact_match", r->exact_match},
-                               {"token_accuracy", r->token_accuracy}});
+                               {"token_accuracy", r->token_accuracy},
+                               {"teacher_forced_accuracy", r->teacher_forced_accuracy},
+                               {"greedy_correct_prefix", r->greedy_correct_prefix}});
   }
   if (!args->Has("no-ppl")) {
     auto c = train::EvalContinuation(model, adapter, *stream, ppl_ctx, ppl_next, ppl_windows);

@@ -12,9 +12,10 @@
 namespace icae::train {
 namespace {
 
-// Summed NLL of `next` after an input prefix (ids or embeddings) in one forward pass.
-absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_embeds,
-                               const std::vector<int64_t>& next) {
+// Logits [next.size(), V] (float32) of `next` after an input prefix, teacher-forced in one
+// forward pass: the prefix's last position predicts next[0], next[k] predicts next[k + 1].
+absl::StatusOr<torch::Tensor> NextLogits(const Transformer& model, torch::Tensor prefix_embeds,
+                                         const std::vector<int64_t>& next) {
   SequenceInput in;
   std::vector<int64_t> feed(next.begin(), next.end() - 1);
   torch::Tensor e = prefix_embeds;
@@ -26,29 +27,44 @@ absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_em
   in.num_outputs = static_cast<int64_t>(next.size());
   std::vector<SequenceInput> batch{in};
   ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch));
+  return logits.to(torch::kFloat32);
+}
+
+// Summed NLL of `next` after an input prefix.
+absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_embeds,
+                               const std::vector<int64_t>& next) {
+  ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, prefix_embeds, next));
   auto nll = torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), torch::tensor(next, torch::kInt64),
+      logits, torch::tensor(next, torch::kInt64),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   return nll.item<double>();
 }
 
-std::vector<int64_t> GreedyIds(const GenerateResult& r) { return r.ids; }
+// The decoder input of [slots][AE] for one context (ids with BOS).
+absl::StatusOr<torch::Tensor> AutoencodeInput(const Transformer& model, const IcaeAdapter& adapter,
+                                              const std::vector<int64_t>& context) {
+  Compressor compressor(model, adapter);
+  ASSIGN_OR_RETURN(auto c, compressor.Compress({context}));
+  return AssembleDecoderInput(model, adapter, PromptMode::kAutoencode, {c[0].slots}, {});
+}
+
+absl::StatusOr<std::vector<int64_t>> GreedyFrom(const Transformer& model, const IcaeAdapter& adapter,
+                                                torch::Tensor input, int64_t max_new_tokens) {
+  GenerateOptions go;
+  go.max_new_tokens = max_new_tokens;
+  SequenceInput prefix;
+  prefix.embeds = input;
+  ASSIGN_OR_RETURN(GenerateResult r, Generate(model, prefix, IcaeDecodeOptions(adapter, go)));
+  return r.ids;
+}
 
 }  // namespace
 
 absl::StatusOr<std::vector<int64_t>> Reconstruct(const Transformer& model, const IcaeAdapter& adapter,
                                                  const std::vector<int64_t>& context,
                                                  int64_t max_new_tokens) {
-  Compressor compressor(model, adapter);
-  ASSIGN_OR_RETURN(auto c, compressor.Compress({context}));
-  ASSIGN_OR_RETURN(torch::Tensor in,
-                   AssembleDecoderInput(model, adapter, PromptMode::kAutoencode, {c[0].slots}, {}));
-  GenerateOptions go;
-  go.max_new_tokens = max_new_tokens;
-  SequenceInput prefix;
-  prefix.embeds = in;
-  ASSIGN_OR_RETURN(GenerateResult r, Generate(model, prefix, IcaeDecodeOptions(adapter, go)));
-  return GreedyIds(r);
+  ASSIGN_OR_RETURN(torch::Tensor in, AutoencodeInput(model, adapter, context));
+  return GreedyFrom(model, adapter, in, max_new_tokens);
 }
 
 absl::StatusOr<AutoencodeResult> EvalAutoencode(const Transformer& model, const IcaeAdapter& adapter,
@@ -68,14 +84,25 @@ absl::StatusOr<AutoencodeResult> EvalAutoencode(const Transformer& model, const 
     auto text = SpacedWindow(stream, length - 1, k, count);
     std::vector<int64_t> ctx{model.config().bos_token_id};
     ctx.insert(ctx.end(), text.begin(), text.end());
-    ASSIGN_OR_RETURN(auto hyp, Reconstruct(model, adapter, ctx, length + 8));
+    ASSIGN_OR_RETURN(torch::Tensor in, AutoencodeInput(model, adapter, ctx));
+    ASSIGN_OR_RETURN(auto hyp, GreedyFrom(model, adapter, in, length + 8));
     r.bleu4 += Bleu4(hyp, text);
     r.exact_match += hyp == text ? 1.0 : 0.0;
     r.token_accuracy += TokenAccuracy(hyp, text);
+    size_t prefix = 0;
+    while (prefix < hyp.size() && prefix < text.size() && hyp[prefix] == text[prefix]) ++prefix;
+    r.greedy_correct_prefix += static_cast<double>(prefix);
+    // Argmax over the base vocabulary, as greedy decoding takes it.
+    ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, in, text));
+    auto best = logits.narrow(1, 0, adapter.config.base_vocab_size).argmax(1);
+    r.teacher_forced_accuracy +=
+        best.eq(torch::tensor(text, torch::kInt64)).to(torch::kFloat64).mean().item<double>();
   }
   r.bleu4 /= count;
   r.exact_match /= count;
   r.token_accuracy /= count;
+  r.teacher_forced_accuracy /= count;
+  r.greedy_correct_prefix /= count;
   return r;
 }
 

@@ -24,6 +24,10 @@ struct AutoencodeResult {
   int64_t passages = 0;
   int64_t slots = 0;      // slots per passage
   double bleu4 = 0, exact_match = 0, token_accuracy = 0;  // means over passages
+  // Exposure bias, side by side: the fraction of text ids that are the argmax when the decoder
+  // is fed the true prefix (teacher forcing, as in training), and the mean number of leading
+  // ids greedy decoding gets right before its first mistake.
+  double teacher_forced_accuracy = 0, greedy_correct_prefix = 0;
 };
 
 // `count` evenly spaced passages of `length` ids (BOS + length-1 text ids) from `stream`;

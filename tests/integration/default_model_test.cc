@@ -116,6 +116,12 @@ TEST_F(DefaultModelTest, ReconstructsHeldOutPassagesAsReported) {
   auto r = train::EvalAutoencode(**model, *adapter, *stream, 128, passages);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(r->bleu4, reported - 0.03) << "reported BLEU-4 " << reported;
+  // The exposure-bias pair: a greedy correct prefix is made of position-aligned matches, and
+  // teacher forcing is a fraction.
+  EXPECT_GE(r->teacher_forced_accuracy, 0.0);
+  EXPECT_LE(r->teacher_forced_accuracy, 1.0);
+  EXPECT_GE(r->greedy_correct_prefix, 0.0);
+  EXPECT_LE(r->greedy_correct_prefix, r->token_accuracy * 127 + 1e-9);
   std::filesystem::remove_all(tmp);
 }
 
