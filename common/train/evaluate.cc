@@ -27,7 +27,7 @@ absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_em
   std::vector<SequenceInput> batch{in};
   ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch));
   auto nll = torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), torch::tensor(next, torch::kInt64),
+      logits.to(torch::kFloat32), torch::tensor(next, torch::kInt64).to(logits.device()),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   return nll.item<double>();
 }
