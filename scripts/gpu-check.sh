@@ -56,13 +56,18 @@ failed=()
 
 log() { echo "[gpu-check +$(( $(date +%s) - start ))s] $*" | tee -a "$out/steps.txt"; }
 
-# step NAME SECONDS COMMAND…: runs COMMAND with a time limit, output to OUT_DIR/NAME.txt.
+# step NAME SECONDS COMMAND…: runs COMMAND with a time limit, output to OUT_DIR/NAME.txt
+# (stdout to OUT_DIR/NAME.json instead when STEP_JSON=1: the benchmarks' --json figures).
 step() {
   local name=$1 limit=$2
   shift 2
   log "$name (limit ${limit}s): $*"
   local t0=$(date +%s)
-  timeout --kill-after=10 "$limit" "$@" > "$out/$name.txt" 2>&1
+  if [[ "${STEP_JSON:-0}" == 1 ]]; then
+    timeout --kill-after=10 "$limit" "$@" > "$out/$name.json" 2> "$out/$name.txt"
+  else
+    timeout --kill-after=10 "$limit" "$@" > "$out/$name.txt" 2>&1
+  fi
   local rc=$?
   if [[ $rc -eq 0 ]]; then
     log "$name: ok in $(( $(date +%s) - t0 ))s"
@@ -177,10 +182,13 @@ else
   hf=(--prompt-tokens 512 --decode-tokens 128 --vocab 32000 --lengths 512,2048,5120 --mem-size 128 --reps 2)
   lora246=(--lora-r 64) lora7b=(--lora-r 512)
 fi
-step bench-decode-246m 120 "$icae" bench decode "${common[@]}" "${s246[@]}" "${dec[@]}" "${bounds_decode[@]}"
-step bench-decode-7b 150 "$icae" bench decode "${common[@]}" "${s7b[@]}" "${dec[@]}" "${bounds_decode[@]}"
-step bench-compress-246m 120 "$icae" bench compress "${common[@]}" "${s246[@]}" "${comp[@]}" "${lora246[@]}" "${bounds_compress[@]}"
-step bench-compress-7b 150 "$icae" bench compress "${common[@]}" "${s7b[@]}" "${comp[@]}" "${lora7b[@]}" "${bounds_compress[@]}"
+# Tables to NAME.txt, the --json figures (what the report reads) to NAME.json.
+export STEP_JSON=1
+step bench-decode-246m 120 "$icae" bench decode --json "${common[@]}" "${s246[@]}" "${dec[@]}" "${bounds_decode[@]}"
+step bench-decode-7b 150 "$icae" bench decode --json "${common[@]}" "${s7b[@]}" "${dec[@]}" "${bounds_decode[@]}"
+step bench-compress-246m 120 "$icae" bench compress --json "${common[@]}" "${s246[@]}" "${comp[@]}" "${lora246[@]}" "${bounds_compress[@]}"
+step bench-compress-7b 150 "$icae" bench compress --json "${common[@]}" "${s7b[@]}" "${comp[@]}" "${lora7b[@]}" "${bounds_compress[@]}"
+export STEP_JSON=0
 
 # ---------------------------------------------------------------- HF transformers + peft
 for shape in 246m 7b; do

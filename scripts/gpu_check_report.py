@@ -18,26 +18,34 @@ def read(out, name):
     return open(p, encoding="utf-8", errors="replace").read() if os.path.exists(p) else None
 
 
-def decode_figures(text):
-    """{'prefill': (tok/s, bound, pct), 'decode': (tok/s, bound, pct)} of the first dtype block."""
+def read_json(out, name):
+    """The last line of OUT_DIR/NAME that parses as JSON (the benchmarks print one), or None."""
+    t = read(out, name)
+    for line in reversed((t or "").strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+def decode_figures(j):
+    """{'prefill': (tok/s, bound, pct), 'decode': (tok/s, bound, pct)} from `bench decode --json`."""
     r = {}
-    m = re.search(r"prefill\s+\d+ tokens\s+([\d.]+) tokens/s\s+bound\s+([\d.]+).*?([\d.]+)%", text)
-    if m:
-        r["prefill"] = tuple(float(x) for x in m.groups())
-    m = re.search(r"decode\s+\d+ tokens, batch 1\s+([\d.]+) tokens/s\s+bound\s+([\d.]+).*?([\d.]+)%", text)
-    if m:
-        r["decode"] = tuple(float(x) for x in m.groups())
+    if not j:
+        return r
+    for key, bound in (("prefill", "prefill_bound_tok_s"), ("decode", "decode_bound_tok_s")):
+        v, b = j.get(key + "_tok_s"), j.get(bound)
+        if v and b:
+            r[key] = (v, b, 100.0 * v / b)
     return r
 
 
-def compress_rows(text):
-    """[(context, segments, batched tok/s, one-at-a-time tok/s, roofline, batched %)]."""
-    rows = []
-    for line in text.splitlines():
-        f = line.split()
-        if len(f) == 6 and f[0].isdigit() and f[5].endswith("%"):
-            rows.append((int(f[0]), int(f[1]), float(f[2]), float(f[3]), float(f[4]), float(f[5][:-1])))
-    return rows
+def compress_rows(j):
+    """[(context, segments, batched tok/s, one-at-a-time tok/s, roofline, batched %)] from
+    `bench compress --json`."""
+    return [(r["context_tokens"], r["segments"], r["tok_s"], r["one_at_a_time_tok_s"],
+             r["roofline_tok_s"], 100.0 * r["roofline_fraction"]) for r in (j or [])]
 
 
 def main():
@@ -62,10 +70,9 @@ def main():
             lines.append(f"  {name[5:-4]:32s} {state}")
 
     for shape in ("246m", "7b"):
-        t = read(out, f"bench-decode-{shape}.txt")
-        if t is None:
+        if read(out, f"bench-decode-{shape}.txt") is None:
             continue
-        d = decode_figures(t)
+        d = decode_figures(read_json(out, f"bench-decode-{shape}.json"))
         lines.append(f"== decode, {shape} shape (bf16)")
         if "prefill" in d:
             lines.append("  prefill  %10.1f tokens/s   bound %10.1f   %5.1f%% of bound" % d["prefill"])
@@ -79,10 +86,9 @@ def main():
 
     ours = {}
     for shape in ("246m", "7b"):
-        t = read(out, f"bench-compress-{shape}.txt")
-        if t is None:
+        if read(out, f"bench-compress-{shape}.txt") is None:
             continue
-        rows = compress_rows(t)
+        rows = compress_rows(read_json(out, f"bench-compress-{shape}.json"))
         ours[shape] = rows
         lines.append(f"== compress, {shape} shape (bf16)")
         lines.append("  %8s %9s %14s %14s %12s %9s" % ("context", "segments", "batched tok/s",
@@ -95,16 +101,14 @@ def main():
                           % (GOAL_COMPRESS_PEAK, best[0]), best[5], best[5] >= GOAL_COMPRESS_PEAK))
 
     for shape in ("246m", "7b"):
-        t = read(out, f"hf-{shape}.json")
         skip = read(out, f"hf-{shape}.skipped")
         if skip is not None:
             lines.append(f"== HF transformers + peft, {shape}: skipped: {skip.strip()}")
             continue
-        if t is None:
+        if read(out, f"hf-{shape}.json") is None:
             continue
-        try:
-            hf = json.loads(t.strip().splitlines()[-1])
-        except (ValueError, IndexError):
+        hf = read_json(out, f"hf-{shape}.json")
+        if not isinstance(hf, dict):
             lines.append(f"== HF transformers + peft, {shape}: unreadable output (see hf-{shape}.json)")
             continue
         lines.append(f"== HF transformers {hf.get('transformers')} + peft {hf.get('peft')}, {shape} "
@@ -119,8 +123,7 @@ def main():
                 ratios.append(ratio)
                 lines.append("  compress %5d tokens: ICAE %10.1f tok/s   HF %10.1f tok/s   ratio %.2fx"
                              % (c["context"], mine[2], c["tokens_per_second"], ratio))
-        dec = read(out, f"bench-decode-{shape}.txt")
-        d = decode_figures(dec) if dec else {}
+        d = decode_figures(read_json(out, f"bench-decode-{shape}.json"))
         if hf.get("decode") and "decode" in d:
             h = hf["decode"]["decode_tokens_per_second"]
             lines.append("  decode batch 1:      ICAE %10.1f tok/s   HF %10.1f tok/s   ratio %.2fx"
