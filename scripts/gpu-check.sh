@@ -3,8 +3,9 @@
 # run the conformance tests on CUDA, benchmark decode and compress on the 246M shape and on a
 # Mistral-7B shape with the data-sheet bounds beside, the same work through HF transformers +
 # peft for a ratio, and a training-throughput figure. Everything lands in OUT_DIR; summary.txt
-# says what was measured and which goals were met. About 6 minutes on one H200; every step has
-# its own time limit, and a failed step is recorded and the next one still runs.
+# says what was measured and which goals were met. The whole run stays within 10 minutes: every
+# step has its own time limit, cut to what is left of the total budget, and a failed step is
+# recorded and the next one still runs.
 #
 #   scripts/gpu-check.sh OUT_DIR
 #
@@ -23,6 +24,8 @@
 #                         only brought up to date (e.g. the Debian build for a CPU dry run)
 #   GPU_CHECK_JOBS        build jobs (default: all cores)
 #   GPU_CHECK_BUILD_LIMIT seconds the build may take (default 420; more for a 2-core rehearsal)
+#   GPU_CHECK_TOTAL_S     the whole run's budget in seconds (default 570): each step's limit is
+#                         cut to what is left, and steps that no longer fit are skipped
 #   GPU_CHECK_PYTHON      the Python with torch (default python3)
 #   GPU_CHECK_HBM_GBS     memory bandwidth bound, GB/s (default 4800: H200 HBM3e)
 #   GPU_CHECK_PEAK_TFLOPS bf16 dense tensor-core peak, TFLOP/s (default 989: H100/H200 SXM)
@@ -51,6 +54,7 @@ case "$device" in
   *) echo "gpu-check: GPU_CHECK_DEVICE must be cpu, cuda or cuda:N, not '$device'" >&2; exit 2 ;;
 esac
 start=$(date +%s)
+deadline=$((start + ${GPU_CHECK_TOTAL_S:-570}))
 failed=()
 : > "$out/steps.txt"
 
@@ -61,6 +65,7 @@ log() { echo "[gpu-check +$(( $(date +%s) - start ))s] $*" | tee -a "$out/steps.
 step() {
   local name=$1 limit=$2
   shift 2
+  limit=$(budget "$limit") || { skip_step "$name"; return 1; }
   log "$name (limit ${limit}s): $*"
   local t0=$(date +%s)
   if [[ "${STEP_JSON:-0}" == 1 ]]; then
@@ -77,6 +82,17 @@ step() {
     tail -n 15 "$out/$name.txt" | sed 's/^/    /' | tee -a "$out/steps.txt"
   fi
   return $rc
+}
+
+# budget SECONDS: SECONDS cut to what is left of the total budget; fails when under 10 s are left.
+budget() {
+  local left=$((deadline - $(date +%s)))
+  [[ $left -ge 10 ]] || return 1
+  echo $(($1 < left ? $1 : left))
+}
+skip_step() {
+  log "$1: SKIPPED (the total budget of ${GPU_CHECK_TOTAL_S:-570}s is spent)"
+  failed+=("$1")
 }
 
 # ---------------------------------------------------------------- the machine
@@ -193,8 +209,9 @@ export STEP_JSON=0
 # ---------------------------------------------------------------- HF transformers + peft
 for shape in 246m 7b; do
   if [[ $shape == 246m ]]; then s=("${s246[@]}") l=("${lora246[@]}"); else s=("${s7b[@]}") l=("${lora7b[@]}"); fi
-  log "hf-$shape: HF transformers + peft, same shape and work"
-  timeout --kill-after=10 180 "$python" "$root/scripts/gpu_hf_bench.py" --device "$device" "${s[@]}" "${l[@]}" \
+  limit=$(budget 180) || { skip_step "hf-$shape"; continue; }
+  log "hf-$shape: HF transformers + peft, same shape and work (limit ${limit}s)"
+  timeout --kill-after=10 "$limit" "$python" "$root/scripts/gpu_hf_bench.py" --device "$device" "${s[@]}" "${l[@]}" \
     "${hf[@]}" > "$out/hf-$shape.json" 2> "$out/hf-$shape.log"
   rc=$?
   if [[ $rc -eq 3 ]]; then
