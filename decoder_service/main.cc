@@ -29,6 +29,9 @@ ABSL_FLAG(std::string, prefix_cache_bytes, "256M",
           "bytes (0 = off)");
 ABSL_FLAG(std::string, local_cache_bytes, "256M",
           "local in-process LRU in front of --store (0 = none)");
+ABSL_FLAG(std::string, max_packed_weight_bytes, "1G",
+          "decode steps run on a repacked copy of the bf16 weights (~2x faster at 8 sequences on "
+          "small models) when the copy fits this many bytes (0 = never pack)");
 
 namespace icae::decoder {
 namespace {
@@ -49,6 +52,14 @@ class DecoderDefinition final : public server::ServiceDefinition {
       return uri;
     }
     return absl::StrCat("tiered://?local_max_bytes=", local, "&backend=", slot_store::UrlEncode(uri));
+  }
+
+  absl::StatusOr<int64_t> MaxPackedWeightBytes() const override {
+    auto bytes = slot_store::ParseByteSize(absl::GetFlag(FLAGS_max_packed_weight_bytes));
+    if (!bytes.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--max_packed_weight_bytes: ", bytes.status().message()));
+    }
+    return static_cast<int64_t>(*bytes);
   }
 
   absl::StatusOr<std::unique_ptr<server::ServingCore>> StartCore(

@@ -50,25 +50,7 @@ EncoderCore::~EncoderCore() { Stop(); }
 
 absl::StatusOr<EncodeJob> EncoderCore::Prepare(const icae::v1::EncodeRequest& r,
                                                const std::string& tenant) const {
-  RETURN_IF_ERROR(server::CheckClientText(r.request_id(), "request_id",
-                                          static_cast<size_t>(options_.max_request_id_bytes)));
-  EncodeJob job;
-  job.request_id = r.request_id();
-  job.tenant = tenant;
-  job.return_slots = r.return_slots();
-  server::ContextInput context;
-  switch (r.context_case()) {
-    case icae::v1::EncodeRequest::kText:
-      context.text = &r.text();
-      break;
-    case icae::v1::EncodeRequest::kTokenIds:
-      context.ids = absl::MakeConstSpan(r.token_ids().ids().data(), r.token_ids().ids().size());
-      break;
-    default:
-      return absl::InvalidArgumentError("give the context as text or token_ids");
-  }
-  ASSIGN_OR_RETURN(job.ids, server::ContextIds(bundle_, context, max_context_tokens_));
-  return job;
+  return PrepareEncodeJob(bundle_, options_, max_context_tokens_, r, tenant);
 }
 
 void EncoderCore::Submit(EncodeJob job, EncodeCallback done) {

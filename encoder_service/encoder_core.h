@@ -21,27 +21,10 @@
 #include "common/server/model_bundle.h"
 #include "common/server/serving_core.h"
 #include "common/slot_store/slot_store.h"
+#include "encoder_service/encode_job.h"
 #include "icae/v1/icae.pb.h"
 
 namespace icae::encoder {
-
-struct EncoderOptions {
-  int64_t max_batch = 8;             // contexts per compression pass
-  int64_t max_queue = 64;            // waiting contexts; beyond: RESOURCE_EXHAUSTED
-  absl::Duration batch_wait = absl::Milliseconds(5);  // how long a batch waits for company
-  int64_t max_context_tokens = 0;    // 0 = the adapter's bound
-  int64_t max_segments_per_pass = 16;
-  int64_t max_request_id_bytes = server::kMaxRequestIdBytes;
-};
-
-struct EncodeJob {
-  std::string request_id;
-  std::string tenant;
-  std::vector<int64_t> ids;
-  bool return_slots = false;
-  // Polled before computing: a job whose caller is gone is answered CANCELLED, not computed.
-  std::function<bool()> is_cancelled;
-};
 
 using EncodeCallback = std::function<void(absl::StatusOr<icae::v1::EncodeResponse>)>;
 
@@ -51,7 +34,8 @@ class EncoderCore final : public server::ServingCore {
               EncoderOptions options, server::MetricsRegistry& metrics);
   ~EncoderCore() override;  // Stop()
 
-  // Request → job: decodes text/ids and checks every bound (INVALID_ARGUMENT).
+  // Request → job: decodes text/ids and checks every bound (INVALID_ARGUMENT); see
+  // PrepareEncodeJob.
   absl::StatusOr<EncodeJob> Prepare(const icae::v1::EncodeRequest& request,
                                     const std::string& tenant) const;
   // Queues the job; `done` is called exactly once (possibly right away with

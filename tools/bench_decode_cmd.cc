@@ -97,7 +97,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
   const std::set<std::string> flags = {"threads", "dtype", "device", "prompt-tokens", "decode-tokens",
                                        "hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
-                                       "reps", "layout", "bandwidth-gbs", "peak-tflops"};
+                                       "reps", "layout", "bandwidth-gbs", "peak-tflops",
+                                       "max-packed-weight-bytes"};
   auto args = Args::Parse(argv, flags, {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
@@ -119,6 +120,9 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const int64_t reps = std::max<int64_t>(1, num.Int("reps", 3));
   const double given_bw = num.Double("bandwidth-gbs", 0) * 1e9;
   const double peak_flops = num.Double("peak-tflops", 0) * 1e12;
+  // Packed weight copies for few-row products (0: the unpacked kernel, for a side-by-side).
+  const int64_t max_packed =
+      num.Int("max-packed-weight-bytes", ModelLoadOptions::kDefaultMaxPackedWeightBytes);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   if (given_bw < 0 || peak_flops < 0) return Fail(cmd, "--bandwidth-gbs and --peak-tflops must be >= 0", 2);
   if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
@@ -159,7 +163,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
     ModelWeights weights = RandomWeights(c, *dtype, 1, device);
     if (lay == "separate") weights = SeparateProjections(weights, c);
-    Transformer model(c, std::move(weights));
+    Transformer model(c, std::move(weights), max_packed);
     const int64_t params = model.NumParameters();
     const int64_t esize = c10::elementSize(*dtype);
     const double measured_gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size, device);
@@ -210,6 +214,13 @@ int BenchDecode(const std::vector<std::string>& argv) {
                 peak_flops > 0 ? absl::StrFormat(", peak %.1f TFLOP/s given", peak_flops / 1e12).c_str() : "");
     std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / %s)  %5.1f%%\n",
                 (long long)prompt, prefill_tps, gemm / flops_per_token, peak_flops > 0 ? "peak" : "GEMM rate",
+    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
+                lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
+                (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
+    std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
+                (long long)c.intermediate_size, gemm / 1e9);
+    std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
+                (long long)prompt, prefill_tps, gemm / flops_per_token,
                 100.0 * prefill_tps / (gemm / flops_per_token));
     std::fprintf(out, "  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
                 (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,
@@ -217,6 +228,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     nlohmann::json run = {{"dtype", dname},
                           {"layout", lay},
                           {"params", params},
+                          {"packed_weight_bytes", model.packed_weight_bytes()},
                           {"prefill_tokens", prompt},
                           {"decode_tokens", decode},
                           {"gemm_gflops", measured_gemm / 1e9},

@@ -82,29 +82,40 @@ void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
                                    const std::vector<std::vector<torch::Tensor>>& keys,
                                    const std::vector<std::vector<torch::Tensor>>& values, double scale) {
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-  const int64_t B = q.size(0), heads = q.size(1), hd = q.size(2);
-  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(q) || hd % 32 != 0 || hd > 256 ||
-      q.stride(2) != 1 || static_cast<int64_t>(keys.size()) != B ||
-      static_cast<int64_t>(values.size()) != B) {
-    return torch::Tensor();
-  }
-  constexpr size_t kMaxSegments = 8;  // per sequence (in practice a shared prefix + its own part)
-  int64_t kv_heads = 0, max_len = 0;
-  for (int64_t s = 0; s < B; ++s) {
-    if (keys[s].empty() || keys[s].size() != values[s].size() || keys[s].size() > kMaxSegments) {
-      return torch::Tensor();
-    }
-    int64_t len = 0;
+  if (keys.size() != values.size()) return torch::Tensor();
+  std::vector<std::vector<KVCache::Span>> spans(keys.size());
+  int64_t kv_heads = 0;
+  for (size_t s = 0; s < keys.size(); ++s) {
+    if (keys[s].size() != values[s].size()) return torch::Tensor();
     for (size_t i = 0; i < keys[s].size(); ++i) {
       const auto &K = keys[s][i], &V = values[s][i];
-      if (K.stride(2) != 1 || V.stride(2) != 1 || K.scalar_type() != torch::kBFloat16 ||
-          V.scalar_type() != torch::kBFloat16 || K.size(1) != V.size(1)) {
+      if (K.dim() != 3 || V.sizes() != K.sizes() || K.stride(2) != 1 || V.stride(2) != 1 ||
+          K.scalar_type() != torch::kBFloat16 || V.scalar_type() != torch::kBFloat16 ||
+          K.stride(0) != V.stride(0) || K.stride(1) != V.stride(1) || (kv_heads != 0 && K.size(0) != kv_heads)) {
         return torch::Tensor();
       }
       kv_heads = K.size(0);
-      len += K.size(1);
+      spans[s].push_back({K.data_ptr(), V.data_ptr(), K.size(1), K.stride(0), K.stride(1)});
     }
+  }
+  if (kv_heads == 0) return torch::Tensor();
+  return FusedDecodeAttention(q, spans, kv_heads, scale);
+}
+
+torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
+                                   int64_t kv_heads, double scale) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  const int64_t B = q.size(0), heads = q.size(1), hd = q.size(2);
+  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(q) || hd % 32 != 0 || hd > 256 ||
+      q.stride(2) != 1 || static_cast<int64_t>(spans.size()) != B || kv_heads < 1 || heads % kv_heads != 0) {
+    return torch::Tensor();
+  }
+  constexpr size_t kMaxSegments = 8;  // per sequence (in practice a shared prefix + its own part)
+  int64_t max_len = 0;
+  for (int64_t s = 0; s < B; ++s) {
+    if (spans[s].empty() || spans[s].size() > kMaxSegments) return torch::Tensor();
+    int64_t len = 0;
+    for (const auto& sp : spans[s]) len += sp.length;
     max_len = std::max(max_len, len);
   }
   const int64_t group = heads / kv_heads;
@@ -114,15 +125,15 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
   float* sp = scores.data_ptr<float>();
   const float inv_scale = static_cast<float>(1.0 / scale);
   const auto* qp = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
+  const int64_t q_stride0 = q.stride(0), q_stride1 = q.stride(1);
   at::parallel_for(0, B * heads, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
       float* row = sp + r * max_len;
-      for (const auto& K : keys[s]) {
-        const auto* kp = reinterpret_cast<const uint16_t*>(K.data_ptr<at::BFloat16>()) + kvh * K.stride(0);
-        DecodeScoresAvx512(qp + s * q.stride(0) + h * q.stride(1), kp, K.stride(1), K.size(1), hd,
-                           inv_scale, row);
-        row += K.size(1);
+      for (const auto& K : spans[s]) {
+        const auto* kp = static_cast<const uint16_t*>(K.keys) + kvh * K.head_stride;
+        DecodeScoresAvx512(qp + s * q_stride0 + h * q_stride1, kp, K.row_stride, K.length, hd, inv_scale, row);
+        row += K.length;
       }
     }
   });
@@ -137,11 +148,11 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
     int64_t strides[kMaxSegments], lens[kMaxSegments];
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
-      const auto& Vs = values[s];
+      const auto& Vs = spans[s];
       for (size_t i = 0; i < Vs.size(); ++i) {
-        vps[i] = reinterpret_cast<const uint16_t*>(Vs[i].data_ptr<at::BFloat16>()) + kvh * Vs[i].stride(0);
-        strides[i] = Vs[i].stride(1);
-        lens[i] = Vs[i].size(1);
+        vps[i] = static_cast<const uint16_t*>(Vs[i].values) + kvh * Vs[i].head_stride;
+        strides[i] = Vs[i].row_stride;
+        lens[i] = Vs[i].length;
       }
       DecodeWeightedSumAvx512(pp + r * max_len, vps, strides, lens, static_cast<int64_t>(Vs.size()), hd,
                               op + s * heads * hd + h * hd);
@@ -149,6 +160,7 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
   });
   return out;
 #else
+  (void)q, (void)spans, (void)kv_heads, (void)scale;
   return torch::Tensor();
 #endif
 }

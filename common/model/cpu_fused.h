@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include "common/model/kv_cache.h"
+
 namespace icae {
 
 // True when the fused kernels apply to x (CPU, bf16, contiguous, no autograd).
@@ -36,6 +38,10 @@ namespace icae {
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
                                    const std::vector<std::vector<torch::Tensor>>& keys,
                                    const std::vector<std::vector<torch::Tensor>>& values, double scale);
+// The same on raw runs of bf16 positions (KVCache::Spans), kv_heads given: no tensor op per
+// sequence (a decode step of many sequences on a small model is bounded by them).
+torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
+                                   int64_t kv_heads, double scale);
 
 }  // namespace icae
 #endif  // ICAE_COMMON_MODEL_CPU_FUSED_H_

@@ -12,6 +12,8 @@ namespace icae {
 void GemvBf16Avx512(const uint16_t* w, const float* x, int64_t ldx, int64_t m, float* y,
                     int64_t ldy, int64_t k, int64_t row_begin, int64_t row_end);
 void RoundToBf16Avx512(const float* src, uint16_t* dst, int64_t n);
+void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k, const float* x, int64_t ldx,
+                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1);
 
 namespace {
 
@@ -44,16 +46,82 @@ bool CpuBf16GemvAvailable() {
 #endif
 }
 
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w) {
+namespace {
+
+bool PackableWeight(const torch::Tensor& w) {
+  return w.defined() && w.dim() == 2 && w.scalar_type() == torch::kBFloat16 && w.device().is_cpu() &&
+         w.size(0) > 0 && w.size(1) > 0 && CpuBf16GemvAvailable();
+}
+
+// Rows and inputs the kernels can take now: few bf16 rows on CPU, no autograd recording.
+[[maybe_unused]] bool KernelInput(const torch::Tensor& x, const torch::Tensor& w, int64_t max_rows) {
+  return x.dim() == 2 && x.size(0) >= 1 && x.size(0) <= max_rows && x.scalar_type() == torch::kBFloat16 &&
+         x.device().is_cpu() && x.size(1) == w.size(1) &&
+         (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled());
+}
+
+}  // namespace
+
+int64_t PackedBf16Weight::PackedBytes(const torch::Tensor& w) {
+  if (!PackableWeight(w)) return 0;
+  return (w.size(0) + 31) / 32 * 32 * w.size(1) * 2;
+}
+
+PackedBf16Weight PackedBf16Weight::Pack(const torch::Tensor& w) {
+  PackedBf16Weight p;
+  if (!PackableWeight(w)) return p;
+  const int64_t n = w.size(0), k = w.size(1), panels = (n + 31) / 32;
+  auto wc = w.contiguous();
+  const auto* src = reinterpret_cast<const uint16_t*>(wc.data_ptr<at::BFloat16>());
+  p.data_ = torch::zeros({panels * k * 32}, torch::kBFloat16);
+  auto* dst = reinterpret_cast<uint16_t*>(p.data_.data_ptr<at::BFloat16>());
+  // Element t of a panel's k-th 32: output row t / 2 for even t, 16 + t / 2 for odd t.
+  at::parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
+    for (int64_t pi = b; pi < e; ++pi) {
+      for (int64_t t = 0; t < 32; ++t) {
+        const int64_t row = pi * 32 + (t % 2 == 0 ? t / 2 : 16 + t / 2);
+        if (row >= n) continue;
+        const uint16_t* s = src + row * k;
+        uint16_t* d = dst + pi * k * 32 + t;
+        for (int64_t i = 0; i < k; ++i) d[i * 32] = s[i];
+      }
+    }
+  });
+  p.n_ = n;
+  p.k_ = k;
+  return p;
+}
+
+const uint16_t* PackedBf16Weight::data() const {
+  return reinterpret_cast<const uint16_t*>(data_.data_ptr<at::BFloat16>());
+}
+
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed) {
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  if (packed != nullptr && packed->defined() && packed->rows() == w.size(0) && KernelInput(x, w, kMaxPackedRows)) {
+    const int64_t m = x.size(0), n = packed->rows(), k = packed->cols();
+    auto xc = x.contiguous();
+    // The inputs widened to float32 once (each is broadcast into n / 16 FMAs).
+    thread_local std::vector<float> xbuf;
+    if (static_cast<int64_t>(xbuf.size()) < m * k) xbuf.resize(m * k);
+    const auto* xs = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+    for (int64_t i = 0; i < m * k; ++i) {
+      const uint32_t u = uint32_t{xs[i]} << 16;
+      std::memcpy(&xbuf[i], &u, 4);
+    }
+    auto y = torch::empty({m, n}, x.options());
+    auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+    const float* xp = xbuf.data();
+    const uint16_t* wp = packed->data();
+    at::parallel_for(0, (n + 31) / 32, 1, [&](int64_t b, int64_t e) {
+      PackedGemmBf16Avx512(wp, n, k, xp, k, m, yp, n, b, e);
+    });
+    return y;
+  }
   // Up to 8 rows (sequences in a decode step) share one pass over the weights; the kernel is
   // FMA-bound only past that. Its arithmetic per row does not depend on the number of rows.
   constexpr int64_t kMaxRows = 8;
-  if (x.dim() == 2 && x.size(0) <= kMaxRows && x.scalar_type() == torch::kBFloat16 &&
-      w.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && w.device().is_cpu() &&
-      w.dim() == 2 && w.is_contiguous() && x.size(1) == w.size(1) &&
-      (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled()) &&
-      CpuBf16GemvAvailable()) {
+  if (PackableWeight(w) && w.is_contiguous() && KernelInput(x, w, kMaxRows)) {
     const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
     const int64_t ldx = (k + 31) / 32 * 32;
     auto xc = x.contiguous();

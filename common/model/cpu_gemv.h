@@ -13,10 +13,38 @@ namespace icae {
 // True when this CPU (and build) can run the bf16 GEMV kernel.
 bool CpuBf16GemvAvailable();
 
+// A bf16 weight [n, k] repacked for few-row products: panels of 32 output rows, each stored
+// k-major (per input element, the panel's 32 weights in one cache line). Same size as the
+// weight (n rounded up to 32); a private copy beside it, so models pack only within a byte
+// budget (Transformer: ModelLoadOptions::max_packed_weight_bytes).
+class PackedBf16Weight {
+ public:
+  PackedBf16Weight() = default;
+  // The packed copy of w, or an empty object where the kernel does not apply (not bf16, not
+  // 2-D, not on CPU, or this CPU lacks AVX-512 BF16).
+  static PackedBf16Weight Pack(const torch::Tensor& w);
+  // Bytes the packed copy of w would take (0 where Pack would give an empty object).
+  static int64_t PackedBytes(const torch::Tensor& w);
+  bool defined() const { return data_.defined(); }
+  int64_t rows() const { return n_; }
+  int64_t cols() const { return k_; }
+  int64_t bytes() const { return defined() ? data_.numel() * 2 : 0; }
+  const uint16_t* data() const;
+
+ private:
+  torch::Tensor data_;  // [ceil(n / 32) · k · 32] bf16
+  int64_t n_ = 0, k_ = 0;
+};
+
+// Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
+// sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
+inline constexpr int64_t kMaxPackedRows = 32;
+
 // y = x · wᵀ for few-row x ([m, k], m <= 8; more rows go to torch::linear) and w [n, k], both bf16, contiguous, on CPU.
-// Falls back to torch::linear when the kernel does not apply (other dtypes/devices, many
-// rows, autograd recording).
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w);
+// With `packed` (w's PackedBf16Weight) and m <= kMaxPackedRows, the packed kernel computes it.
+// Falls back to torch::linear when no kernel applies (other dtypes/devices, many rows,
+// autograd recording).
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed = nullptr);
 
 }  // namespace icae
 

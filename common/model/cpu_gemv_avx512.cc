@@ -90,20 +90,108 @@ void GemvRows(const uint16_t* w, const float* x, int64_t ldx, float* y, int64_t 
 
 }  // namespace
 
+// Few-row products on packed weights (PackedBf16Weight): panels of 32 output rows, k-major,
+// each k's 32 bf16 values interleaved so that widening the even elements gives output rows
+// 0..15 and the odd ones rows 16..31. Per k the kernel loads a panel's 64 bytes once, widens
+// them (2 instructions) and does one FMA per input row and 16 outputs with the input element
+// broadcast: no horizontal sums and no input vector loads, which bounded the dot-product
+// kernel above for short rows (k 256: 2.3x faster at 8 rows). Each output is one float32 FMA
+// chain over k in order whatever the blocking, so a row's result does not depend on how many
+// rows are multiplied with it, nor on the thread split.
+namespace {
+
+// 16 floats → bf16 as LibTorch rounds (nearest even; NaN → 0x7FC0).
+inline __m256i RoundBf16(__m512 f) {
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
+  const __m512i qnan = _mm512_set1_epi32(0x7FC0);
+  const __m512i u = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), qnan);
+  return _mm512_cvtepi32_epi16(r);
+}
+
+// MB input rows × NV panels (32·NV outputs); MB·2NV accumulators stay in registers.
+template <int MB, int NV>
+inline void PanelBlock(const uint16_t* wp, int64_t k, const float* x, int64_t ldx, uint16_t* y,
+                       int64_t ldy, int64_t col0, int64_t n) {
+  const __m512i odd_mask = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+  __m512 acc[MB][2 * NV];
+#pragma GCC unroll 16
+  for (int j = 0; j < MB; ++j) {
+#pragma GCC unroll 16
+    for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_setzero_ps();
+  }
+  for (int64_t i = 0; i < k; ++i) {
+    __m512 w[2 * NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const uint16_t* src = wp + (v * k + i) * 32;
+      // Weights that come from memory (large models) stream only with an explicit prefetch.
+      _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchElements), ICAE_GEMV_HINT);
+      const __m512i raw = _mm512_loadu_si512(src);
+      w[2 * v] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
+      w[2 * v + 1] = _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask));
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < MB; ++j) {
+      const __m512 xb = _mm512_set1_ps(x[j * ldx + i]);
+#pragma GCC unroll 16
+      for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_fmadd_ps(w[v], xb, acc[j][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < MB; ++j) {
+#pragma GCC unroll 16
+    for (int v = 0; v < 2 * NV; ++v) {
+      const int64_t col = col0 + (v / 2) * 32 + (v % 2) * 16;
+      const int64_t left = n - col;
+      if (left <= 0) continue;
+      const __mmask16 mask = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+      _mm256_mask_storeu_epi16(y + j * ldy + col, mask, RoundBf16(acc[j][v]));
+    }
+  }
+}
+
+template <int MB>
+void PanelRange(const uint16_t* w, int64_t k, const float* x, int64_t ldx, uint16_t* y, int64_t ldy,
+                int64_t n, int64_t p0, int64_t p1) {
+  // Enough independent FMA chains to cover the FMA latency, within 32 vector registers.
+  constexpr int NV = MB >= 6 ? 1 : MB >= 3 ? 2 : 4;
+  int64_t p = p0;
+  for (; p + NV <= p1; p += NV) PanelBlock<MB, NV>(w + p * k * 32, k, x, ldx, y, ldy, p * 32, n);
+  for (; p < p1; ++p) PanelBlock<MB, 1>(w + p * k * 32, k, x, ldx, y, ldy, p * 32, n);
+}
+
+}  // namespace
+
+// y[j][c] (bf16, row stride ldy) for the outputs c of panels [p0, p1) of a packed weight with
+// n outputs and k inputs, and input rows x[j] (float32, row stride ldx), j < m; rows in
+// blocks of 8.
+void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k, const float* x, int64_t ldx,
+                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1) {
+  for (int64_t r = 0; r < m; r += 8) {
+    const float* xr = x + r * ldx;
+    uint16_t* yr = y + r * ldy;
+    switch (m - r < 8 ? m - r : 8) {
+      case 1: PanelRange<1>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 2: PanelRange<2>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 3: PanelRange<3>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 4: PanelRange<4>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 5: PanelRange<5>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 6: PanelRange<6>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      case 7: PanelRange<7>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+      default: PanelRange<8>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+    }
+  }
+}
+
 // dst[i] = bf16(src[i]) with LibTorch's rounding (nearest even; NaN → 0x7FC0), 16 at a time:
 // the scalar conversion cost as much as the products for small layers at 8 rows.
 void RoundToBf16Avx512(const float* src, uint16_t* dst, int64_t n) {
-  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
-  const __m512i qnan = _mm512_set1_epi32(0x7FC0);
-  int64_t i = 0;
-  for (; i < n; i += 16) {
+  for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
-    const __m512 f = _mm512_maskz_loadu_ps(mask, src + i);
-    const __m512i u = _mm512_castps_si512(f);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
-    r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), qnan);
-    _mm256_mask_storeu_epi16(dst + i, mask, _mm512_cvtepi32_epi16(r));
+    _mm256_mask_storeu_epi16(dst + i, mask, RoundBf16(_mm512_maskz_loadu_ps(mask, src + i)));
   }
 }
 

@@ -1,6 +1,7 @@
 #include "common/model/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
 namespace icae {
@@ -70,6 +71,40 @@ std::vector<KVCache::Segment> KVCache::Segments(int64_t layer, int64_t pending) 
     out.push_back({k_[layer].narrow(1, 0, own), v_[layer].narrow(1, 0, own)});
   }
   return out;
+}
+
+void KVCache::Spans(int64_t layer, int64_t pending, std::vector<Span>* out) const {
+  const size_t first = out->size();
+  if (base_ != nullptr && base_len_ > 0) {
+    base_->Spans(layer, 0, out);
+    // Cut the base's runs at base_len (a base may itself extend another).
+    int64_t left = base_len_;
+    size_t i = first;
+    for (; i < out->size() && left > 0; ++i) {
+      (*out)[i].length = std::min((*out)[i].length, left);
+      left -= (*out)[i].length;
+    }
+    out->resize(i);
+  }
+  const int64_t own = own_length() + pending;
+  if (own > 0 || out->size() == first) {
+    const torch::Tensor &k = k_[layer], &v = v_[layer];
+    out->push_back({k.data_ptr(), v.data_ptr(), own, k.stride(0), k.stride(1)});
+  }
+}
+
+void KVCache::WriteOne(int64_t layer, const void* k, int64_t k_head_stride, const void* v, int64_t v_head_stride) {
+  const torch::Tensor &kd = k_[layer], &vd = v_[layer];
+  const int64_t es = static_cast<int64_t>(kd.element_size());
+  const int64_t row = own_length();
+  auto* kb = static_cast<char*>(kd.data_ptr());
+  auto* vb = static_cast<char*>(vd.data_ptr());
+  const auto* ks = static_cast<const char*>(k);
+  const auto* vs = static_cast<const char*>(v);
+  for (int64_t h = 0; h < kv_heads_; ++h) {
+    std::memcpy(kb + (h * kd.stride(0) + row * kd.stride(1)) * es, ks + h * k_head_stride * es, head_dim_ * es);
+    std::memcpy(vb + (h * vd.stride(0) + row * vd.stride(1)) * es, vs + h * v_head_stride * es, head_dim_ * es);
+  }
 }
 
 torch::Tensor KVCache::Keys(int64_t layer, int64_t pending) const {

@@ -50,6 +50,20 @@ class KVCache {
   };
   std::vector<Segment> Segments(int64_t layer, int64_t pending) const;
 
+  // The same runs as raw pointers, for kernels that must not pay a tensor op per sequence in a
+  // decode step: element [h][i][d] of a run is at keys/values + h·head_stride + i·row_stride + d
+  // (elements of the cache's dtype). Valid until the next Reserve. Appended to *out.
+  struct Span {
+    const void* keys;
+    const void* values;
+    int64_t length, head_stride, row_stride;
+  };
+  void Spans(int64_t layer, int64_t pending, std::vector<Span>* out) const;
+  // Writes `layer`'s k and v of the next own position (length(), before Advance) from
+  // [n_kv, head_dim] rows at k and v (head strides in elements, head_dim contiguous, the
+  // cache's dtype). Room must have been reserved.
+  void WriteOne(int64_t layer, const void* k, int64_t k_head_stride, const void* v, int64_t v_head_stride);
+
  private:
   int64_t own_length() const { return length_ - base_len_; }
 

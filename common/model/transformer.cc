@@ -98,8 +98,35 @@ absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name) {
       absl::StrCat("unknown dtype '", name, "' (use float32, bfloat16 or float16)"));
 }
 
-Transformer::Transformer(ModelConfig config, ModelWeights weights)
+Transformer::PackedWeights Transformer::Pack(const ModelWeights& w, int64_t max_bytes) {
+  PackedWeights p;
+  if (max_bytes <= 0) return p;
+  int64_t total = PackedBf16Weight::PackedBytes(w.lm_head);
+  bool all = total > 0;
+  for (const auto& L : w.layers) {
+    for (const torch::Tensor* t : {&L.wqkv, &L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate_up, &L.w_gate, &L.w_up, &L.w_down}) {
+      if (!t->defined()) continue;
+      const int64_t b = PackedBf16Weight::PackedBytes(*t);
+      all = all && b > 0;
+      total += b;
+    }
+  }
+  if (!all || total > max_bytes) return p;
+  for (const auto& L : w.layers) {
+    PackedWeights::Layer q;
+    auto pack = [](const torch::Tensor& t) { return t.defined() ? PackedBf16Weight::Pack(t) : PackedBf16Weight(); };
+    q.wqkv = pack(L.wqkv), q.wq = pack(L.wq), q.wk = pack(L.wk), q.wv = pack(L.wv), q.wo = pack(L.wo);
+    q.w_gate_up = pack(L.w_gate_up), q.w_gate = pack(L.w_gate), q.w_up = pack(L.w_up), q.w_down = pack(L.w_down);
+    p.layers.push_back(std::move(q));
+  }
+  p.lm_head = PackedBf16Weight::Pack(w.lm_head);
+  p.bytes = total;
+  return p;
+}
+
+Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_packed_weight_bytes)
     : config_(std::move(config)), weights_(std::move(weights)) {
+  packed_ = Pack(weights_, max_packed_weight_bytes);
   // inv_freq as HF computes it: 1 / theta^(arange(0, d, 2) / d), in float32.
   auto exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
                   static_cast<double>(config_.head_dim);
@@ -166,7 +193,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
     if (L.w_gate_up.defined()) L.w_gate = L.w_up = torch::Tensor();
     w.layers.push_back(std::move(L));
   }
-  auto model = std::make_unique<Transformer>(c, std::move(w));
+  auto model = std::make_unique<Transformer>(c, std::move(w), options.max_packed_weight_bytes);
   model->weight_files_ = src->Files();
   return model;
 }
@@ -217,43 +244,66 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       static_cast<int64_t>(options.lora->layers.size()) != c.num_hidden_layers) {
     return absl::InvalidArgumentError("LoRA weights do not match the number of layers");
   }
-  // 1. Embeddings and positions, packed.
-  std::vector<torch::Tensor> xs, poss;
-  std::vector<int64_t> lens, offsets;
+  // 1. Embeddings and positions, packed. Ids of consecutive sequences are embedded by one
+  // gather and positions are collected in one vector: a decode step of many sequences pays
+  // tensor ops per step, not per sequence.
+  std::vector<torch::Tensor> xs;
+  std::vector<int64_t> lens, offsets, pos_v, pending_ids;
+  auto flush_ids = [&]() -> absl::Status {
+    if (pending_ids.empty()) return absl::OkStatus();
+    for (int64_t id : pending_ids) {
+      if (id < 0 || id >= c.vocab_size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("token id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
+    xs.push_back(weights_.embed_tokens.index_select(0, torch::tensor(pending_ids, torch::kInt64).to(device())));
+    pending_ids.clear();
+    return absl::OkStatus();
+  };
+  // Appends a 1-D integer tensor's values (CPU int64 read in place).
+  auto append_ints = [](const torch::Tensor& t, std::vector<int64_t>& out) {
+    const torch::Tensor v = t.device().is_cpu() && t.scalar_type() == torch::kInt64 && t.is_contiguous()
+                                ? t
+                                : t.to(torch::kCPU, torch::kInt64).contiguous();
+    const int64_t* p = v.data_ptr<int64_t>();
+    out.insert(out.end(), p, p + v.numel());
+  };
   int64_t total = 0;
   for (auto& s : batch) {
-    torch::Tensor e;
+    int64_t n = 0;
     if (s.embeds.defined()) {
       if (s.embeds.dim() != 2 || s.embeds.size(1) != H) {
         return absl::InvalidArgumentError(absl::StrCat("input embeddings must be [n, ", H, "]"));
       }
-      e = s.embeds.to(device(), dtype());
+      RETURN_IF_ERROR(flush_ids());
+      xs.push_back(s.embeds.to(device(), dtype()));
+      n = s.embeds.size(0);
     } else if (s.ids.defined()) {
-      ASSIGN_OR_RETURN(e, Embed(s.ids));
+      if (s.ids.dim() != 1) return absl::InvalidArgumentError("token ids must be a 1-D tensor");
+      append_ints(s.ids, pending_ids);
+      n = s.ids.size(0);
     } else {
       return absl::InvalidArgumentError("a sequence has neither ids nor embeddings");
     }
-    const int64_t n = e.size(0);
     if (n == 0) return absl::InvalidArgumentError("a sequence has no new tokens");
     const int64_t past = s.cache ? s.cache->length() : 0;
-    torch::Tensor pos;
     if (s.positions.defined()) {
       if (s.positions.dim() != 1 || s.positions.size(0) != n) {
         return absl::InvalidArgumentError("positions must be [n] for n new tokens");
       }
-      pos = s.positions.to(torch::kInt64).to(device());
+      append_ints(s.positions, pos_v);
     } else {
-      pos = torch::arange(past, past + n, torch::TensorOptions().dtype(torch::kInt64).device(device()));
+      for (int64_t i = 0; i < n; ++i) pos_v.push_back(past + i);
     }
     if (s.cache) s.cache->Reserve(n);
-    xs.push_back(e);
-    poss.push_back(pos);
     offsets.push_back(total);
     lens.push_back(n);
     total += n;
   }
+  RETURN_IF_ERROR(flush_ids());
   torch::Tensor x = xs.size() == 1 ? xs[0] : torch::cat(xs, 0);  // [N, H]
-  torch::Tensor pos = poss.size() == 1 ? poss[0] : torch::cat(poss, 0);
+  torch::Tensor pos = torch::tensor(pos_v, torch::kInt64).to(device());
 
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
   // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
@@ -295,17 +345,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
+    static const PackedWeights::Layer kUnpacked;
+    const auto& P = packed_.layers.empty() ? kUnpacked : packed_.layers[l];
     auto h = RmsNorm(x, L.attn_norm);
     torch::Tensor q, k, v;
     if (L.wqkv.defined()) {
-      auto qkv = Linear(h, L.wqkv);  // [N, q + 2 kv]
+      auto qkv = Linear(h, L.wqkv, &P.wqkv);  // [N, q + 2 kv]
       q = qkv.narrow(1, 0, c.q_width());
       k = qkv.narrow(1, c.q_width(), c.kv_width());
       v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
     } else {
-      q = Linear(h, L.wq);
-      k = Linear(h, L.wk);
-      v = Linear(h, L.wv);
+      q = Linear(h, L.wq, &P.wq);
+      k = Linear(h, L.wk, &P.wk);
+      v = Linear(h, L.wv, &P.wv);
     }
     if (options.lora != nullptr) {
       const LoraLayer& lo = options.lora->layers[l];
@@ -328,17 +380,20 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     // the whole batch instead of ~20 tensor ops per sequence.
     torch::Tensor fused_attn;
     if (fused && all_single_cached) {
-      // A cache extending a shared prefix is read in place, segment by segment.
-      std::vector<std::vector<torch::Tensor>> keys(batch.size()), values(batch.size());
+      // A cache extending a shared prefix is read in place, run by run; raw pointers, not
+      // tensor ops: per sequence and layer those cost more than the attention itself.
+      std::vector<std::vector<KVCache::Span>> spans(batch.size());
+      if (k3.stride(2) != 1) k3 = k3.contiguous();
+      if (v3.stride(2) != 1) v3 = v3.contiguous();
+      const char* kb = static_cast<const char*>(k3.data_ptr());
+      const char* vb = static_cast<const char*>(v3.data_ptr());
+      const int64_t es = static_cast<int64_t>(k3.element_size());
       for (size_t s = 0; s < batch.size(); ++s) {
-        batch[s].cache->Write(l, k3.narrow(0, offsets[s], 1).transpose(0, 1),
-                              v3.narrow(0, offsets[s], 1).transpose(0, 1));
-        for (auto& seg : batch[s].cache->Segments(l, 1)) {
-          keys[s].push_back(std::move(seg.keys));
-          values[s].push_back(std::move(seg.values));
-        }
+        batch[s].cache->WriteOne(l, kb + offsets[s] * k3.stride(0) * es, k3.stride(1),
+                                 vb + offsets[s] * v3.stride(0) * es, v3.stride(1));
+        batch[s].cache->Spans(l, 1, &spans[s]);
       }
-      fused_attn = FusedDecodeAttention(q3, keys, values, scale);
+      fused_attn = FusedDecodeAttention(q3, spans, nkv, scale);
     }
     std::vector<torch::Tensor> outs;
     outs.reserve(batch.size());
@@ -379,19 +434,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
-    x = x + Linear(attn, L.wo);
+    x = x + Linear(attn, L.wo, &P.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);
     torch::Tensor g, u;
     if (L.w_gate_up.defined()) {
-      auto gu = Linear(h2, L.w_gate_up);
+      auto gu = Linear(h2, L.w_gate_up, &P.w_gate_up);
       g = gu.narrow(1, 0, c.intermediate_size);
       u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
     } else {
-      g = Linear(h2, L.w_gate);
-      u = Linear(h2, L.w_up);
+      g = Linear(h2, L.w_gate, &P.w_gate);
+      u = Linear(h2, L.w_up, &P.w_up);
     }
-    x = x + Linear(torch::silu(g) * u, L.w_down);
+    x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
@@ -406,7 +461,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   auto y = sel.size() == 1 ? sel[0] : torch::cat(sel, 0);
   auto hn = RmsNorm(y, weights_.final_norm);
   if (options.output == ForwardOutput::kHidden) return hn;
-  return Linear(hn, weights_.lm_head).to(torch::kFloat32);
+  return Linear(hn, weights_.lm_head, &packed_.lm_head).to(torch::kFloat32);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() const {

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/config.h"
+#include "common/model/cpu_gemv.h"
 #include "common/model/kv_cache.h"
 #include "common/model/lora.h"
 
@@ -34,6 +35,12 @@ struct ModelLoadOptions {
   // back to back in that order, and stay separate products otherwise (never copied).
   // false: owned, stacked, writable tensors (training).
   bool weights_in_place = true;
+  // Few-row products (decode steps, short prefill chunks) run on repacked copies of the bf16
+  // weights (PackedBf16Weight: 2.3x faster at 8 rows on short rows), a private copy as large
+  // as the weights. Models whose packable weights exceed this many bytes are not packed (the
+  // unpacked kernel serves them); 0 never packs.
+  int64_t max_packed_weight_bytes = kDefaultMaxPackedWeightBytes;
+  static constexpr int64_t kDefaultMaxPackedWeightBytes = int64_t{1} << 30;
 };
 
 // One sequence's new input for a forward step.
@@ -78,8 +85,10 @@ class Transformer {
   // differ from the config, and NaN/Inf values are errors.
   static absl::StatusOr<std::unique_ptr<Transformer>> Load(const std::string& model_dir,
                                                            const ModelLoadOptions& options = {});
-  // Builds a model around given weights (tests, benchmarks, training from scratch).
-  Transformer(ModelConfig config, ModelWeights weights);
+  // Builds a model around given weights (tests, benchmarks, training from scratch); packs
+  // them for few-row products within max_packed_weight_bytes (see ModelLoadOptions).
+  Transformer(ModelConfig config, ModelWeights weights,
+              int64_t max_packed_weight_bytes = ModelLoadOptions::kDefaultMaxPackedWeightBytes);
 
   // Runs one step for every sequence. Returns the selected rows of every sequence, packed in
   // order: [sum of outputs, vocab] float32 logits or [sum of outputs, hidden] hidden states in
@@ -97,7 +106,13 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
-  ModelWeights& mutable_weights() { return weights_; }
+  // Writable weights (training); drops the packed copies, which would go stale.
+  ModelWeights& mutable_weights() {
+    packed_ = PackedWeights();
+    return weights_;
+  }
+  // Bytes of the packed copies of the weights (0: none).
+  int64_t packed_weight_bytes() const { return packed_.bytes; }
   torch::Dtype dtype() const { return weights_.embed_tokens.scalar_type(); }
   torch::Device device() const { return weights_.embed_tokens.device(); }
   int64_t NumParameters() const;
@@ -109,8 +124,20 @@ class Transformer {
 
  private:
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  // Packed copies of every product's weight, all or none (one kernel per model: a row's
+  // result never depends on which other products were packed).
+  struct PackedWeights {
+    struct Layer {
+      PackedBf16Weight wqkv, wq, wk, wv, wo, w_gate_up, w_gate, w_up, w_down;
+    };
+    std::vector<Layer> layers;
+    PackedBf16Weight lm_head;
+    int64_t bytes = 0;
+  };
+  static PackedWeights Pack(const ModelWeights& w, int64_t max_bytes);
   ModelConfig config_;
   ModelWeights weights_;
+  PackedWeights packed_;
   torch::Tensor inv_freq_;  // [head_dim / 2] float32
   std::vector<std::string> weight_files_;
 };

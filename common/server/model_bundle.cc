@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   ASSIGN_OR_RETURN(lo.dtype, ParseDtype(o.dtype));
   ASSIGN_OR_RETURN(lo.device, ResolveDevice(o.device));
   ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(lo.dtype));
+  lo.max_packed_weight_bytes = o.max_packed_weight_bytes;
   ASSIGN_OR_RETURN(b->model_, Transformer::Load(o.model_dir, lo));
   ASSIGN_OR_RETURN(b->tokenizer_, Tokenizer::LoadFromModelDir(o.model_dir));
   ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype, lo.device));
@@ -73,6 +74,26 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   std::string dir = o.adapter_path.substr(0, o.adapter_path.find_last_of('/') + 1);
   if (FileExists(dir + "icae_config.json")) adapter_files.push_back(dir + "icae_config.json");
   ASSIGN_OR_RETURN(b->adapter_fingerprint_, slot_store::FingerprintFiles(adapter_files));
+  return b;
+}
+
+absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::FromParts(
+    std::unique_ptr<Transformer> model, IcaeAdapter adapter, std::unique_ptr<Tokenizer> tokenizer,
+    std::string model_fingerprint, std::string adapter_fingerprint) {
+  const ModelConfig& c = model->config();
+  if (adapter.config.base_vocab_size != c.vocab_size ||
+      adapter.memory_embed.dim() != 2 || adapter.memory_embed.size(1) != c.hidden_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adapter (base vocabulary ", adapter.config.base_vocab_size, ") does not fit the model (",
+        c.vocab_size, " ids, hidden size ", c.hidden_size, ")"));
+  }
+  auto b = std::unique_ptr<ModelBundle>(new ModelBundle());
+  ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(model->dtype()));
+  b->model_ = std::move(model);
+  b->adapter_ = std::make_unique<IcaeAdapter>(std::move(adapter));
+  b->tokenizer_ = std::move(tokenizer);
+  b->model_fingerprint_ = std::move(model_fingerprint);
+  b->adapter_fingerprint_ = std::move(adapter_fingerprint);
   return b;
 }
 

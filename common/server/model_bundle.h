@@ -29,11 +29,18 @@ struct ModelBundleOptions {
   std::string adapter_path;  // icae_adapter.safetensors
   std::string dtype = "bfloat16";
   std::string device = "cpu";  // cpu | cuda | cuda:N (common/util/device.h)
+  int64_t max_packed_weight_bytes = 0;  // ModelLoadOptions::max_packed_weight_bytes
 };
 
 class ModelBundle {
  public:
   static absl::StatusOr<std::unique_ptr<ModelBundle>> Load(const ModelBundleOptions& options);
+  // A bundle of parts already in memory (tests, fuzz targets: a tiny random model needs no
+  // files); the caller names the fingerprints. The slot dtype is the model's. INVALID_ARGUMENT
+  // when the adapter was not made for this model (base vocabulary, hidden size).
+  static absl::StatusOr<std::unique_ptr<ModelBundle>> FromParts(
+      std::unique_ptr<Transformer> model, IcaeAdapter adapter, std::unique_ptr<Tokenizer> tokenizer,
+      std::string model_fingerprint, std::string adapter_fingerprint);
 
   const Transformer& model() const { return *model_; }
   const IcaeAdapter& adapter() const { return *adapter_; }

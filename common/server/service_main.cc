@@ -155,7 +155,14 @@ int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefiniti
     return 1;
   }
 
-  const ModelBundleOptions mo = ModelFromFlags();
+  ModelBundleOptions mo = ModelFromFlags();
+  auto packed_bytes = definition.MaxPackedWeightBytes();
+  if (!packed_bytes.ok()) {
+    LOG(ERROR) << packed_bytes.status();
+    server->Shutdown();
+    return 2;
+  }
+  mo.max_packed_weight_bytes = *packed_bytes;
   auto opened = slot_store::OpenSlotStore(definition.StoreUri(absl::GetFlag(FLAGS_store)));
   if (!opened.ok()) {
     LOG(ERROR) << "--store: " << opened.status();
@@ -180,7 +187,8 @@ int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefiniti
   }
   core = std::move(*started);
   LOG(INFO) << "loaded " << mo.model_dir << " + " << mo.adapter_path << " in "
-            << absl::FormatDuration(absl::Now() - t0) << "; SERVING";
+            << absl::FormatDuration(absl::Now() - t0) << " (packed weight copies: "
+            << bundle->model().packed_weight_bytes() << " bytes); SERVING";
   health->SetServingStatus(true);
 
   const int sig = WaitForTerminationSignal();

@@ -43,6 +43,9 @@ class ServiceDefinition {
   virtual grpc::Service* MakeService(const ApiKeyAuthenticator& auth, MetricsRegistry& metrics) = 0;
   // The store URI to open, given --store (the decoder puts a local cache in front).
   virtual std::string StoreUri(const std::string& store_flag) const { return store_flag; }
+  // Bytes of packed weight copies the model may take for few-row products (decode steps); 0
+  // for a service that never multiplies few rows. INVALID_ARGUMENT for a bad flag.
+  virtual absl::StatusOr<int64_t> MaxPackedWeightBytes() const { return 0; }
   // Once the model and the store are loaded: builds the core from the service's flags
   // (INVALID_ARGUMENT for one out of range), registers its store metrics and hands the core to
   // the service. `bundle` and `store` outlive the core.

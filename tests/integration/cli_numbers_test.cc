@@ -111,6 +111,19 @@ TEST(CliNumbersTest, BenchJsonIsParsableAndComplete) {
 }
 
 #ifdef ICAE_TEST_SERVICES
+// The decoder's --max_packed_weight_bytes is a byte size like the cache bounds: junk is a
+// usage error (exit 2, the flag named) before any model loads.
+TEST(CliNumbersTest, DecoderRejectsABadPackedWeightBound) {
+  std::string bin = IcaeBinary();
+  bin = bin.substr(0, bin.rfind("/tools/")) + "/decoder_service/decoder_service";
+  std::string out, err;
+  const int rc = RunCommand(bin + " --store=memory:// --metrics_port=-1 --max_packed_weight_bytes=12abc", &out, &err);
+  EXPECT_EQ(rc, 2) << err;
+  EXPECT_NE(err.find("--max_packed_weight_bytes"), std::string::npos) << err;
+}
+#endif
+
+#ifdef ICAE_TEST_SERVICES
 // `icae ask` retries UNAVAILABLE with back-off (here: nothing listens), --retries times, then
 // reports the status; its bounds are checked at and past them.
 TEST(CliNumbersTest, AskRetriesUnavailableThenFails) {

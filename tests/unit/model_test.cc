@@ -1,6 +1,7 @@
 // Transformer behaviour that the references do not pin down: batching, the KV cache,
 // embeddings input, config validation and bad ids.
 #include <c10/core/InferenceMode.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "common/model/sampler.h"
 #include "common/model/stop.h"
 #include "common/model/transformer.h"
+#include "tests/unit/train_testing.h"
 
 namespace icae {
 namespace {
@@ -291,65 +293,143 @@ TEST(ConfigTest, ParsesMistralAndRejectsBadConfigs) {
 namespace icae {
 namespace {
 
+// Both kernels: the dot-product one on the weight as stored (up to 8 rows) and the panel one
+// on its packed copy (up to kMaxPackedRows).
+struct GemvCase {
+  const char* name;
+  bool packed;
+  int64_t max_rows;
+};
+const GemvCase kGemvCases[] = {{"unpacked", false, 8}, {"packed", true, kMaxPackedRows}};
+
 TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
   c10::InferenceMode guard;
   torch::manual_seed(11);
-  for (int64_t k : {32, 100, 1024}) {
-    for (int64_t m : {1, 3, 8, 9}) {
-      auto w = torch::randn({37, k}).to(torch::kBFloat16);
-      auto x = torch::randn({m, k}).to(torch::kBFloat16);
-      auto ours = Linear(x, w).to(torch::kFloat32);
-      auto ref = torch::linear(x.to(torch::kFloat32), w.to(torch::kFloat32));
-      // bf16 output rounding (8 bits of mantissa) bounds the difference.
-      EXPECT_LT(((ours - ref).abs() / (ref.abs() + 1)).max().item<float>(), 1e-2f)
-          << "k=" << k << " m=" << m << " kernel=" << CpuBf16GemvAvailable();
+  for (const GemvCase& c : kGemvCases) {
+    for (int64_t k : {32, 100, 1024}) {
+      for (int64_t m : {1, 3, 8, 9, 17, 32, 33}) {
+        auto w = torch::randn({37, k}).to(torch::kBFloat16);
+        auto x = torch::randn({m, k}).to(torch::kBFloat16);
+        const PackedBf16Weight p = c.packed ? PackedBf16Weight::Pack(w) : PackedBf16Weight();
+        auto ours = Linear(x, w, &p).to(torch::kFloat32);
+        auto ref = torch::linear(x.to(torch::kFloat32), w.to(torch::kFloat32));
+        // bf16 output rounding (8 bits of mantissa) bounds the difference.
+        EXPECT_LT(((ours - ref).abs() / (ref.abs() + 1)).max().item<float>(), 1e-2f)
+            << c.name << " k=" << k << " m=" << m << " kernel=" << CpuBf16GemvAvailable();
+      }
     }
   }
 }
 
-// The kernel rounds its float32 sums to bf16 exactly as LibTorch does (nearest even, NaN →
+// The kernels round their float32 sums to bf16 exactly as LibTorch does (nearest even, NaN →
 // 0x7FC0): with w = diag(1 + 2^-8) every sum is one exact product, so each output must equal
 // at::BFloat16(x · w) bit for bit, ties included.
 TEST(CpuGemvTest, RoundsLikeLibTorch) {
   c10::InferenceMode guard;
   torch::manual_seed(14);
-  for (int64_t k : {40, 256}) {
-    auto w = (torch::eye(k) * (1 + std::ldexp(1.0, -8))).to(torch::kBFloat16);
-    auto x = torch::randn({3, k}).to(torch::kBFloat16);
-    auto y = Linear(x, w);
-    auto xf = x.to(torch::kFloat32);
-    const float wd = w[0][0].item<float>();
-    for (int64_t j = 0; j < 3; ++j) {
-      for (int64_t i = 0; i < k; ++i) {
-        const at::BFloat16 want(xf[j][i].item<float>() * wd);
-        ASSERT_EQ(y[j][i].item<at::BFloat16>().x, want.x) << "k=" << k << " row " << j << " col " << i;
+  for (const GemvCase& c : kGemvCases) {
+    for (int64_t k : {40, 256}) {
+      auto w = (torch::eye(k) * (1 + std::ldexp(1.0, -8))).to(torch::kBFloat16);
+      const PackedBf16Weight p = c.packed ? PackedBf16Weight::Pack(w) : PackedBf16Weight();
+      auto x = torch::randn({3, k}).to(torch::kBFloat16);
+      auto y = Linear(x, w, &p);
+      auto xf = x.to(torch::kFloat32);
+      const float wd = w[0][0].item<float>();
+      for (int64_t j = 0; j < 3; ++j) {
+        for (int64_t i = 0; i < k; ++i) {
+          const at::BFloat16 want(xf[j][i].item<float>() * wd);
+          ASSERT_EQ(y[j][i].item<at::BFloat16>().x, want.x) << c.name << " k=" << k << " row " << j << " col " << i;
+        }
       }
+      x[1][0] = std::numeric_limits<float>::quiet_NaN();
+      auto yn = Linear(x, w, &p);
+      EXPECT_EQ(yn[1][1].item<at::BFloat16>().x, at::BFloat16(std::nanf("")).x) << c.name;
+      EXPECT_EQ(yn[0][1].item<at::BFloat16>().x, y[0][1].item<at::BFloat16>().x) << c.name;
     }
-    x[1][0] = std::numeric_limits<float>::quiet_NaN();
-    auto yn = Linear(x, w);
-    EXPECT_EQ(yn[1][1].item<at::BFloat16>().x, at::BFloat16(std::nanf("")).x);
-    EXPECT_EQ(yn[0][1].item<at::BFloat16>().x, y[0][1].item<at::BFloat16>().x);
   }
 }
 
-// A sequence's product is the same bits whether it is alone or one of up to 8 rows of a
-// decode step (continuous batching must not change a greedy stream).
+// A sequence's product is the same bits whether it is alone or one of the rows of a decode
+// step (continuous batching must not change a greedy stream), and whatever the thread split.
 TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
   if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the kernel is not used";
   c10::InferenceMode guard;
   torch::manual_seed(13);
-  for (int64_t k : {16, 45, 256, 1000}) {
-    auto w = torch::randn({300, k}).to(torch::kBFloat16);
-    auto x = torch::randn({8, k}).to(torch::kBFloat16);
-    auto all = Linear(x, w);
-    for (int64_t m = 1; m <= 8; ++m) {
-      auto part = Linear(x.narrow(0, 0, m), w);
-      for (int64_t j = 0; j < m; ++j) {
-        EXPECT_TRUE(torch::equal(part[j], all[j])) << "k=" << k << " m=" << m << " row " << j;
-        EXPECT_TRUE(torch::equal(Linear(x.narrow(0, j, 1), w)[0], all[j])) << "k=" << k << " row " << j;
+  const int threads = at::get_num_threads();
+  for (const GemvCase& c : kGemvCases) {
+    for (int64_t k : {16, 45, 256, 1000}) {
+      auto w = torch::randn({300, k}).to(torch::kBFloat16);
+      const PackedBf16Weight p = c.packed ? PackedBf16Weight::Pack(w) : PackedBf16Weight();
+      auto x = torch::randn({c.max_rows, k}).to(torch::kBFloat16);
+      auto all = Linear(x, w, &p);
+      for (int64_t m = 1; m <= c.max_rows; ++m) {
+        auto part = Linear(x.narrow(0, 0, m), w, &p);
+        for (int64_t j = 0; j < m; ++j) {
+          EXPECT_TRUE(torch::equal(part[j], all[j])) << c.name << " k=" << k << " m=" << m << " row " << j;
+          EXPECT_TRUE(torch::equal(Linear(x.narrow(0, j, 1), w, &p)[0], all[j]))
+              << c.name << " k=" << k << " row " << j;
+        }
       }
+      at::set_num_threads(1);
+      EXPECT_TRUE(torch::equal(Linear(x, w, &p), all)) << c.name << " k=" << k << " on one thread";
+      at::set_num_threads(threads);
     }
   }
+}
+
+// What packs: bf16 2-D CPU weights; the copy is the weight rounded up to 32 rows; nothing else
+// (float32, 1-D) gets a packed copy, and a model packs all its products or none, within its
+// byte bound (at the bound: packed; one byte under: not).
+TEST(CpuGemvTest, PackingAndTheModelsByteBound) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  c10::InferenceMode guard;
+  auto w = torch::randn({37, 64}).to(torch::kBFloat16);
+  EXPECT_EQ(PackedBf16Weight::PackedBytes(w), 64 * 64 * 2);
+  EXPECT_EQ(PackedBf16Weight::Pack(w).bytes(), 64 * 64 * 2);
+  EXPECT_FALSE(PackedBf16Weight::Pack(w.to(torch::kFloat32)).defined());
+  EXPECT_EQ(PackedBf16Weight::PackedBytes(w.to(torch::kFloat32)), 0);
+  EXPECT_FALSE(PackedBf16Weight::Pack(torch::randn({64}).to(torch::kBFloat16)).defined());
+
+  ModelConfig c = ::icae::testing::TinyConfig();
+  ModelWeights weights = RandomWeights(c, torch::kBFloat16, 5);
+  Transformer all(c, weights);
+  const int64_t bytes = all.packed_weight_bytes();
+  EXPECT_GT(bytes, 0);
+  EXPECT_EQ(Transformer(c, weights, bytes).packed_weight_bytes(), bytes);
+  EXPECT_EQ(Transformer(c, weights, bytes - 1).packed_weight_bytes(), 0);
+  EXPECT_EQ(Transformer(c, weights, 0).packed_weight_bytes(), 0);
+  EXPECT_EQ(Transformer(c, RandomWeights(c, torch::kFloat32, 5)).packed_weight_bytes(), 0);
+}
+
+// Packed or not, a decode step of several sequences gives each sequence the logits it gets
+// alone (the packed kernel is used for every product of the model, lm_head included), and the
+// packed model's logits stay close to the unpacked one's.
+TEST(CpuGemvTest, PackedModelDecodesLikeTheUnpackedOne) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  c10::InferenceMode guard;
+  ModelConfig c = ::icae::testing::TinyConfig();
+  ModelWeights weights = RandomWeights(c, torch::kBFloat16, 6);
+  Transformer packed(c, weights), plain(c, weights, 0);
+  ASSERT_GT(packed.packed_weight_bytes(), 0);
+  auto step = [&](const Transformer& m, int64_t n) {
+    std::vector<KVCache> caches;
+    std::vector<SequenceInput> b(n);
+    for (int64_t i = 0; i < n; ++i) caches.push_back(m.NewCache(16));
+    for (int64_t i = 0; i < n; ++i) {
+      b[i].ids = torch::tensor({int64_t(3 + i), int64_t(7 + i), int64_t(1 + i)}, torch::kInt64);
+      b[i].cache = &caches[i];
+    }
+    EXPECT_TRUE(m.Forward(b).ok());
+    for (int64_t i = 0; i < n; ++i) {
+      b[i] = SequenceInput();
+      b[i].ids = torch::tensor({int64_t(5 + i)}, torch::kInt64);
+      b[i].cache = &caches[i];
+    }
+    return *m.Forward(b);
+  };
+  auto eight = step(packed, 8), one = step(packed, 1), ref = step(plain, 8);
+  EXPECT_TRUE(torch::equal(eight[0], one[0]));
+  EXPECT_LT((eight - ref).abs().max().item<float>(), 0.05f * (ref.abs().max().item<float>() + 1));
 }
 
 }  // namespace

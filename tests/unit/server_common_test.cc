@@ -1,5 +1,6 @@
 // common/server: metrics registry and exposition (prometheus-cpp), the /metrics listener, API
-// keys and tenant store keys, the stop-sequence filter, status mapping, UTF-8 checks.
+// keys and tenant store keys, the stop-sequence filter, status mapping, UTF-8 checks, a model
+// bundle from parts in memory.
 #include <arpa/inet.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 
 #include <vector>
 
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/server/auth.h"
 #include "common/icae/compressor.h"
@@ -189,6 +191,66 @@ TEST(SlotIdentityTest, TenantStoreKeysDifferAndStayValid) {
   EXPECT_EQ(TenantStoreKey("", id), id);
   EXPECT_NE(TenantStoreKey("alice", id), TenantStoreKey("bob", id));
   EXPECT_LE(TenantStoreKey("alice", id).size(), 128u);
+}
+
+// A tiny random model of 260 ids, an adapter made for `adapter_vocab` ids, and a llama2.c
+// tokenizer of <unk>, <s>, </s>, the 256 byte pieces and " a".
+absl::StatusOr<std::unique_ptr<ModelBundle>> TinyBundle(int64_t adapter_vocab) {
+  ModelConfig c;
+  c.model_type = "llama";
+  c.hidden_size = 16;
+  c.num_hidden_layers = 1;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 1;
+  c.head_dim = 8;
+  c.intermediate_size = 32;
+  c.vocab_size = 260;
+  c.max_position_embeddings = 64;
+  c.tie_word_embeddings = true;
+  auto model = std::make_unique<Transformer>(c, RandomWeights(c, torch::kFloat32, 1));
+  ModelConfig for_adapter = c;
+  for_adapter.vocab_size = adapter_vocab;
+  IcaeAdapter adapter = RandomIcaeAdapter(for_adapter, 4, 2, torch::kFloat32, 2);
+  std::vector<std::string> pieces = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) pieces.push_back(absl::StrFormat("<0x%02X>", b));
+  pieces.push_back(" a");
+  std::string bin;
+  auto put = [&](int32_t v) { bin.append(reinterpret_cast<const char*>(&v), 4); };
+  put(6);  // max token length
+  for (const std::string& piece : pieces) {
+    put(0);  // score 0.0f has the same bytes
+    put(static_cast<int32_t>(piece.size()));
+    bin += piece;
+  }
+  auto tok = Tokenizer::FromBytes(bin, "tokenizer.bin");
+  if (!tok.ok()) return tok.status();
+  return ModelBundle::FromParts(std::move(model), std::move(adapter), std::move(*tok), "m", "a");
+}
+
+TEST(ModelBundleTest, FromPartsChecksTheAdapterAgainstTheModel) {
+  auto bad = TinyBundle(300);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_NE(bad.status().message().find("adapter (base vocabulary 300)"), std::string::npos)
+      << bad.status();
+  auto b = TinyBundle(260);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ((*b)->base_vocab_size(), 260);
+  EXPECT_EQ((*b)->slot_dtype(), slot_store::SlotDType::kFloat32);
+  EXPECT_EQ((*b)->model_fingerprint(), "m");
+  EXPECT_EQ((*b)->adapter_fingerprint(), "a");
+  EXPECT_TRUE((*b)->CheckIds({0, 259}, "prompt").ok());
+  EXPECT_EQ((*b)->CheckIds({260}, "prompt").code(), absl::StatusCode::kInvalidArgument);
+  // Text goes through the given tokenizer: BOS, then ids in the model's vocabulary that
+  // decode back to the text.
+  auto ids = (*b)->Tokenize("a a", /*add_bos=*/true);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_GE(ids->size(), 2u);
+  EXPECT_EQ(ids->front(), 1);
+  EXPECT_TRUE((*b)->CheckIds(*ids, "text").ok());
+  const std::vector<int32_t> ids32(ids->begin(), ids->end());
+  auto text = (*b)->tokenizer().Decode(ids32);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "a a");
 }
 
 TEST(StopFilterTest, HoldsBackPossibleStopsAndCutsAtFirstMatch) {

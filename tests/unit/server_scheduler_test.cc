@@ -529,9 +529,6 @@ TEST_F(SchedulerTest, PrepareDoesNoStoreIoAndTheFetchStageKeepsTheStatusCodes) {
     return sink->status.code();
   };
   EXPECT_EQ(fails_with(Request(std::string(64, 'a'), {}, 4)), absl::StatusCode::kNotFound);
-  auto ae_with_prompt = Request(a, {2936}, 4);
-  ae_with_prompt.set_mode(icae::v1::MODE_AUTOENCODE);
-  EXPECT_EQ(fails_with(ae_with_prompt), absl::StatusCode::kInvalidArgument);
   decoder::DecoderOptions o;
   o.max_new_tokens = 100000;
   auto big = MakeDecoder(o);
@@ -539,6 +536,29 @@ TEST_F(SchedulerTest, PrepareDoesNoStoreIoAndTheFetchStageKeepsTheStatusCodes) {
   EXPECT_EQ(fails_with(Request(a, {}, 99999)), absl::StatusCode::kInvalidArgument);  // past the positions
   // Request validation stays on the caller's thread.
   EXPECT_EQ(core->Prepare(Request("not-an-id", {}, 4), "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Found by fuzz/service_request_fuzz.cc: a prompt in autoencode mode passed Prepare and was
+// refused only after the slot reads, so with an evicted slot the client got NOT_FOUND, encoded
+// again, and was refused then. Prepare refuses it before any queueing or store read.
+TEST_F(SchedulerTest, PrepareRefusesAPromptInAutoencodeMode) {
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  auto core = MakeDecoder({});
+  const auto before = store_->Stats();
+  for (const std::string& slot : {a, std::string(64, 'a')}) {  // stored, and unknown
+    auto ae_with_prompt = Request(slot, {2936}, 4);
+    ae_with_prompt.set_mode(icae::v1::MODE_AUTOENCODE);
+    auto seq = core->Prepare(ae_with_prompt, "");
+    EXPECT_EQ(seq.status().code(), absl::StatusCode::kInvalidArgument) << slot;
+    EXPECT_THAT(std::string(seq.status().message()), ::testing::HasSubstr("autoencode mode takes no prompt"));
+  }
+  EXPECT_EQ(store_->Stats().hits, before.hits);
+  EXPECT_EQ(store_->Stats().misses, before.misses);
+  // The same slots without the prompt, and unspecified mode with one (instruct), still pass.
+  auto ae = Request(a, {}, 4);
+  ae.set_mode(icae::v1::MODE_AUTOENCODE);
+  EXPECT_TRUE(core->Prepare(ae, "").ok());
+  EXPECT_TRUE(core->Prepare(Request(a, {2936}, 4), "").ok());
 }
 
 TEST_F(SchedulerTest, PrefixKVCacheEvictsUnpinnedLruAtAndPastTheBound) {
