@@ -206,21 +206,14 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // KV cache at the mean decode length.
     const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
     const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
-    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)\n", dname.c_str(), lay.c_str(),
-                params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
-                (long long)c.vocab_size);
+    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
+                lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
+                (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
     std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s measured%s\n", (long long)c.hidden_size,
                 (long long)c.intermediate_size, measured_gemm / 1e9,
                 peak_flops > 0 ? absl::StrFormat(", peak %.1f TFLOP/s given", peak_flops / 1e12).c_str() : "");
     std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / %s)  %5.1f%%\n",
                 (long long)prompt, prefill_tps, gemm / flops_per_token, peak_flops > 0 ? "peak" : "GEMM rate",
-    std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
-                lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
-                (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
-    std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
-                (long long)c.intermediate_size, gemm / 1e9);
-    std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
-                (long long)prompt, prefill_tps, gemm / flops_per_token,
                 100.0 * prefill_tps / (gemm / flops_per_token));
     std::fprintf(out, "  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
                 (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,

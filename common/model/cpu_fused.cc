@@ -79,29 +79,6 @@ void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int
                              const int64_t* len, int64_t segments, int64_t hd, uint16_t* out);
 #endif
 
-torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
-                                   const std::vector<std::vector<torch::Tensor>>& keys,
-                                   const std::vector<std::vector<torch::Tensor>>& values, double scale) {
-  if (keys.size() != values.size()) return torch::Tensor();
-  std::vector<std::vector<KVCache::Span>> spans(keys.size());
-  int64_t kv_heads = 0;
-  for (size_t s = 0; s < keys.size(); ++s) {
-    if (keys[s].size() != values[s].size()) return torch::Tensor();
-    for (size_t i = 0; i < keys[s].size(); ++i) {
-      const auto &K = keys[s][i], &V = values[s][i];
-      if (K.dim() != 3 || V.sizes() != K.sizes() || K.stride(2) != 1 || V.stride(2) != 1 ||
-          K.scalar_type() != torch::kBFloat16 || V.scalar_type() != torch::kBFloat16 ||
-          K.stride(0) != V.stride(0) || K.stride(1) != V.stride(1) || (kv_heads != 0 && K.size(0) != kv_heads)) {
-        return torch::Tensor();
-      }
-      kv_heads = K.size(0);
-      spans[s].push_back({K.data_ptr(), V.data_ptr(), K.size(1), K.stride(0), K.stride(1)});
-    }
-  }
-  if (kv_heads == 0) return torch::Tensor();
-  return FusedDecodeAttention(q, spans, kv_heads, scale);
-}
-
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
                                    int64_t kv_heads, double scale) {
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)

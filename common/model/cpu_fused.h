@@ -28,18 +28,12 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 namespace icae {
 
 // Single-query (decode) attention for a batch of sequences in one call: q [B, heads, head_dim]
-// (head_dim contiguous); keys[s]/values[s] are sequence s's cache as segments in position
-// order ([kv_heads, len_i, head_dim] views, head_dim contiguous — e.g. a shared prefix, then
-// the sequence's own positions), read in place. Query head h uses kv head h / (heads /
-// kv_heads). Scores and softmax in float32, the weighted sum accumulated in float32 across
-// the segments in order, so the result does not depend on how the positions are split.
-// Returns [B, heads · head_dim] bf16, or an undefined tensor when the kernel does not apply
-// (then use the tensor ops).
-torch::Tensor FusedDecodeAttention(const torch::Tensor& q,
-                                   const std::vector<std::vector<torch::Tensor>>& keys,
-                                   const std::vector<std::vector<torch::Tensor>>& values, double scale);
-// The same on raw runs of bf16 positions (KVCache::Spans), kv_heads given: no tensor op per
-// sequence (a decode step of many sequences on a small model is bounded by them).
+// (head_dim contiguous); spans[s] is sequence s's cache as runs of bf16 positions in order
+// (KVCache::Spans: e.g. a shared prefix, then the sequence's own positions), read in place
+// with no tensor op per sequence. Query head h uses kv head h / (heads / kv_heads). Scores and
+// softmax in float32, the weighted sum accumulated in float32 across the runs in order, so the
+// result does not depend on how the positions are split. Returns [B, heads · head_dim] bf16,
+// or an undefined tensor when the kernel does not apply (then use the tensor ops).
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
                                    int64_t kv_heads, double scale);
 

@@ -96,9 +96,10 @@ TEST(DeviceTest, CpuKernelsAreNeverChosenForOtherDevices) {
   EXPECT_EQ(y.device().type(), torch::kMeta);
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{1, 32}));
   auto q = torch::empty({1, 4, 64}, meta);
-  std::vector<std::vector<torch::Tensor>> keys = {{torch::empty({2, 5, 64}, meta)}};
-  std::vector<std::vector<torch::Tensor>> values = {{torch::empty({2, 5, 64}, meta)}};
-  EXPECT_FALSE(FusedDecodeAttention(q, keys, values, 8.0).defined());
+  // The decode attention reads raw KV spans: it must refuse before touching one.
+  std::vector<std::vector<KVCache::Span>> spans(1);
+  spans[0].push_back(KVCache::Span{nullptr, nullptr, 5, 5 * 64, 64});
+  EXPECT_FALSE(FusedDecodeAttention(q, spans, 2, 8.0).defined());
   // The same shapes on the CPU do take the kernels where this CPU has them.
   auto xc = torch::zeros({1, 64}, torch::kBFloat16);
   EXPECT_TRUE(UseFusedCpuOps(xc));
