@@ -1,6 +1,8 @@
 // icae bench decode: prefill and decode speed of a random-weights Mistral-shaped model
 // (default ~246M parameters: hidden 1024, 16 layers, 16 heads, 4 KV heads, intermediate 2816,
 // vocab 32000, untied), with the memory-bandwidth and GEMM-rate bounds printed beside.
+// --device cuda[:N] runs it on a GPU; --bandwidth-gbs and --peak-tflops then give the bounds
+// from the data sheet (HBM bandwidth, dense tensor-core rate) instead of measured ones.
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -12,8 +14,10 @@
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_format.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/transformer.h"
+#include "common/util/device.h"
 #include "tools/args.h"
 #include "tools/command.h"
 #include "tools/model_flags.h"
@@ -59,13 +63,31 @@ double MeasureReadBandwidth() {
   return std::max(best, gemv_best);
 }
 
-double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
-  auto x = torch::randn({m, k}).to(dtype), w = torch::randn({n, k}).to(dtype);
+// Device memory bandwidth (not CPU): a 1 GiB copy reads and writes every byte once.
+double MeasureDeviceBandwidth(const torch::Device& device) {
+  auto src = torch::zeros({1ll << 29}, torch::TensorOptions(torch::kBFloat16).device(device));
+  auto dst = torch::empty_like(src);
+  dst.copy_(src);
+  SynchronizeDevice(device);
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    double t0 = Now();
+    dst.copy_(src);
+    SynchronizeDevice(device);
+    best = std::max(best, 2.0 * src.nbytes() / (Now() - t0));
+  }
+  return best;
+}
+
+double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n, const torch::Device& device) {
+  auto x = torch::randn({m, k}).to(device, dtype), w = torch::randn({n, k}).to(device, dtype);
   torch::linear(x, w);
+  SynchronizeDevice(device);
   double best = 1e30;
   for (int rep = 0; rep < 5; ++rep) {
     double t0 = Now();
     torch::linear(x, w);
+    SynchronizeDevice(device);
     best = std::min(best, Now() - t0);
   }
   return 2.0 * m * k * n / best;
@@ -73,8 +95,9 @@ double MeasureGemmRate(torch::Dtype dtype, int64_t m, int64_t k, int64_t n) {
 
 int BenchDecode(const std::vector<std::string>& argv) {
   const std::string cmd = "bench decode";
-  const std::set<std::string> flags = {"threads", "dtype", "prompt-tokens", "decode-tokens", "hidden",
-                                       "layers", "heads", "kv-heads", "intermediate", "vocab", "reps", "layout",
+  const std::set<std::string> flags = {"threads", "dtype", "device", "prompt-tokens", "decode-tokens",
+                                       "hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
+                                       "reps", "layout", "bandwidth-gbs", "peak-tflops",
                                        "max-packed-weight-bytes"};
   auto args = Args::Parse(argv, flags, {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
@@ -82,6 +105,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
   if (!args->Has("threads")) argv2.push_back("--threads=2");
   auto args2 = *Args::Parse(argv2, flags, {"json"});
   if (auto st = ConfigureRuntimeFromArgs(args2); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
+  const torch::Device device = *DeviceFromArgs(args2);  // checked just above
   ModelConfig c;
   c.model_type = "mistral";
   NumericFlags num(*args);
@@ -94,10 +118,13 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const int64_t prompt = num.Int("prompt-tokens", 512);
   const int64_t decode = num.Int("decode-tokens", 128);
   const int64_t reps = std::max<int64_t>(1, num.Int("reps", 3));
+  const double given_bw = num.Double("bandwidth-gbs", 0) * 1e9;
+  const double peak_flops = num.Double("peak-tflops", 0) * 1e12;
   // Packed weight copies for few-row products (0: the unpacked kernel, for a side-by-side).
   const int64_t max_packed =
       num.Int("max-packed-weight-bytes", ModelLoadOptions::kDefaultMaxPackedWeightBytes);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  if (given_bw < 0 || peak_flops < 0) return Fail(cmd, "--bandwidth-gbs and --peak-tflops must be >= 0", 2);
   if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
       c.num_attention_heads % c.num_key_value_heads != 0 || c.hidden_size % c.num_attention_heads != 0 ||
       c.intermediate_size < 1 || c.vocab_size < 2 || prompt < 1 || decode < 1) {
@@ -120,8 +147,10 @@ int BenchDecode(const std::vector<std::string>& argv) {
     dtypes = {which};
   }
   c10::InferenceMode guard;
-  const double bw = MeasureReadBandwidth();
-  std::fprintf(out, "threads=%d  read bandwidth %.1f GB/s\n", at::get_num_threads(), bw / 1e9);
+  const double bw = given_bw > 0 ? given_bw : device.is_cpu() ? MeasureReadBandwidth() : MeasureDeviceBandwidth(device);
+  std::fprintf(out, "device=%s threads=%d  %s bandwidth %.1f GB/s\n", device.str().c_str(), at::get_num_threads(),
+               given_bw > 0 ? "given (--bandwidth-gbs)" : device.is_cpu() ? "measured read" : "measured copy",
+               bw / 1e9);
   // --layout: q/k/v and gate/up stacked into one product each (weights converted or built in
   // memory), separate products (weights used in place from a mapped file), or both side by side.
   const std::string layout = args->Get("layout", "stacked");
@@ -132,12 +161,14 @@ int BenchDecode(const std::vector<std::string>& argv) {
   for (const auto& dname : dtypes) for (const auto& lay : layouts) {
     auto dtype = ParseDtype(dname);
     if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
-    ModelWeights weights = RandomWeights(c, *dtype, 1);
+    ModelWeights weights = RandomWeights(c, *dtype, 1, device);
     if (lay == "separate") weights = SeparateProjections(weights, c);
     Transformer model(c, std::move(weights), max_packed);
     const int64_t params = model.NumParameters();
     const int64_t esize = c10::elementSize(*dtype);
-    const double gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size);
+    const double measured_gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size, device);
+    // The prefill bound: the data sheet's peak where given, else the measured GEMM rate.
+    const double gemm = peak_flops > 0 ? peak_flops : measured_gemm;
     // FLOPs per prompt token: 2 per weight outside the embedding table + attention.
     const int64_t body = params - 2 * c.vocab_size * c.hidden_size;
     const double attn_flops = 4.0 * c.num_hidden_layers * c.q_width() * (prompt / 2.0);
@@ -152,6 +183,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
       b[0].cache = &cache;
       double t0 = Now();
       auto logits = model.Forward(b);
+      SynchronizeDevice(device);
       prefill_times.push_back(Now() - t0);
       if (!logits.ok()) return Fail(cmd, std::string(logits.status().message()));
       int64_t next = logits->argmax(-1).item<int64_t>();
@@ -177,10 +209,11 @@ int BenchDecode(const std::vector<std::string>& argv) {
     std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
                 lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
                 (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
-    std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s\n", (long long)c.hidden_size,
-                (long long)c.intermediate_size, gemm / 1e9);
-    std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / GEMM rate)  %5.1f%%\n",
-                (long long)prompt, prefill_tps, gemm / flops_per_token,
+    std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s measured%s\n", (long long)c.hidden_size,
+                (long long)c.intermediate_size, measured_gemm / 1e9,
+                peak_flops > 0 ? absl::StrFormat(", peak %.1f TFLOP/s given", peak_flops / 1e12).c_str() : "");
+    std::fprintf(out, "  prefill %4lld tokens            %8.1f tokens/s   bound %8.1f (FLOPs / %s)  %5.1f%%\n",
+                (long long)prompt, prefill_tps, gemm / flops_per_token, peak_flops > 0 ? "peak" : "GEMM rate",
                 100.0 * prefill_tps / (gemm / flops_per_token));
     std::fprintf(out, "  decode  %4lld tokens, batch 1   %8.1f tokens/s   bound %8.1f (%.0f MB/token / %.1f GB/s)  %5.1f%%\n",
                 (long long)decode, decode_tps, bw / bytes_per_token, bytes_per_token / 1e6, bw / 1e9,
@@ -191,7 +224,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
                           {"packed_weight_bytes", model.packed_weight_bytes()},
                           {"prefill_tokens", prompt},
                           {"decode_tokens", decode},
-                          {"gemm_gflops", gemm / 1e9},
+                          {"gemm_gflops", measured_gemm / 1e9},
+                          {"peak_tflops", peak_flops / 1e12},
                           {"prefill_tok_s", prefill_tps},
                           {"prefill_bound_tok_s", gemm / flops_per_token},
                           {"decode_tok_s", decode_tps},
@@ -214,6 +248,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
       if (!first.ok()) return Fail(cmd, std::string(first.status().message()));
       auto next = first->argmax(-1);
       const int64_t steps = std::max<int64_t>(8, decode / 4);
+      SynchronizeDevice(device);
       double t0 = Now();
       for (int64_t step = 0; step < steps; ++step) {
         for (int64_t i = 0; i < B; ++i) {
@@ -223,6 +258,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
         }
         next = model.Forward(b)->argmax(-1);
       }
+      SynchronizeDevice(device);
       const double tps = B * steps / (Now() - t0);
       std::fprintf(out, "  decode  batch %2lld (aggregate)   %8.1f tokens/s   %.2fx batch 1\n", (long long)B,
                   tps, tps / decode_tps);
@@ -234,6 +270,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // The first run's figures at the top level, every run under "runs".
     nlohmann::json j = runs.at(0);
     j["read_gbps"] = bw / 1e9;
+    j["bandwidth_given"] = given_bw > 0;
+    j["device"] = device.str();
     j["threads"] = at::get_num_threads();
     j["runs"] = runs;
     std::printf("%s\n", j.dump().c_str());

@@ -177,12 +177,13 @@ int BenchLoad(const std::vector<std::string>& argv) {
   ModelLoadOptions lo;
   lo.dtype = *dtype;
   lo.weights_in_place = !args->Has("owned");
+  lo.device = *DeviceFromArgs(*args);  // checked by ConfigureRuntimeFromArgs
   auto model = Transformer::Load(dir, lo);
   if (!model.ok()) return Fail(cmd, std::string(model.status().message()));
   const double t_model = Now();
   std::optional<IcaeAdapter> adapter;
   if (args->Has("adapter")) {
-    auto a = LoadIcaeAdapter(args->Get("adapter"), (*model)->config(), *dtype);
+    auto a = LoadIcaeAdapter(args->Get("adapter"), (*model)->config(), *dtype, lo.device);
     if (!a.ok()) return Fail(cmd, std::string(a.status().message()));
     adapter = std::move(*a);
   }

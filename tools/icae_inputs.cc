@@ -18,13 +18,15 @@ absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
     adapter_path = DefaultAdapterPath();
   }
   ASSIGN_OR_RETURN(torch::Dtype dtype, DtypeFromArgs(args, default_dtype));
+  ASSIGN_OR_RETURN(torch::Device device, DeviceFromArgs(args));
   LoadedIcae out;
   ModelLoadOptions lo;
   lo.dtype = dtype;
+  lo.device = device;
   ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
   if (!adapter_path.empty()) {
-    ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(adapter_path, out.model->config(), dtype));
+    ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(adapter_path, out.model->config(), dtype, device));
     out.adapter = std::make_unique<IcaeAdapter>(std::move(a));
   }
   return out;

@@ -2,13 +2,14 @@
 
 #include <iostream>
 
+#include "common/util/device.h"
 #include "common/util/runtime.h"
 #include "common/util/status_macros.h"
 
 namespace icae::tools {
 
 const std::set<std::string>& RuntimeFlagNames() {
-  static const std::set<std::string> names = {"threads", "dtype"};
+  static const std::set<std::string> names = {"threads", "dtype", "device"};
   return names;
 }
 
@@ -24,7 +25,11 @@ absl::Status ConfigureRuntimeFromArgs(const Args& args) {
   RuntimeOptions ro;
   ro.threads = static_cast<int>(threads);
   ConfigureRuntime(ro);
-  return absl::OkStatus();
+  return DeviceFromArgs(args).status();
+}
+
+absl::StatusOr<torch::Device> DeviceFromArgs(const Args& args) {
+  return ResolveDevice(args.Get("device", "cpu"));
 }
 
 absl::StatusOr<torch::Dtype> DtypeFromArgs(const Args& args, const std::string& def) {

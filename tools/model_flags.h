@@ -1,4 +1,4 @@
-// Flags shared by the subcommands that load a model: --model, --dtype, --threads, and the
+// Flags shared by the subcommands that load a model: --model, --dtype, --device, --threads, and the
 // sampling/stopping flags of `icae run`.
 #ifndef ICAE_TOOLS_MODEL_FLAGS_H_
 #define ICAE_TOOLS_MODEL_FLAGS_H_
@@ -13,11 +13,15 @@
 namespace icae::tools {
 
 // Names of the value flags parsed by the helpers below.
-const std::set<std::string>& RuntimeFlagNames();   // threads, dtype
+const std::set<std::string>& RuntimeFlagNames();   // threads, dtype, device
 const std::set<std::string>& SamplingFlagNames();  // max-new-tokens, temperature, top-p, ...
 
-// Applies --threads (default: all cores) and the allocator set-up. Call before any tensor op.
+// Applies --threads (default: all cores) and the allocator set-up, and checks --device (a bad
+// spelling, or CUDA on a LibTorch or machine without it, is an error here, before any loading:
+// callers exit 2). Call before any tensor op.
 absl::Status ConfigureRuntimeFromArgs(const Args& args);
+// --device (default cpu), checked against this build and machine.
+absl::StatusOr<torch::Device> DeviceFromArgs(const Args& args);
 // --dtype (default `def`).
 absl::StatusOr<torch::Dtype> DtypeFromArgs(const Args& args, const std::string& def);
 absl::StatusOr<GenerateOptions> GenerateOptionsFromArgs(const Args& args);

@@ -11,7 +11,7 @@
 // model without slots.
 // All stages: --steps --batch-size --grad-accum --lr --warmup --min-lr-ratio --weight-decay
 // --clip --seed --save-every --eval-every --log-every --max-minutes --stop-after --resume --fp32
-// --threads.
+// --threads --device.
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -47,7 +47,7 @@ const std::set<std::string>& LoopFlags() {
   static const std::set<std::string> f = {
       "out", "steps", "batch-size", "grad-accum", "lr", "warmup", "min-lr-ratio",
       "weight-decay", "clip", "seed", "save-every", "eval-every", "log-every", "max-minutes",
-      "stop-after", "threads", "dtype"};
+      "stop-after", "threads", "dtype", "device"};
   return f;
 }
 
@@ -190,7 +190,8 @@ int TrainLm(const std::vector<std::string>& argv) {
   std::cerr << "train lm: " << stream->size() << " training tokens, " << heldout.size()
             << " held-out tokens\n";
 
-  Transformer model(c, RandomWeights(c, torch::kFloat32, opts->seed));
+  auto device = DeviceFromArgs(*args);  // checked by ConfigureRuntimeFromArgs
+  Transformer model(c, RandomWeights(c, torch::kFloat32, opts->seed, *device));
   std::cerr << "model: " << model.NumParameters() << " parameters, vocab " << c.vocab_size << "\n";
   const int64_t bos = c.bos_token_id;
   auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
@@ -270,6 +271,7 @@ absl::StatusOr<IcaeSetup> LoadBase(const Args& a) {
   ModelLoadOptions lo;
   lo.dtype = dtype;  // a bf16 frozen base works too (autocast casts the fp32 adapter)
   lo.weights_in_place = false;  // trained weights are written, and the trainer reads the stacked layout
+  ASSIGN_OR_RETURN(lo.device, DeviceFromArgs(a));
   const std::string dir = a.Get("model");
   if (dir.empty()) return absl::InvalidArgumentError("--model DIR is required");
   ASSIGN_OR_RETURN(s.model, Transformer::Load(dir, lo));
@@ -454,7 +456,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   // instead of a fresh one; a new schedule on new data then continues an earlier model.
   IcaeAdapter adapter;
   if (args->Has("init-adapter")) {
-    auto loaded = LoadIcaeAdapter(args->Get("init-adapter"), model.config(), torch::kFloat32);
+    auto loaded = LoadIcaeAdapter(args->Get("init-adapter"), model.config(), torch::kFloat32, model.device());
     if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
     adapter = std::move(*loaded);
     adapter.config.max_context_tokens =
@@ -579,7 +581,7 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   const Transformer& model = *setup->model;
   const Tokenizer& tok = *setup->tokenizer;
   // Master weights in float32 whatever the base dtype.
-  auto loaded = LoadIcaeAdapter(args->Get("adapter"), model.config(), torch::kFloat32);
+  auto loaded = LoadIcaeAdapter(args->Get("adapter"), model.config(), torch::kFloat32, model.device());
   if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
   IcaeAdapter adapter = std::move(*loaded);
   NumericFlags num(*args);

@@ -42,12 +42,12 @@ std::string FindServiceBinary(const std::string& name) {
 
 int Up(const std::vector<std::string>& argv) {
   const std::string cmd = "up";
-  auto args = Args::Parse(argv, {"store", "model", "adapter", "dtype", "threads", "startup-timeout",
+  auto args = Args::Parse(argv, {"store", "model", "adapter", "dtype", "device", "threads", "startup-timeout",
                                  "grace-period", "api-keys-file", "max-batch", "max-context-tokens"},
                           {});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->positional().empty()) {
-    return Fail(cmd, "usage: icae up [--store URI] [--model DIR --adapter FILE] [--dtype D] [--threads N]", 2);
+    return Fail(cmd, "usage: icae up [--store URI] [--model DIR --adapter FILE] [--dtype D] [--device cpu|cuda[:N]] [--threads N]", 2);
   }
   NumericFlags num(*args);
   const auto timeout = absl::Seconds(num.Double("startup-timeout", 300));
@@ -68,7 +68,7 @@ int Up(const std::vector<std::string>& argv) {
 
   std::vector<std::string> common = {"--store=" + store, "--metrics_port=0",
                                      "--grace_period=" + args->Get("grace-period", "10s")};
-  for (const char* f : {"model", "adapter", "dtype", "threads", "api-keys-file", "max-batch", "max-context-tokens"}) {
+  for (const char* f : {"model", "adapter", "dtype", "device", "threads", "api-keys-file", "max-batch", "max-context-tokens"}) {
     if (args->Has(f)) {
       std::string flag = f;
       for (char& c : flag) if (c == '-') c = '_';

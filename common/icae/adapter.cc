@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/icae/icae_config.h"
 #include "common/model/safetensors.h"
+#include "common/util/device.h"
 #include "common/util/mapped_file.h"
 #include "common/util/status_macros.h"
 
@@ -27,6 +28,7 @@ torch::Tensor IcaeAdapter::SpecialEmbedding(int64_t id) const {
 
 absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const ModelConfig& base,
                                             torch::Dtype dtype, torch::Device device) {
+  RETURN_IF_ERROR(CheckDeviceAvailable(device));
   IcaeAdapter a;
   a.path = path;
   const std::string cfg_path = DirOf(path) + "/icae_config.json";
@@ -84,7 +86,7 @@ absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const Model
 }
 
 IcaeAdapter RandomIcaeAdapter(const ModelConfig& base, int64_t mem_size, int64_t r, torch::Dtype dtype,
-                              uint64_t seed) {
+                              uint64_t seed, torch::Device device) {
   IcaeAdapter a;
   a.config.mem_size = mem_size;
   a.config.lora_r = r;
@@ -95,7 +97,9 @@ IcaeAdapter RandomIcaeAdapter(const ModelConfig& base, int64_t mem_size, int64_t
   a.config.lm_token_id = a.config.ae_token_id + 1;
   a.config.ft_token_id = a.config.ae_token_id + 2;
   torch::manual_seed(seed);
-  auto randn = [&](std::vector<int64_t> shape) { return (torch::randn(shape) * 0.02).to(dtype); };
+  auto randn = [&](std::vector<int64_t> shape) {
+    return (torch::randn(shape, torch::TensorOptions().device(device)) * 0.02).to(dtype);
+  };
   for (int64_t i = 0; i < base.num_hidden_layers; ++i) {
     LoraLayer L;
     L.q_a = randn({r, base.hidden_size});

@@ -35,8 +35,9 @@ absl::StatusOr<IcaeAdapter> LoadIcaeAdapter(const std::string& path, const Model
 
 // A random adapter for `base` (N(0, 0.02); benchmarks and load tests): mem_size memory slots,
 // LoRA rank r on q/v, the special ids following the base vocabulary as the release has them.
+// Drawn on `device` (see RandomWeights).
 IcaeAdapter RandomIcaeAdapter(const ModelConfig& base, int64_t mem_size, int64_t r, torch::Dtype dtype,
-                              uint64_t seed);
+                              uint64_t seed, torch::Device device = torch::kCPU);
 
 // Writes an adapter in the released layout + icae_config.json beside it.
 absl::Status SaveIcaeAdapter(const IcaeAdapter& adapter, const std::string& path);

@@ -51,7 +51,7 @@ absl::StatusOr<std::vector<CompressedContext>> Compressor::Compress(
   const int64_t S = c.mem_size;
   for (const auto& ids : contexts) RETURN_IF_ERROR(Validate(ids));
   // The memory-token embeddings are the same for every segment: [S, hidden].
-  torch::Tensor memory = adapter_.memory_embed.narrow(0, 0, S).to(model_.dtype());
+  torch::Tensor memory = adapter_.memory_embed.narrow(0, 0, S).to(model_.device(), model_.dtype());
   struct Job {
     size_t context;
     int64_t segment;

@@ -56,7 +56,7 @@ absl::StatusOr<torch::Tensor> AssembleDecoderInput(const Transformer& model,
     return absl::OkStatus();
   };
   auto special = [&](int64_t id) {
-    parts.push_back(adapter.SpecialEmbedding(id).to(model.dtype()).unsqueeze(0));
+    parts.push_back(adapter.SpecialEmbedding(id).to(model.device(), model.dtype()).unsqueeze(0));
   };
   auto add_memories = [&]() -> absl::Status {
     for (size_t i = 0; i < memories.size(); ++i) {

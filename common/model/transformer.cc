@@ -1,5 +1,7 @@
 #include "common/model/transformer.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 #include <limits>
 
@@ -7,10 +9,19 @@
 #include "common/model/cpu_fused.h"
 #include "common/model/cpu_gemv.h"
 #include "common/model/safetensors.h"
+#include "common/util/device.h"
 #include "common/util/status_macros.h"
 
 namespace icae {
 namespace {
+
+// LibTorch 2.x has one fused attention op (flash / memory-efficient kernels on CUDA); 1.13 does
+// not, and there attention stays the plain tensor ops on every device.
+#if TORCH_VERSION_MAJOR >= 2
+constexpr bool kHaveFusedAttention = true;
+#else
+constexpr bool kHaveFusedAttention = false;
+#endif
 
 std::string LayerName(int64_t i, const std::string& rest) {
   return absl::StrCat("model.layers.", i, ".", rest);
@@ -52,6 +63,24 @@ torch::Tensor StackedView(const std::vector<torch::Tensor>& parts) {
   std::vector<torch::Tensor> keep = parts;
   return torch::from_blob(parts[0].data_ptr(), {rows, parts[0].size(1)},
                           [keep](void*) mutable { keep.clear(); }, parts[0].options());
+}
+
+// Attention of one sequence through LibTorch's fused op, in the layout of the tensor-op path:
+// qs [nkv, group·n, hd] (the query heads of kv head j are rows of batch j, so keys and values
+// are read once per kv head, never repeated), K, V [nkv, kv_len, hd], bias [group·n, kv_len]
+// additive (0 / -inf) or undefined (every key visible). Scale 1/sqrt(hd), as the plain path.
+// Returns [nkv, group·n, hd].
+torch::Tensor CudaAttention(const torch::Tensor& qs, const torch::Tensor& K, const torch::Tensor& V,
+                            const torch::Tensor& bias) {
+#if TORCH_VERSION_MAJOR >= 2
+  auto q = qs.unsqueeze(0), k = K.unsqueeze(0), v = V.unsqueeze(0);
+  torch::Tensor o = bias.defined() ? at::scaled_dot_product_attention(q, k, v, bias, 0.0, false)
+                                   : at::scaled_dot_product_attention(q, k, v, {}, 0.0, false);
+  return o.squeeze(0);
+#else
+  (void)K, (void)V, (void)bias;
+  return qs;  // not reached: kHaveFusedAttention is false
+#endif
 }
 
 torch::Tensor RotateHalf(const torch::Tensor& x) {
@@ -107,6 +136,8 @@ Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_p
 
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string& model_dir,
                                                                const ModelLoadOptions& options) {
+  // A device this process cannot use is an error, not a LibTorch exception halfway through.
+  RETURN_IF_ERROR(CheckDeviceAvailable(options.device));
   ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(auto src, WeightSource::Open(model_dir));
   const torch::Dtype dt = options.dtype;
@@ -294,7 +325,10 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   }
 
   // 2. RoPE tables for these positions: angle = float32(pos) * inv_freq, as HF.
+  // Kernel choice, once per call: the hand-written CPU kernels only ever see CPU tensors
+  // (UseFusedCpuOps checks the device), CUDA attention goes through the fused op.
   const bool fused = UseFusedCpuOps(x);
+  const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
   torch::Tensor cos, sin;
   if (!fused) {
     auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [N, hd/2]
@@ -383,6 +417,11 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       // Query head h uses kv head h / group: [n, nh, hd] → [nkv, group·n, hd].
       auto qs = q3.narrow(0, off, n).reshape({n, nkv, group, hd}).permute({1, 2, 0, 3})
                     .reshape({nkv, group * n, hd});
+      if (cuda_attention) {
+        outs.push_back(CudaAttention(qs, K, Vv, bias[s]).reshape({nkv, group, n, hd})
+                           .permute({2, 0, 1, 3}).reshape({n, nh * hd}));
+        continue;
+      }
       torch::Tensor scores;  // [nkv, group·n, kv_len]
       if (bias[s].defined()) {
         scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}), qs,
@@ -447,20 +486,21 @@ std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() c
   return out;
 }
 
-ModelWeights RandomWeights(const ModelConfig& c, torch::Dtype dtype, uint64_t seed) {
-  torch::manual_seed(seed);
+ModelWeights RandomWeights(const ModelConfig& c, torch::Dtype dtype, uint64_t seed, torch::Device device) {
+  torch::manual_seed(seed);  // seeds the CUDA generators too
+  const auto on = torch::TensorOptions().device(device);
   auto randn = [&](std::vector<int64_t> shape) {
-    return (torch::randn(shape) * 0.02).to(dtype).contiguous();
+    return (torch::randn(shape, on) * 0.02).to(dtype).contiguous();
   };
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   ModelWeights w;
   w.embed_tokens = randn({c.vocab_size, H});
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : randn({c.vocab_size, H});
-  w.final_norm = torch::ones({H}).to(dtype);
+  w.final_norm = torch::ones({H}, on).to(dtype);
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     ModelWeights::Layer L;
-    L.attn_norm = torch::ones({H}).to(dtype);
-    L.mlp_norm = torch::ones({H}).to(dtype);
+    L.attn_norm = torch::ones({H}, on).to(dtype);
+    L.mlp_norm = torch::ones({H}, on).to(dtype);
     L.wqkv = randn({c.q_width() + 2 * c.kv_width(), H});
     L.wo = randn({H, c.q_width()});
     L.w_gate_up = randn({2 * I, H});

@@ -145,8 +145,11 @@ class Transformer {
 // Parses a dtype name: "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
 absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name);
 
-// Random weights with the given config (N(0, 0.02), norms 1) for benchmarks and tests.
-ModelWeights RandomWeights(const ModelConfig& config, torch::Dtype dtype, uint64_t seed);
+// Random weights with the given config (N(0, 0.02), norms 1) for benchmarks and tests. On the
+// CPU the draw is fixed by the seed; on another device the tensors are drawn there (a 7B model
+// drawn on the CPU would take minutes), from that device's generator.
+ModelWeights RandomWeights(const ModelConfig& config, torch::Dtype dtype, uint64_t seed,
+                           torch::Device device = torch::kCPU);
 
 // The same weights with q/k/v and gate/up as separate products (row views of the stacked
 // tensors, no copy): the layout of a model loaded in place. For benchmarks and tests.

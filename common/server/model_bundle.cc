@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/slot_store/fingerprint.h"
+#include "common/util/device.h"
 #include "common/util/status_macros.h"
 
 namespace icae::server {
@@ -59,11 +60,12 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   auto b = std::unique_ptr<ModelBundle>(new ModelBundle());
   ModelLoadOptions lo;
   ASSIGN_OR_RETURN(lo.dtype, ParseDtype(o.dtype));
+  ASSIGN_OR_RETURN(lo.device, ResolveDevice(o.device));
   ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(lo.dtype));
   lo.max_packed_weight_bytes = o.max_packed_weight_bytes;
   ASSIGN_OR_RETURN(b->model_, Transformer::Load(o.model_dir, lo));
   ASSIGN_OR_RETURN(b->tokenizer_, Tokenizer::LoadFromModelDir(o.model_dir));
-  ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype));
+  ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype, lo.device));
   b->adapter_ = std::make_unique<IcaeAdapter>(std::move(a));
   std::vector<std::string> model_files = b->model_->weight_files();
   model_files.push_back(o.model_dir + "/config.json");

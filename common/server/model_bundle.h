@@ -28,6 +28,7 @@ struct ModelBundleOptions {
   std::string model_dir;     // HF layout folder
   std::string adapter_path;  // icae_adapter.safetensors
   std::string dtype = "bfloat16";
+  std::string device = "cpu";  // cpu | cuda | cuda:N (common/util/device.h)
   int64_t max_packed_weight_bytes = 0;  // ModelLoadOptions::max_packed_weight_bytes
 };
 

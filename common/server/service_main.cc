@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/server/grpc_server.h"
 #include "common/server/metrics_http.h"
+#include "common/util/device.h"
 #include "common/util/paths.h"
 #include "common/util/runtime.h"
 
@@ -19,6 +20,9 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:0",
 ABSL_FLAG(std::string, model, "", "model folder (HF layout); empty = the embedded default model");
 ABSL_FLAG(std::string, adapter, "", "ICAE adapter .safetensors; empty = the default model's adapter");
 ABSL_FLAG(std::string, dtype, "bfloat16", "compute dtype: bfloat16 | float32 | float16");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the model, adapter, KV caches and slots live: cpu | cuda | cuda:N (slots cross "
+          "the store as the same bytes whatever the device)");
 ABSL_FLAG(std::string, store, "file:///tmp/icae-slots?max_bytes=1G",
           "slot store URI: memory://, file:///dir, redis://host:port/db, "
           "redis-cluster://host:port[,host:port...], tiered://");
@@ -61,6 +65,7 @@ ModelBundleOptions ModelFromFlags() {
     mo.adapter_path = model.empty() ? DefaultAdapterPath() : mo.model_dir + "/icae_adapter.safetensors";
   }
   mo.dtype = absl::GetFlag(FLAGS_dtype);
+  mo.device = absl::GetFlag(FLAGS_device);
   return mo;
 }
 
@@ -89,6 +94,11 @@ int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefiniti
   RuntimeOptions ro;
   ro.threads = absl::GetFlag(FLAGS_threads);
   ConfigureRuntime(ro);
+  // A device this process cannot use is a bad flag: refused before anything listens.
+  if (auto device = ResolveDevice(absl::GetFlag(FLAGS_device)); !device.ok()) {
+    LOG(ERROR) << device.status().message();
+    return 2;
+  }
 
   MetricsRegistry metrics;
   auto auth = AuthFromFlags();

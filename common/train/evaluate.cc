@@ -35,7 +35,7 @@ absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_em
                                const std::vector<int64_t>& next) {
   ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, prefix_embeds, next));
   auto nll = torch::nn::functional::cross_entropy(
-      logits, torch::tensor(next, torch::kInt64),
+      logits, torch::tensor(next, torch::kInt64).to(logits.device()),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   return nll.item<double>();
 }
@@ -96,7 +96,7 @@ absl::StatusOr<AutoencodeResult> EvalAutoencode(const Transformer& model, const 
     ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, in, text));
     auto best = logits.narrow(1, 0, adapter.config.base_vocab_size).argmax(1);
     r.teacher_forced_accuracy +=
-        best.eq(torch::tensor(text, torch::kInt64)).to(torch::kFloat64).mean().item<double>();
+        best.eq(torch::tensor(text, torch::kInt64).to(best.device())).to(torch::kFloat64).mean().item<double>();
   }
   r.bleu4 /= count;
   r.exact_match /= count;

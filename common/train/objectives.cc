@@ -14,7 +14,7 @@ namespace {
 LossSum SummedCrossEntropy(const torch::Tensor& logits, const std::vector<int64_t>& labels) {
   LossSum out;
   out.sum = torch::nn::functional::cross_entropy(
-      logits.to(torch::kFloat32), torch::tensor(labels, torch::kInt64),
+      logits.to(torch::kFloat32), torch::tensor(labels, torch::kInt64).to(logits.device()),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
   out.tokens = static_cast<int64_t>(labels.size());
   return out;
@@ -94,18 +94,21 @@ IcaeAdapter NewIcaeAdapter(const Transformer& base, const IcaeConfig& config, ui
   a.config = config;
   a.lora.scaling = config.lora_scaling();
   const double bound = 1.0 / std::sqrt(static_cast<double>(H));
+  // Drawn on the CPU (the same adapter for a given seed whatever the device), then placed
+  // beside the base model's weights.
+  const torch::Device device = base.device();
   auto uniform = [&](int64_t rows) {
-    return torch::empty({rows, H}, torch::kFloat32).uniform_(-bound, bound);
+    return torch::empty({rows, H}, torch::kFloat32).uniform_(-bound, bound).to(device);
   };
   for (int64_t i = 0; i < mc.num_hidden_layers; ++i) {
     LoraLayer L;
     for (const auto& m : config.lora_target_modules) {
       if (m == "q_proj") {
         L.q_a = uniform(r);
-        L.q_b = torch::zeros({mc.q_width(), r}, torch::kFloat32);
+        L.q_b = torch::zeros({mc.q_width(), r}, torch::TensorOptions(torch::kFloat32).device(device));
       } else if (m == "v_proj") {
         L.v_a = uniform(r);
-        L.v_b = torch::zeros({mc.kv_width(), r}, torch::kFloat32);
+        L.v_b = torch::zeros({mc.kv_width(), r}, torch::TensorOptions(torch::kFloat32).device(device));
       }
     }
     a.lora.layers.push_back(std::move(L));
@@ -113,7 +116,7 @@ IcaeAdapter NewIcaeAdapter(const Transformer& base, const IcaeConfig& config, ui
   torch::NoGradGuard ng;
   auto emb = base.weights().embed_tokens.to(torch::kFloat32);
   const double std = emb.std().item<double>();
-  a.memory_embed = (torch::randn({config.mem_size + 3, H}, torch::kFloat32) * std) +
+  a.memory_embed = (torch::randn({config.mem_size + 3, H}, torch::kFloat32).to(device) * std) +
                    emb.mean(0, /*keepdim=*/true);
   return a;
 }

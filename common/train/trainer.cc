@@ -1,6 +1,7 @@
 #include "common/train/trainer.h"
 
 #include <ATen/autocast_mode.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <cmath>
@@ -91,19 +92,67 @@ absl::Status LoadCheckpoint(const std::string& dir, const NamedTensors& params,
 
 }  // namespace
 
+namespace {
+
+// LibTorch 2.4 named the autocast switches by device type and deprecated the per-device names
+// that 1.13 has; each build uses its own.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool AutocastEnabled(at::DeviceType d) { return at::autocast::is_autocast_enabled(d); }
+void SetAutocastEnabled(at::DeviceType d, bool on) { at::autocast::set_autocast_enabled(d, on); }
+at::ScalarType AutocastDtype(at::DeviceType d) { return at::autocast::get_autocast_dtype(d); }
+void SetAutocastDtype(at::DeviceType d, at::ScalarType t) { at::autocast::set_autocast_dtype(d, t); }
+#else
+bool AutocastEnabled(at::DeviceType d) {
+  return d == at::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+}
+void SetAutocastEnabled(at::DeviceType d, bool on) {
+  if (d == at::kCUDA) {
+    at::autocast::set_enabled(on);
+  } else {
+    at::autocast::set_cpu_enabled(on);
+  }
+}
+at::ScalarType AutocastDtype(at::DeviceType d) {
+  return d == at::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+}
+void SetAutocastDtype(at::DeviceType d, at::ScalarType t) {
+  if (d == at::kCUDA) {
+    at::autocast::set_autocast_gpu_dtype(t);
+  } else {
+    at::autocast::set_autocast_cpu_dtype(t);
+  }
+}
+#endif
+
+}  // namespace
+
 Bf16Autocast::Bf16Autocast(bool enabled) : enabled_(enabled) {
-  prev_enabled_ = at::autocast::is_cpu_enabled();
-  prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+  prev_enabled_ = AutocastEnabled(at::kCPU);
+  prev_dtype_ = AutocastDtype(at::kCPU);
+  // Only where CUDA exists: a CPU-only process keeps exactly the CPU autocast state it had.
+  cuda_ = enabled_ && at::hasCUDA();
+  if (cuda_) {
+    prev_cuda_enabled_ = AutocastEnabled(at::kCUDA);
+    prev_cuda_dtype_ = AutocastDtype(at::kCUDA);
+  }
   if (enabled_) {
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    SetAutocastEnabled(at::kCPU, true);
+    SetAutocastDtype(at::kCPU, at::kBFloat16);
+  }
+  if (cuda_) {
+    SetAutocastEnabled(at::kCUDA, true);
+    SetAutocastDtype(at::kCUDA, at::kBFloat16);
   }
 }
 
 Bf16Autocast::~Bf16Autocast() {
   if (!enabled_) return;
-  at::autocast::set_cpu_enabled(prev_enabled_);
-  at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+  SetAutocastEnabled(at::kCPU, prev_enabled_);
+  SetAutocastDtype(at::kCPU, prev_dtype_);
+  if (cuda_) {
+    SetAutocastEnabled(at::kCUDA, prev_cuda_enabled_);
+    SetAutocastDtype(at::kCUDA, prev_cuda_dtype_);
+  }
   // Autocast caches bf16 copies of leaf weights; they are stale once the weights change.
   at::autocast::clear_cache();
 }

@@ -72,7 +72,8 @@ absl::StatusOr<TrainResult> RunTraining(const TrainOptions& options, const Named
 // Learning rate at `step` (warm-up, then cosine to lr · min_lr_ratio at `steps`).
 double LearningRate(const TrainOptions& options, int64_t step);
 
-// Sets CPU autocast to bf16 for its lifetime (restores the previous state).
+// Sets CPU autocast to bf16 for its lifetime (restores the previous state), and CUDA autocast
+// too where this LibTorch has CUDA (fp32 master weights, bf16 products on either device).
 class Bf16Autocast {
  public:
   explicit Bf16Autocast(bool enabled);
@@ -84,6 +85,9 @@ class Bf16Autocast {
   bool enabled_;
   bool prev_enabled_;
   at::ScalarType prev_dtype_;
+  bool cuda_ = false;
+  bool prev_cuda_enabled_ = false;
+  at::ScalarType prev_cuda_dtype_ = at::kHalf;
 };
 
 }  // namespace icae::train

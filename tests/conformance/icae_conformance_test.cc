@@ -1,5 +1,6 @@
 // Every case of icae-golden: slots within 1e-5 (fp32), decoder inputs, last logits within
 // 1e-4, greedy ids identical, for compress, autoencode and instruct; batched = unbatched.
+// ICAE_TEST_DEVICE=cuda runs the same cases on a GPU (tolerances x10, tests/testing/device.h).
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
@@ -12,21 +13,24 @@
 #include "common/model/transformer.h"
 #include "common/util/mapped_file.h"
 #include "tests/test_util.h"
+#include "tests/testing/device.h"
 
 namespace icae {
 namespace {
 
 using json = nlohmann::json;
+using ::icae::testing::Tol;
 
 class IcaeGoldenTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = ::icae::testing::TestDataDir() + "/icae-golden";
     ICAE_REQUIRE_TESTDATA(dir_ + "/cases.json");
-    auto m = Transformer::Load(dir_ + "/model");
+    auto m = Transformer::Load(dir_ + "/model", ::icae::testing::TestLoadOptions());
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    auto a = LoadIcaeAdapter(dir_ + "/icae_adapter.safetensors", model_->config(), torch::kFloat32);
+    auto a = LoadIcaeAdapter(dir_ + "/icae_adapter.safetensors", model_->config(), torch::kFloat32,
+                             model_->device());
     ASSERT_TRUE(a.ok()) << a.status();
     adapter_ = std::make_unique<IcaeAdapter>(std::move(*a));
     auto e = SafetensorsFile::Open(dir_ + "/expected.safetensors");
@@ -53,13 +57,13 @@ class IcaeGoldenTest : public ::testing::Test {
     ASSERT_TRUE(input.ok()) << input.status();
     auto want_in = Expected(name + ".decoder_inputs_embeds");
     ASSERT_EQ(input->sizes(), want_in.sizes());
-    EXPECT_LT((*input - want_in).abs().max().item<float>(), 1e-5f);
+    EXPECT_LT((input->cpu() - want_in).abs().max().item<float>(), Tol(1e-5f));
     std::vector<SequenceInput> b(1);
     b[0].embeds = *input;
     auto logits = model_->Forward(b);
     ASSERT_TRUE(logits.ok());
     auto want_logits = Expected(name + ".last_logits");
-    EXPECT_LT((logits->squeeze(0) - want_logits).abs().max().item<float>(), 1e-4f);
+    EXPECT_LT((logits->squeeze(0).cpu() - want_logits).abs().max().item<float>(), Tol(1e-4f));
     GenerateOptions go;
     go.max_new_tokens = cases_["greedy_max_new_tokens"].get<int64_t>();
     SequenceInput in;
@@ -100,13 +104,13 @@ TEST_F(IcaeGoldenTest, CompressAutoencodeAndInstructMatchReference) {
     const auto& slots = (*out)[0].slots;
     auto want = Expected(name + ".compress.slots");
     ASSERT_EQ(slots.sizes(), want.sizes());
-    EXPECT_LT((slots - want).abs().max().item<float>(), 1e-5f);
+    EXPECT_LT((slots.cpu() - want).abs().max().item<float>(), Tol(1e-5f));
     EXPECT_EQ((*out)[0].num_segments, c["num_segments"].get<int64_t>());
     // Negative check: with the adapter off the slots differ, and match that reference.
     auto off = compressor.Compress({ids}, /*with_lora=*/false);
     ASSERT_TRUE(off.ok());
     auto want_off = Expected(name + ".compress.slots_lora_disabled");
-    EXPECT_LT(((*off)[0].slots - want_off).abs().max().item<float>(), 1e-5f);
+    EXPECT_LT(((*off)[0].slots.cpu() - want_off).abs().max().item<float>(), Tol(1e-5f));
     EXPECT_GT((want_off - want).abs().max().item<float>(), 1e-3f);
 
     CheckDecode(name + ".ae", PromptMode::kAutoencode, slots, {});
@@ -161,7 +165,8 @@ TEST_F(IcaeGoldenTest, CommandLineCompressAndRunMatchReference) {
   const auto& c = cases_["cases"][3];  // two segments
   const std::string name = c["name"];
   const std::string base = IcaeBinary() + " run --model " + dir_ + "/model --adapter " + dir_ +
-                           "/icae_adapter.safetensors --max-new-tokens 12 --print-ids --threads 1";
+                           "/icae_adapter.safetensors --max-new-tokens 12 --print-ids --threads 1" +
+                           ::icae::testing::DeviceFlag();
   const std::string ids = Join(c["input_ids"].get<std::vector<int64_t>>());
   std::string out, err;
   ASSERT_EQ(RunCommand(base + " --mode autoencode --context-ids '" + ids + "'", &out, &err), 0) << err;
@@ -172,7 +177,8 @@ TEST_F(IcaeGoldenTest, CommandLineCompressAndRunMatchReference) {
   // compress → slot file → run from the slots.
   const std::string slots = ::icae::testing::MakeTempDir("icae-slots") + "/s.safetensors";
   ASSERT_EQ(RunCommand(IcaeBinary() + " compress --model " + dir_ + "/model --adapter " + dir_ +
-                           "/icae_adapter.safetensors --ids '" + ids + "' --out " + slots, &out, &err), 0) << err;
+                           "/icae_adapter.safetensors --ids '" + ids + "' --out " + slots +
+                           ::icae::testing::DeviceFlag(), &out, &err), 0) << err;
   EXPECT_NE(out.find("slots=16 segments=2"), std::string::npos) << out;
   auto f = SafetensorsFile::Open(slots);
   ASSERT_TRUE(f.ok());

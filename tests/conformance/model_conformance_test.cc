@@ -1,6 +1,6 @@
 // The transformer against the shared references: llama2.c's own logits and greedy ids for
 // stories260K (after `icae convert llama2c`), and HuggingFace Mistral logits for the tiny GQA
-// model of icae-golden.
+// model of icae-golden. ICAE_TEST_DEVICE=cuda runs them on a GPU (tests/testing/device.h).
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
@@ -10,6 +10,7 @@
 #include "common/model/transformer.h"
 #include "common/util/mapped_file.h"
 #include "tests/test_util.h"
+#include "tests/testing/device.h"
 
 namespace icae {
 namespace {
@@ -20,6 +21,8 @@ using ::icae::testing::MakeTempDir;
 using ::icae::testing::RunCommand;
 using ::icae::testing::SharedDir;
 using ::icae::testing::TestDataDir;
+using ::icae::testing::TestLoadOptions;
+using ::icae::testing::Tol;
 
 json ReadJson(const std::string& path) {
   auto text = ReadFileToString(path);
@@ -47,7 +50,7 @@ class Stories260kTest : public ::testing::Test {
 
 TEST_F(Stories260kTest, LastLogitsAndGreedyIdsMatchLlama2c) {
   c10::InferenceMode guard;
-  auto model = Transformer::Load(dir_);
+  auto model = Transformer::Load(dir_, TestLoadOptions());
   ASSERT_TRUE(model.ok()) << model.status();
   json golden = ReadJson(TestDataDir() + "/stories260K_golden.json");
   ASSERT_GE(golden["cases"].size(), 1u);
@@ -62,8 +65,8 @@ TEST_F(Stories260kTest, LastLogitsAndGreedyIdsMatchLlama2c) {
     ASSERT_TRUE(logits.ok()) << logits.status();
     auto expected = c["last_logits"].get<std::vector<float>>();
     ASSERT_EQ(logits->size(1), static_cast<int64_t>(expected.size()));
-    float max_diff = (logits->squeeze(0) - torch::tensor(expected)).abs().max().item<float>();
-    EXPECT_LT(max_diff, 1e-4f);
+    float max_diff = (logits->squeeze(0).cpu() - torch::tensor(expected)).abs().max().item<float>();
+    EXPECT_LT(max_diff, Tol(1e-4f));
     // 64 greedy steps fed back without stopping, as the reference did.
     std::vector<int64_t> got;
     auto next = logits->argmax(-1).item<int64_t>();
@@ -89,7 +92,8 @@ TEST_F(Stories260kTest, RunCommandPrintsReferenceGreedyIds) {
   std::string out, err;
   int rc = RunCommand(IcaeBinary() + " run --model " + dir_ + " --prompt '" +
                           c["prompt"].get<std::string>() + "' --max-new-tokens " +
-                          std::to_string(c["greedy_ids"].size()) + " --print-ids --threads 1",
+                          std::to_string(c["greedy_ids"].size()) + " --print-ids --threads 1" +
+                          ::icae::testing::DeviceFlag(),
                       &out, &err);
   ASSERT_EQ(rc, 0) << err;
   std::string want;
@@ -127,7 +131,7 @@ TEST(MistralGoldenTest, BaseCaseLogitsMatchHuggingFace) {
   const std::string dir = TestDataDir() + "/icae-golden";
   ICAE_REQUIRE_TESTDATA(dir + "/cases.json");
   c10::InferenceMode guard;
-  auto model = Transformer::Load(dir + "/model");
+  auto model = Transformer::Load(dir + "/model", TestLoadOptions());
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ((*model)->config().num_key_value_heads, 2);
   auto expected = SafetensorsFile::Open(dir + "/expected.safetensors");
@@ -140,21 +144,22 @@ TEST(MistralGoldenTest, BaseCaseLogitsMatchHuggingFace) {
     std::vector<SequenceInput> batch(1);
     batch[0].ids = torch::tensor(Ids(c["input_ids"]), torch::kInt64);
     batch[0].num_outputs = -1;
-    auto logits = (*model)->Forward(batch);
-    ASSERT_TRUE(logits.ok()) << logits.status();
+    auto forward = (*model)->Forward(batch);
+    ASSERT_TRUE(forward.ok()) << forward.status();
+    auto logits = forward->cpu();
     auto want = (*expected)->Load(name + ".logits", torch::kFloat32);
     ASSERT_TRUE(want.ok()) << want.status();
-    ASSERT_EQ(logits->sizes(), want->sizes());
-    float rel = ((*logits - *want).abs().max() / want->abs().max()).item<float>();
-    EXPECT_LT(rel, 1e-4f);
-    EXPECT_TRUE(torch::equal(logits->argmax(-1), want->argmax(-1)));
+    ASSERT_EQ(logits.sizes(), want->sizes());
+    float rel = ((logits - *want).abs().max() / want->abs().max()).item<float>();
+    EXPECT_LT(rel, Tol(1e-4f));
+    EXPECT_TRUE(torch::equal(logits.argmax(-1), want->argmax(-1)));
     // Final-norm hidden states (HF hidden_states[-1]).
     batch[0].cache = nullptr;
     auto hidden = (*model)->Forward(batch, ForwardOptions{nullptr, ForwardOutput::kHidden});
     ASSERT_TRUE(hidden.ok());
     auto want_h = (*expected)->Load(name + ".hidden_states", torch::kFloat32);
     ASSERT_TRUE(want_h.ok());
-    EXPECT_LT((*hidden - (*want_h)[2]).abs().max().item<float>(), 1e-5f);
+    EXPECT_LT((hidden->cpu() - (*want_h)[2]).abs().max().item<float>(), Tol(1e-5f));
   }
 }
 

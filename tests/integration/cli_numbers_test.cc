@@ -35,8 +35,9 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
   const std::string adapter = " --adapter " + DefaultAdapterPath();
   const std::vector<Row> rows = {
       {"bench decode", {"hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
-                        "prompt-tokens", "decode-tokens", "reps", "threads"}},
-      {"bench compress", {"hidden", "layers", "intermediate", "lora-r", "mem-size", "reps", "threads"}},
+                        "prompt-tokens", "decode-tokens", "reps", "threads", "bandwidth-gbs", "peak-tflops"}},
+      {"bench compress", {"hidden", "layers", "heads", "kv-heads", "intermediate", "lora-r", "mem-size", "reps",
+                          "threads", "peak-tflops"}},
       {"bench load" + m, {"hold", "decode-tokens", "threads"}},
       {"bench tokenize", {"kb", "iters"}},
       {"compress" + m + adapter + " --text hello --out " + dir + "/s.safetensors", {"max-context-tokens", "threads"}},

@@ -2,6 +2,7 @@
 // keys and tenant store keys, the stop-sequence filter, status mapping, UTF-8 checks, a model
 // bundle from parts in memory.
 #include <arpa/inet.h>
+#include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/server/auth.h"
+#include "common/icae/compressor.h"
 #include "common/server/log_safe.h"
 #include "common/server/metrics.h"
 #include "common/server/metrics_http.h"
@@ -19,6 +21,9 @@
 #include "common/server/slot_identity.h"
 #include "common/server/status.h"
 #include "common/server/stop_filter.h"
+#include "common/slot_store/slot_record.h"
+#include "common/util/paths.h"
+#include "tests/test_util.h"
 
 namespace icae::server {
 namespace {
@@ -304,6 +309,77 @@ TEST(LogSafeTest, EscapesControlBytesAndCapsLength) {
   EXPECT_EQ(LogSafe(at + "b"), at + "...(" + std::to_string(kMaxLoggedValueBytes + 1) + " bytes)");
   EXPECT_EQ(LogSafe(std::string(1 << 20, '\n'), 4), "\\n\\n\\n\\n...(1048576 bytes)");
   EXPECT_EQ(LogSafe(at + "\n").find('\n'), std::string::npos);
+}
+
+// Slots cross the store as bytes that do not depend on where the encoder ran: the record is
+// built from a CPU copy in the model's dtype, made contiguous, so a GPU encoder and a CPU
+// decoder (or the reverse) read each other's records. On a CPU machine: a bundle loaded with
+// an explicit --device cpu writes byte-identical records to the default one, a view with other
+// strides writes the same bytes, and a record read back and written again is unchanged.
+TEST(SlotRecordDeviceTest, RecordBytesDoNotDependOnTheDevicePath) {
+  ModelBundleOptions o;
+  o.model_dir = DefaultModelDir();
+  o.adapter_path = DefaultAdapterPath();
+  if (!::icae::testing::PathExists(o.model_dir + "/model.safetensors")) GTEST_SKIP() << "no default model";
+  auto by_default = ModelBundle::Load(o);
+  ASSERT_TRUE(by_default.ok()) << by_default.status();
+  o.device = "cpu";
+  auto by_name = ModelBundle::Load(o);
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  ASSERT_TRUE((*by_name)->model().device().is_cpu());
+  EXPECT_EQ((*by_default)->model_fingerprint(), (*by_name)->model_fingerprint());
+
+  c10::InferenceMode guard;
+  const std::vector<int64_t> ids = {1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50};
+  auto record = [&](const ModelBundle& b, const torch::Tensor& slots) {
+    CompressedContext c;
+    c.slots = slots;
+    c.num_segments = 1;
+    c.num_tokens = static_cast<int64_t>(ids.size());
+    slot_store::SlotRecord r = MakeSlotRecord(b, c);
+    r.header.created_unix_micros = 1;  // the one field that is meant to differ
+    return *slot_store::EncodeSlotRecord(r);
+  };
+  auto a = Compressor((*by_default)->model(), (*by_default)->adapter()).Compress({ids});
+  auto b = Compressor((*by_name)->model(), (*by_name)->adapter()).Compress({ids});
+  ASSERT_TRUE(a.ok() && b.ok());
+  const std::string bytes = record(**by_default, (*a)[0].slots);
+  EXPECT_EQ(bytes, record(**by_name, (*b)[0].slots));
+  // The payload is exactly the slots' values, row-major, in the model dtype.
+  const torch::Tensor s = (*a)[0].slots;
+  EXPECT_EQ(s.scalar_type(), torch::kBFloat16);
+  EXPECT_NE(bytes.find(std::string(static_cast<const char*>(s.contiguous().data_ptr()), s.nbytes())),
+            std::string::npos);
+  // Same values held with other strides (as a copy back from a device may be): same bytes.
+  const torch::Tensor strided = s.t().contiguous().t();
+  ASSERT_FALSE(strided.is_contiguous());
+  EXPECT_EQ(bytes, record(**by_default, strided));
+  // Slots held in another dtype are written in the model's dtype.
+  EXPECT_EQ(bytes, record(**by_default, s.to(torch::kFloat32)));
+  // Read back (onto the reader's device) and written again: unchanged.
+  auto parsed = slot_store::ParseSlotRecord(bytes);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  slot_store::SlotRecordView view{parsed->header, parsed->payload};
+  auto back = SlotsFromRecord(**by_name, view);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(torch::equal(*back, s));
+  EXPECT_EQ(bytes, record(**by_name, *back));
+}
+
+TEST(SlotRecordDeviceTest, BundleRefusesADeviceItCannotUse) {
+  ModelBundleOptions o;
+  o.model_dir = DefaultModelDir();
+  o.adapter_path = DefaultAdapterPath();
+  o.device = "tpu";
+  auto bad = ModelBundle::Load(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  if (at::hasCUDA()) return;
+  o.device = "cuda:0";
+  auto cuda = ModelBundle::Load(o);
+  ASSERT_FALSE(cuda.ok());
+  EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(cuda.status().message().find("no CUDA support"), std::string::npos) << cuda.status();
 }
 
 }  // namespace
