@@ -95,8 +95,8 @@ absl::StatusOr<AutoencodeResult> EvalAutoencode(const Transformer& model, const 
     // Argmax over the base vocabulary, as greedy decoding takes it.
     ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, in, text));
     auto best = logits.narrow(1, 0, adapter.config.base_vocab_size).argmax(1);
-    r.teacher_forced_accuracy +=
-        best.eq(torch::tensor(text, torch::kInt64).to(best.device())).to(torch::kFloat64).mean().item<double>();
+    auto truth = torch::tensor(text, torch::kInt64).to(best.device());
+    r.teacher_forced_accuracy += best.eq(truth).to(torch::kFloat64).mean().item<double>();
   }
   r.bleu4 /= count;
   r.exact_match /= count;
