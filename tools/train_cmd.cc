@@ -372,6 +372,33 @@ void AddInputNoise(IcaeExample& e, const std::vector<int32_t>& stream, double p,
   }
 }
 
+// --ae-self-feed P (scheduled sampling): one teacher-forced pass without gradient predicts
+// every target id of the batch's autoencoding examples; each decoder input is then, with
+// probability P, the model's own prediction of that id instead of the true one (labels
+// unchanged). Unlike random noise, the wrong inputs are the ones greedy decoding makes.
+absl::Status SelfFeed(const Transformer& model, const IcaeAdapter& adapter, double p,
+                      std::vector<IcaeExample>& examples, std::mt19937_64& rng) {
+  if (p <= 0) return absl::OkStatus();
+  std::vector<IcaeExample*> ae;
+  std::vector<IcaeExample> batch;
+  for (auto& e : examples) {
+    if (e.objective != IcaeObjective::kAutoencode || e.target.size() < 2) continue;
+    ae.push_back(&e);
+    batch.push_back(e);
+  }
+  if (ae.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(auto predicted, train::IcaePredictions(model, adapter, batch));
+  std::uniform_real_distribution<double> u(0, 1);
+  for (size_t i = 0; i < ae.size(); ++i) {
+    IcaeExample& e = *ae[i];
+    if (e.target_input.empty()) e.target_input.assign(e.target.begin(), e.target.end() - 1);
+    for (size_t k = 0; k < e.target_input.size(); ++k) {
+      if (u(rng) < p) e.target_input[k] = predicted[i][k];
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Continuation example: a random window of `len` context ids (BOS included) and the
 // `cont_len` ids that follow it as the target.
 IcaeExample ContinueExample(const std::vector<int32_t>& stream, int64_t len, int64_t cont_len,
@@ -391,7 +418,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
                                  "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
                                  "cont-len", "eval-len", "eval-windows", "base-lm-ratio",
                                  "init-adapter", "lengths", "curve-csv", "curve-passages",
-                                 "ae-input-noise"};
+                                 "ae-input-noise", "ae-self-feed"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
@@ -399,7 +426,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
                      "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
                      "--min-len 32 --max-len 256 | --lengths 128,256,512] [--lm-ratio 0.5 "
-                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 --ae-input-noise 0.1 …]", 2);
+                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 --ae-input-noise 0.1 --ae-self-feed 0.1 …]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto opts = LoopOptions(*args, 1000, 1e-3);
@@ -426,6 +453,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
   const double lm_ratio = num.Double("lm-ratio", 0.5);
   const double ae_noise = num.Double("ae-input-noise", 0.0);
+  const double ae_self_feed = num.Double("ae-self-feed", 0.0);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   // --lengths L1,L2,…: context lengths drawn from this list (repeat a value to weight it)
   // instead of uniformly from [--min-len, --max-len]; e.g. whole 128-token segments, 1 to 4 of
@@ -444,6 +472,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     return Fail(cmd, "need 2 <= --min-len <= --max-len, --cont-len >= 1, 0 <= --lm-ratio <= 1", 2);
   }
   if (ae_noise < 0 || ae_noise >= 1) return Fail(cmd, "--ae-input-noise must be in [0, 1)", 2);
+  if (ae_self_feed < 0 || ae_self_feed >= 1) return Fail(cmd, "--ae-self-feed must be in [0, 1)", 2);
   auto stream = train::TokenizeTextFile(tok, args->Get("train-text"));
   if (!stream.ok()) return Fail(cmd, std::string(stream.status().message()));
   std::vector<int32_t> heldout;
@@ -491,6 +520,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
       }
       ex.push_back(ContinueExample(*stream, L, cont_len, bos, rng));
     }
+    RETURN_IF_ERROR(SelfFeed(model, adapter, ae_self_feed, ex, rng));
     return StageLoss(*setup, adapter, ex, plain);
   };
   // --curve-csv FILE: every held-out evaluation also measures what the learning curve is

@@ -38,8 +38,13 @@ absl::StatusOr<LossSum> LmLossSum(const Transformer& model,
   return SummedCrossEntropy(logits, labels);
 }
 
-absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter& adapter,
-                                    const std::vector<IcaeExample>& examples) {
+namespace {
+
+// Logits [Σ target sizes, V] of every example's targets, teacher-forced (the template, then
+// target_input or the target less its last id); `labels` gets the targets in the same order.
+absl::StatusOr<torch::Tensor> IcaeTargetLogits(const Transformer& model, const IcaeAdapter& adapter,
+                                               const std::vector<IcaeExample>& examples,
+                                               std::vector<int64_t>* labels) {
   if (examples.empty()) return absl::InvalidArgumentError("empty ICAE batch");
   CompressorOptions co;
   co.max_segments_per_batch = 1 << 20;  // one packed encoder pass
@@ -49,7 +54,6 @@ absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter&
   ASSIGN_OR_RETURN(auto compressed, compressor.Compress(contexts, /*with_lora=*/true));
 
   std::vector<SequenceInput> batch;
-  std::vector<int64_t> labels;
   for (size_t i = 0; i < examples.size(); ++i) {
     const IcaeExample& e = examples[i];
     if (e.target.empty()) return absl::InvalidArgumentError("an ICAE example has no target");
@@ -78,12 +82,37 @@ absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter&
     }
     in.num_outputs = static_cast<int64_t>(e.target.size());
     batch.push_back(in);
-    labels.insert(labels.end(), e.target.begin(), e.target.end());
+    labels->insert(labels->end(), e.target.begin(), e.target.end());
   }
   ForwardOptions fo;  // LoRA off on the decoder side
-  ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch, fo));
+  return model.Forward(batch, fo);
+}
+
+}  // namespace
+
+absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter& adapter,
+                                    const std::vector<IcaeExample>& examples) {
+  std::vector<int64_t> labels;
+  ASSIGN_OR_RETURN(torch::Tensor logits, IcaeTargetLogits(model, adapter, examples, &labels));
   // Only the base vocabulary is ever predicted (the model's vocabulary is the base one).
   return SummedCrossEntropy(logits, labels);
+}
+
+absl::StatusOr<std::vector<std::vector<int64_t>>> IcaePredictions(const Transformer& model,
+                                                                  const IcaeAdapter& adapter,
+                                                                  const std::vector<IcaeExample>& examples) {
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> labels;
+  ASSIGN_OR_RETURN(torch::Tensor logits, IcaeTargetLogits(model, adapter, examples, &labels));
+  const torch::Tensor best =
+      logits.narrow(1, 0, adapter.config.base_vocab_size).argmax(1).to(torch::kCPU).contiguous();
+  const int64_t* p = best.data_ptr<int64_t>();
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& e : examples) {
+    out.emplace_back(p, p + e.target.size());
+    p += e.target.size();
+  }
+  return out;
 }
 
 IcaeAdapter NewIcaeAdapter(const Transformer& base, const IcaeConfig& config, uint64_t seed) {

@@ -41,6 +41,13 @@ struct IcaeExample {
 absl::StatusOr<LossSum> IcaeLossSum(const Transformer& model, const IcaeAdapter& adapter,
                                     const std::vector<IcaeExample>& examples);
 
+// Greedy predictions under teacher forcing, no gradient: per example, the argmax over the base
+// vocabulary at every target position (prediction k is the decoder's guess for target[k] given
+// the template and target_input[0..k-1]). Scheduled sampling feeds some of them back as inputs.
+absl::StatusOr<std::vector<std::vector<int64_t>>> IcaePredictions(const Transformer& model,
+                                                                  const IcaeAdapter& adapter,
+                                                                  const std::vector<IcaeExample>& examples);
+
 // A fresh adapter for `base`: LoRA A ~ U(±1/sqrt(hidden)) (PEFT's Kaiming init), B = 0 so
 // training starts from the base model; memory embeddings drawn at the scale of the base
 // model's token embeddings. float32, ready to train.

@@ -52,7 +52,7 @@ TEST(CliNumbersTest, EveryNumericFlagRejectsANonNumberByName) {
         "eval-windows", "copy-ratio", "steps", "lr"}},
       {"train pretrain" + m + " --train-text " + text + " --out " + dir + "/pt",
        {"mem-size", "rate", "lora-r", "lora-alpha", "min-len", "max-len", "cont-len", "batch-size",
-        "eval-len", "eval-windows", "lm-ratio", "curve-passages", "ae-input-noise", "steps", "lr"}},
+        "eval-len", "eval-windows", "lm-ratio", "curve-passages", "ae-input-noise", "ae-self-feed", "steps", "lr"}},
       {"train finetune" + m + adapter + " --train-jsonl " + jsonl + " --out " + dir + "/ft",
        {"batch-size", "eval-examples", "ae-min-len", "ae-max-len", "ae-ratio", "cont-ratio", "cont-len", "steps"}},
 #ifdef ICAE_TEST_SERVICES

@@ -167,6 +167,23 @@ TEST_F(TrainCliTest, InitAdapterContinuesATrainedAdapterOnAWholeSegmentLengthLis
   EXPECT_EQ(lines[2].substr(0, 2), "2,");
 }
 
+// Noisy and self-fed teacher forcing: probabilities in [0, 1) run (the largest below 1, with
+// both at once), 1 and negatives are usage errors naming the flag.
+TEST_F(TrainCliTest, InputNoiseAndSelfFeedTrainWithinTheirBounds) {
+  const std::string lm = TinyLm();
+  std::string err;
+  ASSERT_EQ(Icae(PretrainArgs(lm, dir_ + "/ok") + " --ae-input-noise 0.2 --ae-self-feed 0.99", &err), 0)
+      << err;
+  EXPECT_TRUE(fs::exists(dir_ + "/ok/icae_adapter.safetensors"));
+  for (const char* flag : {"--ae-input-noise", "--ae-self-feed"}) {
+    for (const char* value : {"1", "-0.1"}) {
+      EXPECT_EQ(Icae(PretrainArgs(lm, dir_ + "/bad") + " " + flag + " " + value, &err), 2) << flag << value;
+      EXPECT_NE(err.find(std::string(flag) + " must be in [0, 1)"), std::string::npos) << err;
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir_ + "/bad/icae_adapter.safetensors"));
+}
+
 TEST_F(TrainCliTest, LengthListAndCurveFlagsThatDoNotFitAreUsageErrors) {
   const std::string lm = TinyLm();
   std::string err;

@@ -152,6 +152,36 @@ TEST(TrainIcaeTest, TargetInputFeedsTheDecoderNotTheLabels) {
   EXPECT_EQ(st.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// Scheduled sampling's predictions: one per target id, in the base vocabulary, the same in a
+// packed batch as alone, and aligned with the labels: as the argmax of each position, they
+// score a loss no higher than the true targets' (an off-by-one would break that).
+TEST(TrainIcaeTest, PredictionsAreEachTargetPositionsArgmax) {
+  TinySetup s = NewSetup();
+  s.model->mutable_weights().final_norm.fill_(40.0);  // spread the logits so argmaxes are clear
+  c10::InferenceMode guard;
+  auto ex = MixedExamples(s.stream);
+  auto together = IcaePredictions(*s.model, s.adapter, ex);
+  ASSERT_TRUE(together.ok()) << together.status();
+  ASSERT_EQ(together->size(), ex.size());
+  for (size_t i = 0; i < ex.size(); ++i) {
+    ASSERT_EQ((*together)[i].size(), ex[i].target.size());
+    for (int64_t id : (*together)[i]) {
+      EXPECT_GE(id, 0);
+      EXPECT_LT(id, s.adapter.config.base_vocab_size);
+    }
+    auto alone = IcaePredictions(*s.model, s.adapter, {ex[i]});
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ((*alone)[0], (*together)[i]) << "example " << i;
+    IcaeExample best = ex[i];
+    if (best.target.size() > 1) best.target_input.assign(ex[i].target.begin(), ex[i].target.end() - 1);
+    best.target = (*together)[i];
+    auto truth_loss = IcaeLossSum(*s.model, s.adapter, {ex[i]});
+    auto best_loss = IcaeLossSum(*s.model, s.adapter, {best});
+    ASSERT_TRUE(truth_loss.ok() && best_loss.ok());
+    EXPECT_LE(best_loss->sum.item<double>(), truth_loss->sum.item<double>() + 1e-4) << "example " << i;
+  }
+}
+
 TEST(TrainIcaeTest, AutoencodingLossDecreases) {
   TinySetup s = NewSetup();
   // Random weights of 0.02 with tied embeddings cap the logits near zero; a larger final norm
