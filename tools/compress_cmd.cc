@@ -28,7 +28,7 @@ int Compress(const std::vector<std::string>& argv) {
   const int64_t max_context_tokens = num.Int("max-context-tokens", 0);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   c10::InferenceMode guard;
-  auto loaded = LoadIcaeFromArgs(*args, /*need_adapter=*/true);
+  auto loaded = LoadIcaeFromArgs(*args, /*need_adapter=*/true, "float32", /*max_packed_weight_bytes=*/0);
   if (!loaded.ok()) return Fail(cmd, std::string(loaded.status().message()));
   auto ids = ReadIdsFromArgs(*args, *loaded->tokenizer, "text", "text-file", "ids", true);
   if (!ids.ok()) return Fail(cmd, std::string(ids.status().message()), 2);

@@ -9,7 +9,8 @@
 namespace icae::tools {
 
 absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
-                                            const std::string& default_dtype) {
+                                            const std::string& default_dtype,
+                                            int64_t max_packed_weight_bytes) {
   // Without --model, the embedded default model (and its adapter) are used.
   const std::string dir = args.Get("model", DefaultModelDir());
   std::string adapter_path = args.Get("adapter");
@@ -23,6 +24,7 @@ absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
   ModelLoadOptions lo;
   lo.dtype = dtype;
   lo.device = device;
+  lo.max_packed_weight_bytes = max_packed_weight_bytes;
   ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
   if (!adapter_path.empty()) {

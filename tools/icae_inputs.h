@@ -22,8 +22,11 @@ struct LoadedIcae {
 };
 
 // --model DIR [--adapter FILE] [--dtype]; `need_adapter` makes --adapter mandatory.
-absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
-                                            const std::string& default_dtype = "float32");
+// `max_packed_weight_bytes` (ModelLoadOptions): 0 for commands that never decode (compress),
+// so they do not build a weight copy only decode steps read.
+absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(
+    const Args& args, bool need_adapter, const std::string& default_dtype = "float32",
+    int64_t max_packed_weight_bytes = ModelLoadOptions::kDefaultMaxPackedWeightBytes);
 
 // Reads ids from exactly one of --<text_flag> T, --<file_flag> F, --<ids_flag> "1 2 3".
 // Text gets BOS (as the reference tokenizes contexts); ids are taken as given.
