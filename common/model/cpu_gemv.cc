@@ -154,6 +154,10 @@ void QuantizeActivations(const float* x, int64_t m, int64_t k, Int8Activations& 
   a.q.assign(m * kp, 0);
   a.d.assign(m * kb, 0.0f);
   a.bias.assign(m * kb, 0);
+  // Adding and subtracting 1.5·2^23 rounds |v| <= 2^22 to the nearest integer (ties to even)
+  // in plain float arithmetic, which the compiler vectorizes (lrint per element cost ~5% of a
+  // decode step of the 246M model).
+  constexpr float kRound = 12582912.0f;
   for (int64_t j = 0; j < m; ++j) {
     for (int64_t b = 0; b < kb; ++b) {
       const float* xs = x + j * k + b * 32;
@@ -161,8 +165,9 @@ void QuantizeActivations(const float* x, int64_t m, int64_t k, Int8Activations& 
       float amax = 0.0f;
       bool finite = true;
       for (int64_t i = 0; i < len; ++i) {
-        finite = finite && std::isfinite(xs[i]);
-        amax = std::max(amax, std::fabs(xs[i]));
+        const float v = std::fabs(xs[i]);
+        finite = finite & (v <= std::numeric_limits<float>::max());
+        amax = std::max(amax, v);
       }
       // A NaN or Inf input makes its outputs NaN (d = NaN, q = 0), as the float kernels would.
       if (!finite) {
@@ -170,12 +175,12 @@ void QuantizeActivations(const float* x, int64_t m, int64_t k, Int8Activations& 
         continue;
       }
       if (amax == 0.0f) continue;
-      const float d = amax / 127.0f;
+      const float d = amax / 127.0f, id = 127.0f / amax;
       int32_t sum = 0;
       int8_t* q = a.q.data() + j * kp + b * 32;
       for (int64_t i = 0; i < len; ++i) {
-        const long v = std::lrint(xs[i] / d);
-        q[i] = static_cast<int8_t>(std::clamp<long>(v, -127, 127));
+        const float r = (xs[i] * id + kRound) - kRound;
+        q[i] = static_cast<int8_t>(std::clamp(static_cast<int32_t>(r), -127, 127));
         sum += q[i];
       }
       a.d[j * kb + b] = d;
