@@ -23,6 +23,8 @@ absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
   ModelLoadOptions lo;
   lo.dtype = dtype;
   lo.device = device;
+  // --weights (icae run): the decoder side's weights; the Compressor keeps the loaded ones.
+  ASSIGN_OR_RETURN(lo.weights, WeightsFormatFromArgs(args));
   ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
   if (!adapter_path.empty()) {
