@@ -86,11 +86,16 @@ void PackedGemmInt8Avx512(const uint8_t* w, int64_t n, int64_t kb, const int8_t*
         const int32_t* bias = xbias + r * kb + b;
         const float* d = xd + r * kb + b;
         float* a = acc + r * 32;
-        switch (m - r >= 4 ? 4 : m - r) {
+        // Up to 8 rows at once: 16 integer accumulators + 2 weight vectors stay in registers.
+        switch (m - r >= 8 ? 8 : m - r) {
           case 1: RowsBlock<1>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 1; break;
           case 2: RowsBlock<2>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 2; break;
           case 3: RowsBlock<3>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 3; break;
-          default: RowsBlock<4>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 4; break;
+          case 4: RowsBlock<4>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 4; break;
+          case 5: RowsBlock<5>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 5; break;
+          case 6: RowsBlock<6>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 6; break;
+          case 7: RowsBlock<7>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 7; break;
+          default: RowsBlock<8>(blk, q, ldq, bias, d, kb, sw_lo, sw_hi, a); r += 8; break;
         }
       }
     }
