@@ -82,6 +82,7 @@ class QuantizedInt8Weight {
 // into a float32 sum as fma(float(dot), d_w · d_x, sum), blocks in order, so the reference and
 // the AVX-512 kernel give the same bits, and a row's result depends on no other row.
 // `avx` = false: the portable kernel; true: the AVX-512 VNNI one (CpuInt8GemvAvxAvailable()).
+// Any m (rows go through the kernels in chunks of kMaxPackedRows).
 void Int8GemmForTest(const QuantizedInt8Weight& w, const float* x, int64_t m, float* y, bool avx);
 
 // Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
@@ -92,8 +93,9 @@ inline constexpr int64_t kMaxPackedRows = 32;
 // With `packed` (w's PackedBf16Weight) and m <= kMaxPackedRows, the packed kernel computes it.
 // Falls back to torch::linear when no kernel applies (other dtypes/devices, many rows,
 // autograd recording).
-// With `q8` (w's QuantizedInt8Weight) and m <= kMaxPackedRows (float32 or bf16 x), the int8
-// kernel computes it instead (output in x's dtype); more rows use w itself.
+// With `q8` (w's QuantizedInt8Weight) and float32 or bf16 x, the int8 kernel computes it
+// instead (output in x's dtype): any number of rows where CpuInt8GemvAvxAvailable(), else up
+// to kMaxPackedRows (more rows use w itself).
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed = nullptr,
                      const QuantizedInt8Weight* q8 = nullptr);
 

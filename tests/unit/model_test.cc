@@ -537,11 +537,19 @@ TEST(Int8GemvTest, LinearIsWithinTheActivationQuantizationBound) {
       EXPECT_TRUE(torch::equal(Linear(xb, w, nullptr, &q), Linear(xb.to(torch::kFloat32), w, nullptr, &q).to(torch::kBFloat16)));
     }
   }
-  // More rows than the kernel takes, or autograd recording: torch::linear on w itself.
+  // More rows than a decode step: the AVX-512 kernel takes them all (row by row the same
+  // result), the portable one leaves them to torch::linear on w itself.
   auto w = torch::randn({20, 64});
   const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(w);
   auto x = torch::randn({kMaxPackedRows + 1, 64});
-  EXPECT_TRUE(torch::equal(Linear(x, w, nullptr, &q), torch::linear(x, w)));
+  auto y = Linear(x, w, nullptr, &q);
+  if (CpuInt8GemvAvxAvailable()) {
+    EXPECT_TRUE(torch::equal(y, torch::cat({Linear(x.narrow(0, 0, kMaxPackedRows), w, nullptr, &q),
+                                            Linear(x.narrow(0, kMaxPackedRows, 1), w, nullptr, &q)})));
+    EXPECT_FALSE(torch::equal(y, torch::linear(x, w)));
+  } else {
+    EXPECT_TRUE(torch::equal(y, torch::linear(x, w)));
+  }
 }
 
 // A row's int8 product is the same bits alone, in any batch of up to kMaxPackedRows rows, and on
@@ -565,6 +573,14 @@ TEST(Int8GemvTest, RowsAreBitIdenticalWhateverTheBatch) {
     at::set_num_threads(1);
     EXPECT_TRUE(torch::equal(Linear(x, w, nullptr, &q), all)) << "k=" << k << " on one thread";
     at::set_num_threads(threads);
+    // A prefill-sized product (AVX-512 kernel: any number of rows, in chunks of 32): each row
+    // is still the row alone.
+    if (CpuInt8GemvAvxAvailable()) {
+      auto big = torch::cat({x, torch::randn({45, k}).to(torch::kBFloat16), x});
+      auto ybig = Linear(big, w, nullptr, &q);
+      EXPECT_TRUE(torch::equal(ybig.narrow(0, 0, kMaxPackedRows), all)) << "k=" << k;
+      EXPECT_TRUE(torch::equal(ybig.narrow(0, kMaxPackedRows + 45, kMaxPackedRows), all)) << "k=" << k;
+    }
   }
 }
 
