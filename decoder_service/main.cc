@@ -34,7 +34,9 @@ ABSL_FLAG(std::string, max_packed_weight_bytes, "1G",
           "small models) when the copy fits this many bytes (0 = never pack)");
 ABSL_FLAG(std::string, weights, "bf16",
           "weights of the decode steps: bf16 (as loaded) | int8 (copies quantized at load in "
-          "32-value blocks, as llama.cpp's q8_0: about half the bytes per step; CPU only)");
+          "32-value blocks, as llama.cpp's q8_0: about half the bytes per step; CPU only). With "
+          "int8 on an AVX-512 VNNI CPU every product runs on the int8 copies, so "
+          "--max_packed_weight_bytes=0 saves the packed bf16 copies' memory");
 
 namespace icae::decoder {
 namespace {
