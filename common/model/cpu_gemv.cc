@@ -174,8 +174,9 @@ void QuantizeActivations(const float* x, int64_t m, int64_t k, Int8Activations& 
         a.d[j * kb + b] = std::numeric_limits<float>::quiet_NaN();
         continue;
       }
-      if (amax == 0.0f) continue;
       const float d = amax / 127.0f, id = 127.0f / amax;
+      // All zero, or so small (< 4e-37) that 127 / amax overflows: the block adds nothing.
+      if (amax == 0.0f || !(id <= std::numeric_limits<float>::max())) continue;
       int32_t sum = 0;
       int8_t* q = a.q.data() + j * kp + b * 32;
       for (int64_t i = 0; i < len; ++i) {
