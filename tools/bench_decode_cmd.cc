@@ -98,7 +98,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const std::set<std::string> flags = {"threads", "dtype", "device", "prompt-tokens", "decode-tokens",
                                        "hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
                                        "reps", "layout", "bandwidth-gbs", "peak-tflops",
-                                       "max-packed-weight-bytes"};
+                                       "max-packed-weight-bytes", "weights"};
   auto args = Args::Parse(argv, flags, {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
@@ -124,6 +124,12 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const int64_t max_packed =
       num.Int("max-packed-weight-bytes", ModelLoadOptions::kDefaultMaxPackedWeightBytes);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
+  // --weights int8: decode steps (and prefill chunks of up to kMaxPackedRows) on int8 copies.
+  auto weights_format = WeightsFormatFromArgs(*args);
+  if (!weights_format.ok()) return Fail(cmd, std::string(weights_format.status().message()), 2);
+  if (*weights_format == WeightsFormat::kInt8 && !device.is_cpu()) {
+    return Fail(cmd, "--weights int8 runs on the CPU only", 2);
+  }
   if (given_bw < 0 || peak_flops < 0) return Fail(cmd, "--bandwidth-gbs and --peak-tflops must be >= 0", 2);
   if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
       c.num_attention_heads % c.num_key_value_heads != 0 || c.hidden_size % c.num_attention_heads != 0 ||
@@ -163,7 +169,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     if (!dtype.ok()) return Fail(cmd, std::string(dtype.status().message()), 2);
     ModelWeights weights = RandomWeights(c, *dtype, 1, device);
     if (lay == "separate") weights = SeparateProjections(weights, c);
-    Transformer model(c, std::move(weights), max_packed);
+    Transformer model(c, std::move(weights), max_packed, *weights_format);
     const int64_t params = model.NumParameters();
     const int64_t esize = c10::elementSize(*dtype);
     const double measured_gemm = MeasureGemmRate(*dtype, 512, c.hidden_size, c.intermediate_size, device);
@@ -205,10 +211,16 @@ int BenchDecode(const std::vector<std::string>& argv) {
     // Bytes read per decode token: every weight except the embedding table (one row), plus the
     // KV cache at the mean decode length.
     const double kv_bytes = 2.0 * c.num_hidden_layers * c.kv_width() * (prompt + decode / 2.0) * esize;
-    const double bytes_per_token = (params - c.vocab_size * c.hidden_size) * double(esize) + kv_bytes;
+    // With int8 weights: the int8 copies' bytes (scales included) instead of the weights'.
+    const double weight_bytes = model.int8_weight_bytes() > 0
+                                    ? double(model.int8_weight_bytes())
+                                    : (params - c.vocab_size * c.hidden_size) * double(esize);
+    const double bytes_per_token = weight_bytes + kv_bytes;
     std::fprintf(out, "\n%s %s  model %.1fM params (%d layers, hidden %lld, vocab %lld)%s\n", dname.c_str(),
                 lay.c_str(), params / 1e6, int(c.num_hidden_layers), (long long)c.hidden_size,
-                (long long)c.vocab_size, model.packed_weight_bytes() > 0 ? "  packed" : "");
+                (long long)c.vocab_size,
+                (std::string(model.packed_weight_bytes() > 0 ? "  packed" : "") +
+                 (model.int8_weight_bytes() > 0 ? "  int8 weights" : "")).c_str());
     std::fprintf(out, "  GEMM rate (512x%lldx%lld)       %8.1f GFLOP/s measured%s\n", (long long)c.hidden_size,
                 (long long)c.intermediate_size, measured_gemm / 1e9,
                 peak_flops > 0 ? absl::StrFormat(", peak %.1f TFLOP/s given", peak_flops / 1e12).c_str() : "");
@@ -222,6 +234,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
                           {"layout", lay},
                           {"params", params},
                           {"packed_weight_bytes", model.packed_weight_bytes()},
+                          {"weights", WeightsFormatName(model.weights_format())},
+                          {"int8_weight_bytes", model.int8_weight_bytes()},
                           {"prefill_tokens", prompt},
                           {"decode_tokens", decode},
                           {"gemm_gflops", measured_gemm / 1e9},

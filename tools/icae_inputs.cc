@@ -25,6 +25,8 @@ absl::StatusOr<LoadedIcae> LoadIcaeFromArgs(const Args& args, bool need_adapter,
   lo.dtype = dtype;
   lo.device = device;
   lo.max_packed_weight_bytes = max_packed_weight_bytes;
+  // --weights (icae run): the decoder side's weights; the Compressor keeps the loaded ones.
+  ASSIGN_OR_RETURN(lo.weights, WeightsFormatFromArgs(args));
   ASSIGN_OR_RETURN(out.model, Transformer::Load(dir, lo));
   ASSIGN_OR_RETURN(out.tokenizer, Tokenizer::LoadFromModelDir(dir));
   if (!adapter_path.empty()) {

@@ -2,6 +2,7 @@
 
 #include <iostream>
 
+#include "absl/strings/str_cat.h"
 #include "common/util/device.h"
 #include "common/util/runtime.h"
 #include "common/util/status_macros.h"
@@ -34,6 +35,12 @@ absl::StatusOr<torch::Device> DeviceFromArgs(const Args& args) {
 
 absl::StatusOr<torch::Dtype> DtypeFromArgs(const Args& args, const std::string& def) {
   return ParseDtype(args.Get("dtype", def));
+}
+
+absl::StatusOr<WeightsFormat> WeightsFormatFromArgs(const Args& args) {
+  auto f = ParseWeightsFormat(args.Get("weights", "bf16"));
+  if (!f.ok()) return absl::InvalidArgumentError(absl::StrCat("--weights: ", f.status().message()));
+  return *f;
 }
 
 absl::StatusOr<GenerateOptions> GenerateOptionsFromArgs(const Args& args) {

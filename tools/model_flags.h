@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/model/generate.h"
+#include "common/model/transformer.h"
 #include "tools/args.h"
 
 namespace icae::tools {
@@ -25,6 +26,8 @@ absl::StatusOr<torch::Device> DeviceFromArgs(const Args& args);
 // --dtype (default `def`).
 absl::StatusOr<torch::Dtype> DtypeFromArgs(const Args& args, const std::string& def);
 absl::StatusOr<GenerateOptions> GenerateOptionsFromArgs(const Args& args);
+// --weights bf16|int8 (default bf16): the decode steps' weights (ModelLoadOptions::weights).
+absl::StatusOr<WeightsFormat> WeightsFormatFromArgs(const Args& args);
 
 // Prints "icae <cmd>: <message>" to stderr and returns `code`.
 int Fail(const std::string& cmd, const std::string& message, int code = 1);

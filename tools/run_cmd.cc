@@ -3,6 +3,7 @@
 //   ICAE:   icae run --model DIR --adapter FILE (--context T | --context-file F | --context-ids "…"
 //           | --slots SLOTS.safetensors…) --mode autoencode|instruct|continue|raw
 //           [--prompt P | --prompt-ids "…"] [--baseline] [--stop TEXT…] [sampling flags]
+//   --weights bf16|int8: the decoder's weights (int8: quantized at load; compression keeps bf16)
 // ICAE mode compresses the context (or reads slot files), assembles the decoder input for the
 // mode and decodes with the adapter off; --baseline puts the context tokens in place of slots.
 #include <c10/core/InferenceMode.h>
@@ -25,7 +26,7 @@ int Run(const std::vector<std::string>& argv) {
   const std::string cmd = "run";
   std::set<std::string> value_flags = {"model", "prompt", "ids", "adapter", "context",
                                        "context-file", "context-ids", "mode", "prompt-ids",
-                                       "slots", "stop", "max-context-tokens"};
+                                       "slots", "stop", "max-context-tokens", "weights"};
   value_flags.insert(RuntimeFlagNames().begin(), RuntimeFlagNames().end());
   value_flags.insert(SamplingFlagNames().begin(), SamplingFlagNames().end());
   auto args = Args::Parse(argv, value_flags, {"print-ids", "verbose", "baseline"});
@@ -35,7 +36,7 @@ int Run(const std::vector<std::string>& argv) {
                          args->Has("context-file") || args->Has("context-ids") || args->Has("slots");
   const std::string usage =
       "usage: icae run --model DIR (--prompt TEXT | --ids \"1 2 3\") [--max-new-tokens N] "
-      "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--print-ids]\n"
+      "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--print-ids] [--weights bf16|int8]\n"
       "   or: icae run --model DIR --adapter FILE (--context T | --context-file F | "
       "--context-ids \"…\" | --slots FILE…) --mode autoencode|instruct|continue|raw "
       "[--prompt P | --prompt-ids \"…\"] [--baseline] [--stop TEXT] …";
@@ -47,6 +48,7 @@ int Run(const std::vector<std::string>& argv) {
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   auto gen = GenerateOptionsFromArgs(*args);
   if (!gen.ok()) return Fail(cmd, std::string(gen.status().message()), 2);
+  if (auto w = WeightsFormatFromArgs(*args); !w.ok()) return Fail(cmd, std::string(w.status().message()), 2);
 
   c10::InferenceMode guard;
   auto loaded = LoadIcaeFromArgs(*args, icae_mode);

@@ -76,6 +76,8 @@ absl::StatusOr<std::vector<CompressedContext>> Compressor::Compress(
   ForwardOptions fo;
   fo.lora = with_lora ? &adapter_.lora : nullptr;
   fo.output = ForwardOutput::kHidden;
+  // Slots come from the weights as loaded even where the decoder side runs on int8 copies.
+  fo.full_precision_weights = true;
   const size_t per_batch = static_cast<size_t>(std::max<int64_t>(1, options_.max_segments_per_batch));
   for (size_t start = 0; start < jobs.size(); start += per_batch) {
     const size_t end = std::min(jobs.size(), start + per_batch);

@@ -36,6 +36,55 @@ class PackedBf16Weight {
   int64_t n_ = 0, k_ = 0;
 };
 
+// True when this CPU (and build) runs the int8 kernel with AVX-512 VNNI; the portable kernel
+// serves int8 products elsewhere.
+bool CpuInt8GemvAvxAvailable();
+
+// A weight [n, k] quantized once to int8 for decode steps (weight-only, as llama.cpp's q8_0):
+// per output row, blocks of 32 consecutive inputs share one scale d = max|w| / 127 (stored as
+// bf16, rounded up so that |w| / d <= 127), q = round(w / d). Dequantized w ≈ q·d, within d/2.
+// 1.06 bytes per weight instead of bf16's 2: a decode step, which streams every weight once,
+// reads about half the bytes.
+//
+// Layout (for the AVX-512 VNNI kernel, whose vpdpbusd multiplies 4 consecutive unsigned bytes
+// by 4 signed ones into one 32-bit lane): panels of 32 output rows; per panel, per 32-input
+// block, 8 groups of [32 outputs × 4 inputs] bytes holding q + 128 (unsigned), then the 32
+// outputs' bf16 scales: 1088 bytes per panel and block. k is padded to 32 (q = 0), n to 32
+// (q = 0, scale 0).
+class QuantizedInt8Weight {
+ public:
+  static constexpr int64_t kBlock = 32;
+  static constexpr int64_t kPanel = 32;
+  static constexpr int64_t kBlockBytes = kPanel * kBlock + kPanel * 2;
+
+  QuantizedInt8Weight() = default;
+  // The quantized copy of w (2-D, float32/bf16/fp16, finite, on CPU), or an empty object where
+  // it does not apply (other shapes or devices).
+  static QuantizedInt8Weight Quantize(const torch::Tensor& w);
+  // Bytes Quantize(w) would take (0 where it would give an empty object).
+  static int64_t QuantizedBytes(const torch::Tensor& w);
+  bool defined() const { return data_.defined(); }
+  int64_t rows() const { return n_; }
+  int64_t cols() const { return k_; }
+  int64_t bytes() const { return defined() ? data_.numel() : 0; }
+  const uint8_t* data() const { return data_.data_ptr<uint8_t>(); }
+  // q·d as float32 [n, k] (tests: the weight the kernels multiply by).
+  torch::Tensor Dequantize() const;
+
+ private:
+  torch::Tensor data_;  // uint8 [ceil(n / 32) · ceil(k / 32) · kBlockBytes]
+  int64_t n_ = 0, k_ = 0;
+};
+
+// The int8 kernels, for tests: y [m, n] float32 (row stride n) = x · dequantized(w)ᵀ with each
+// row of x [m, k] (float32) quantized per 32-block to int8 the same way (d = max|x| / 127,
+// float32, round to nearest). Per output and block the integer dot product is exact and adds
+// into a float32 sum as fma(float(dot), d_w · d_x, sum), blocks in order, so the reference and
+// the AVX-512 kernel give the same bits, and a row's result depends on no other row.
+// `avx` = false: the portable kernel; true: the AVX-512 VNNI one (CpuInt8GemvAvxAvailable()).
+// Any m (rows go through the kernels in chunks of kMaxPackedRows).
+void Int8GemmForTest(const QuantizedInt8Weight& w, const float* x, int64_t m, float* y, bool avx);
+
 // Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
 // sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
 inline constexpr int64_t kMaxPackedRows = 32;
@@ -44,7 +93,11 @@ inline constexpr int64_t kMaxPackedRows = 32;
 // With `packed` (w's PackedBf16Weight) and m <= kMaxPackedRows, the packed kernel computes it.
 // Falls back to torch::linear when no kernel applies (other dtypes/devices, many rows,
 // autograd recording).
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed = nullptr);
+// With `q8` (w's QuantizedInt8Weight) and float32 or bf16 x, the int8 kernel computes it
+// instead (output in x's dtype): any number of rows where CpuInt8GemvAvxAvailable(), else up
+// to kMaxPackedRows (more rows use w itself).
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed = nullptr,
+                     const QuantizedInt8Weight* q8 = nullptr);
 
 }  // namespace icae
 

@@ -98,6 +98,33 @@ absl::StatusOr<torch::Dtype> ParseDtype(const std::string& name) {
       absl::StrCat("unknown dtype '", name, "' (use float32, bfloat16 or float16)"));
 }
 
+absl::StatusOr<WeightsFormat> ParseWeightsFormat(const std::string& name) {
+  if (name == "bf16") return WeightsFormat::kBf16;
+  if (name == "int8") return WeightsFormat::kInt8;
+  return absl::InvalidArgumentError(absl::StrCat("unknown weights format '", name, "' (use bf16 or int8)"));
+}
+
+const char* WeightsFormatName(WeightsFormat f) { return f == WeightsFormat::kInt8 ? "int8" : "bf16"; }
+
+Transformer::Int8Weights Transformer::Quantize(const ModelWeights& w) {
+  Int8Weights q;
+  auto quantize = [&q](const torch::Tensor& t) {
+    if (!t.defined()) return QuantizedInt8Weight();
+    QuantizedInt8Weight r = QuantizedInt8Weight::Quantize(t);
+    q.bytes += r.bytes();
+    return r;
+  };
+  for (const auto& L : w.layers) {
+    Int8Weights::Layer o;
+    o.wqkv = quantize(L.wqkv), o.wq = quantize(L.wq), o.wk = quantize(L.wk), o.wv = quantize(L.wv);
+    o.wo = quantize(L.wo), o.w_gate_up = quantize(L.w_gate_up), o.w_gate = quantize(L.w_gate);
+    o.w_up = quantize(L.w_up), o.w_down = quantize(L.w_down);
+    q.layers.push_back(std::move(o));
+  }
+  q.lm_head = quantize(w.lm_head);
+  return q;
+}
+
 Transformer::PackedWeights Transformer::Pack(const ModelWeights& w, int64_t max_bytes) {
   PackedWeights p;
   if (max_bytes <= 0) return p;
@@ -124,9 +151,14 @@ Transformer::PackedWeights Transformer::Pack(const ModelWeights& w, int64_t max_
   return p;
 }
 
-Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_packed_weight_bytes)
+Transformer::Transformer(ModelConfig config, ModelWeights weights, int64_t max_packed_weight_bytes,
+                         WeightsFormat weights_format)
     : config_(std::move(config)), weights_(std::move(weights)) {
   packed_ = Pack(weights_, max_packed_weight_bytes);
+  // The int8 kernels are CPU ones (Load refuses kInt8 on another device).
+  if (weights_format == WeightsFormat::kInt8 && weights_.embed_tokens.device().is_cpu()) {
+    int8_ = Quantize(weights_);
+  }
   // inv_freq as HF computes it: 1 / theta^(arange(0, d, 2) / d), in float32.
   auto exponent = torch::arange(0, config_.head_dim, 2, torch::kInt64).to(torch::kFloat32) /
                   static_cast<double>(config_.head_dim);
@@ -138,6 +170,9 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
                                                                const ModelLoadOptions& options) {
   // A device this process cannot use is an error, not a LibTorch exception halfway through.
   RETURN_IF_ERROR(CheckDeviceAvailable(options.device));
+  if (options.weights == WeightsFormat::kInt8 && !options.device.is_cpu()) {
+    return absl::InvalidArgumentError("int8 weights run on the CPU only (use --weights bf16 on a GPU)");
+  }
   ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig(model_dir));
   ASSIGN_OR_RETURN(auto src, WeightSource::Open(model_dir));
   const torch::Dtype dt = options.dtype;
@@ -193,7 +228,7 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Load(const std::string
     if (L.w_gate_up.defined()) L.w_gate = L.w_up = torch::Tensor();
     w.layers.push_back(std::move(L));
   }
-  auto model = std::make_unique<Transformer>(c, std::move(w), options.max_packed_weight_bytes);
+  auto model = std::make_unique<Transformer>(c, std::move(w), options.max_packed_weight_bytes, options.weights);
   model->weight_files_ = src->Files();
   return model;
 }
@@ -337,6 +372,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     sin = emb.sin().to(dtype()).unsqueeze(1);
   }
   const double scale = std::sqrt(static_cast<double>(hd));
+  const bool use_int8 = !int8_.layers.empty() && !options.full_precision_weights;
   bool all_single_cached = true;
   for (size_t s = 0; s < batch.size(); ++s) {
     all_single_cached = all_single_cached && lens[s] == 1 && batch[s].cache != nullptr &&
@@ -347,17 +383,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     const auto& L = weights_.layers[l];
     static const PackedWeights::Layer kUnpacked;
     const auto& P = packed_.layers.empty() ? kUnpacked : packed_.layers[l];
+    static const Int8Weights::Layer kNoInt8;
+    const auto& Q = use_int8 ? int8_.layers[l] : kNoInt8;
     auto h = RmsNorm(x, L.attn_norm);
     torch::Tensor q, k, v;
     if (L.wqkv.defined()) {
-      auto qkv = Linear(h, L.wqkv, &P.wqkv);  // [N, q + 2 kv]
+      auto qkv = Linear(h, L.wqkv, &P.wqkv, &Q.wqkv);  // [N, q + 2 kv]
       q = qkv.narrow(1, 0, c.q_width());
       k = qkv.narrow(1, c.q_width(), c.kv_width());
       v = qkv.narrow(1, c.q_width() + c.kv_width(), c.kv_width());
     } else {
-      q = Linear(h, L.wq, &P.wq);
-      k = Linear(h, L.wk, &P.wk);
-      v = Linear(h, L.wv, &P.wv);
+      q = Linear(h, L.wq, &P.wq, &Q.wq);
+      k = Linear(h, L.wk, &P.wk, &Q.wk);
+      v = Linear(h, L.wv, &P.wv, &Q.wv);
     }
     if (options.lora != nullptr) {
       const LoraLayer& lo = options.lora->layers[l];
@@ -434,19 +472,19 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
-    x = x + Linear(attn, L.wo, &P.wo);
+    x = x + Linear(attn, L.wo, &P.wo, &Q.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);
     torch::Tensor g, u;
     if (L.w_gate_up.defined()) {
-      auto gu = Linear(h2, L.w_gate_up, &P.w_gate_up);
+      auto gu = Linear(h2, L.w_gate_up, &P.w_gate_up, &Q.w_gate_up);
       g = gu.narrow(1, 0, c.intermediate_size);
       u = gu.narrow(1, c.intermediate_size, c.intermediate_size);
     } else {
-      g = Linear(h2, L.w_gate, &P.w_gate);
-      u = Linear(h2, L.w_up, &P.w_up);
+      g = Linear(h2, L.w_gate, &P.w_gate, &Q.w_gate);
+      u = Linear(h2, L.w_up, &P.w_up, &Q.w_up);
     }
-    x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down);
+    x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down, &Q.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
@@ -461,7 +499,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   auto y = sel.size() == 1 ? sel[0] : torch::cat(sel, 0);
   auto hn = RmsNorm(y, weights_.final_norm);
   if (options.output == ForwardOutput::kHidden) return hn;
-  return Linear(hn, weights_.lm_head, &packed_.lm_head).to(torch::kFloat32);
+  return Linear(hn, weights_.lm_head, &packed_.lm_head, use_int8 ? &int8_.lm_head : nullptr).to(torch::kFloat32);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> Transformer::NamedWeights() const {

@@ -25,6 +25,18 @@
 
 namespace icae {
 
+// The weights the decoder-side products (decode steps, short prefill chunks) multiply by.
+// kBf16: the weights as loaded, in the compute dtype (bf16 when serving). kInt8: an int8 copy
+// (QuantizedInt8Weight, 32-value blocks with one scale, as llama.cpp's q8_0) of every product
+// of the layers and the LM head, made once at load: about half the bytes per decode step. CPU
+// only. The encoder never uses it (ForwardOptions::full_precision_weights): slots stay what
+// the bf16 model makes.
+enum class WeightsFormat { kBf16, kInt8 };
+
+// "bf16" or "int8"; anything else is INVALID_ARGUMENT naming both.
+absl::StatusOr<WeightsFormat> ParseWeightsFormat(const std::string& name);
+const char* WeightsFormatName(WeightsFormat f);
+
 struct ModelLoadOptions {
   // Compute dtype: kFloat32 or kBFloat16 on CPU; kFloat16/kBFloat16 on CUDA.
   torch::Dtype dtype = torch::kFloat32;
@@ -41,6 +53,7 @@ struct ModelLoadOptions {
   // unpacked kernel serves them); 0 never packs.
   int64_t max_packed_weight_bytes = kDefaultMaxPackedWeightBytes;
   static constexpr int64_t kDefaultMaxPackedWeightBytes = int64_t{1} << 30;
+  WeightsFormat weights = WeightsFormat::kBf16;
 };
 
 // One sequence's new input for a forward step.
@@ -59,6 +72,9 @@ enum class ForwardOutput { kLogits, kHidden };
 struct ForwardOptions {
   const LoraWeights* lora = nullptr;  // adapter enabled iff non-null
   ForwardOutput output = ForwardOutput::kLogits;
+  // true: the weights as loaded even where the model holds int8 copies (WeightsFormat::kInt8):
+  // the encoder (Compressor) sets it, so slots do not depend on the decoder's weight format.
+  bool full_precision_weights = false;
 };
 
 struct ModelWeights {
@@ -87,8 +103,10 @@ class Transformer {
                                                            const ModelLoadOptions& options = {});
   // Builds a model around given weights (tests, benchmarks, training from scratch); packs
   // them for few-row products within max_packed_weight_bytes (see ModelLoadOptions).
+  // With WeightsFormat::kInt8 it also quantizes every product's weight (on CPU).
   Transformer(ModelConfig config, ModelWeights weights,
-              int64_t max_packed_weight_bytes = ModelLoadOptions::kDefaultMaxPackedWeightBytes);
+              int64_t max_packed_weight_bytes = ModelLoadOptions::kDefaultMaxPackedWeightBytes,
+              WeightsFormat weights_format = WeightsFormat::kBf16);
 
   // Runs one step for every sequence. Returns the selected rows of every sequence, packed in
   // order: [sum of outputs, vocab] float32 logits or [sum of outputs, hidden] hidden states in
@@ -109,10 +127,16 @@ class Transformer {
   // Writable weights (training); drops the packed copies, which would go stale.
   ModelWeights& mutable_weights() {
     packed_ = PackedWeights();
+    int8_ = Int8Weights();
     return weights_;
   }
   // Bytes of the packed copies of the weights (0: none).
   int64_t packed_weight_bytes() const { return packed_.bytes; }
+  // kInt8 when decode steps use int8 copies of the weights; their bytes (0: none).
+  WeightsFormat weights_format() const {
+    return int8_.layers.empty() ? WeightsFormat::kBf16 : WeightsFormat::kInt8;
+  }
+  int64_t int8_weight_bytes() const { return int8_.bytes; }
   torch::Dtype dtype() const { return weights_.embed_tokens.scalar_type(); }
   torch::Device device() const { return weights_.embed_tokens.device(); }
   int64_t NumParameters() const;
@@ -135,9 +159,20 @@ class Transformer {
     int64_t bytes = 0;
   };
   static PackedWeights Pack(const ModelWeights& w, int64_t max_bytes);
+  // int8 copies of every product's weight (WeightsFormat::kInt8), all or none.
+  struct Int8Weights {
+    struct Layer {
+      QuantizedInt8Weight wqkv, wq, wk, wv, wo, w_gate_up, w_gate, w_up, w_down;
+    };
+    std::vector<Layer> layers;
+    QuantizedInt8Weight lm_head;
+    int64_t bytes = 0;
+  };
+  static Int8Weights Quantize(const ModelWeights& w);
   ModelConfig config_;
   ModelWeights weights_;
   PackedWeights packed_;
+  Int8Weights int8_;
   torch::Tensor inv_freq_;  // [head_dim / 2] float32
   std::vector<std::string> weight_files_;
 };

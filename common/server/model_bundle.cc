@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<ModelBundle>> ModelBundle::Load(const ModelBundle
   ASSIGN_OR_RETURN(lo.device, ResolveDevice(o.device));
   ASSIGN_OR_RETURN(b->slot_dtype_, ToSlotDType(lo.dtype));
   lo.max_packed_weight_bytes = o.max_packed_weight_bytes;
+  lo.weights = o.weights;
   ASSIGN_OR_RETURN(b->model_, Transformer::Load(o.model_dir, lo));
   ASSIGN_OR_RETURN(b->tokenizer_, Tokenizer::LoadFromModelDir(o.model_dir));
   ASSIGN_OR_RETURN(IcaeAdapter a, LoadIcaeAdapter(o.adapter_path, b->model_->config(), lo.dtype, lo.device));

@@ -30,6 +30,7 @@ struct ModelBundleOptions {
   std::string dtype = "bfloat16";
   std::string device = "cpu";  // cpu | cuda | cuda:N (common/util/device.h)
   int64_t max_packed_weight_bytes = 0;  // ModelLoadOptions::max_packed_weight_bytes
+  WeightsFormat weights = WeightsFormat::kBf16;  // ModelLoadOptions::weights (decoder only)
 };
 
 class ModelBundle {

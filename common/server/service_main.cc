@@ -163,6 +163,13 @@ int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefiniti
     return 2;
   }
   mo.max_packed_weight_bytes = *packed_bytes;
+  auto weights = definition.DecodeWeights();
+  if (!weights.ok()) {
+    LOG(ERROR) << weights.status();
+    server->Shutdown();
+    return 2;
+  }
+  mo.weights = *weights;
   auto opened = slot_store::OpenSlotStore(definition.StoreUri(absl::GetFlag(FLAGS_store)));
   if (!opened.ok()) {
     LOG(ERROR) << "--store: " << opened.status();
@@ -188,7 +195,9 @@ int ServiceMain(int argc, char** argv, const std::string& usage, ServiceDefiniti
   core = std::move(*started);
   LOG(INFO) << "loaded " << mo.model_dir << " + " << mo.adapter_path << " in "
             << absl::FormatDuration(absl::Now() - t0) << " (packed weight copies: "
-            << bundle->model().packed_weight_bytes() << " bytes); SERVING";
+            << bundle->model().packed_weight_bytes() << " bytes; decode weights "
+            << WeightsFormatName(bundle->model().weights_format()) << ", int8 copies "
+            << bundle->model().int8_weight_bytes() << " bytes); SERVING";
   health->SetServingStatus(true);
 
   const int sig = WaitForTerminationSignal();

@@ -46,6 +46,9 @@ class ServiceDefinition {
   // Bytes of packed weight copies the model may take for few-row products (decode steps); 0
   // for a service that never multiplies few rows. INVALID_ARGUMENT for a bad flag.
   virtual absl::StatusOr<int64_t> MaxPackedWeightBytes() const { return 0; }
+  // The weights decode steps multiply by (ModelLoadOptions::weights): bf16 for a service that
+  // never decodes (the encoder: slots stay faithful). INVALID_ARGUMENT for a bad flag.
+  virtual absl::StatusOr<WeightsFormat> DecodeWeights() const { return WeightsFormat::kBf16; }
   // Once the model and the store are loaded: builds the core from the service's flags
   // (INVALID_ARGUMENT for one out of range), registers its store metrics and hands the core to
   // the service. `bundle` and `store` outlive the core.

@@ -123,6 +123,45 @@ TEST(CliNumbersTest, DecoderRejectsABadPackedWeightBound) {
 }
 #endif
 
+// --weights bf16|int8 (decode weights): anything else is a usage error (exit 2) naming the flag
+// and the two formats, on every command that takes it, before any model loads; `bench decode
+// --weights int8 --json` reports the format and the int8 copies' bytes.
+TEST(CliNumbersTest, WeightsFlagTakesBf16OrInt8) {
+  const std::string model = DefaultModelDir();
+  std::vector<std::string> commands = {
+      IcaeBinary() + " bench decode --layers 1 --hidden 64 --heads 2 --kv-heads 1 --intermediate 64 --vocab 64",
+      IcaeBinary() + " run --model " + model + " --prompt hi"};
+#ifdef ICAE_TEST_SERVICES
+  std::string bin = IcaeBinary();
+  bin = bin.substr(0, bin.rfind("/tools/")) + "/decoder_service/decoder_service";
+  commands.push_back(bin + " --store=memory:// --metrics_port=-1");
+#endif
+  for (const std::string& c : commands) {
+    std::string out, err;
+    const bool service = c.find("decoder_service") != std::string::npos;
+    const std::string cmd = c + (service ? " --weights=q4_0" : " --weights q4_0");
+    EXPECT_EQ(RunCommand(cmd, &out, &err), 2) << cmd << "\n" << err;
+    EXPECT_NE(err.find("--weights"), std::string::npos) << cmd << "\n" << err;
+    EXPECT_NE(err.find("bf16 or int8"), std::string::npos) << cmd << "\n" << err;
+  }
+  std::string out, err;
+  const std::string bench = IcaeBinary() + " bench decode --json --hidden 64 --layers 2 --heads 4 --kv-heads 2 "
+                            "--intermediate 128 --vocab 256 --prompt-tokens 16 --decode-tokens 8 --reps 1 --threads 1";
+  ASSERT_EQ(RunCommand(bench + " --weights int8", &out, &err), 0) << err;
+  const nlohmann::json q = nlohmann::json::parse(out);
+  EXPECT_EQ(q["weights"], "int8");
+  // 2 layers · (qkv 128 rows, o 64, gate/up 256, down 64 over 128 inputs) + lm_head 256 rows,
+  // 1088 bytes per 32 × 32 block.
+  EXPECT_EQ(q["int8_weight_bytes"], 1088 * (2 * (4 * 2 + 2 * 2 + 8 * 2 + 2 * 4) + 8 * 2));
+  EXPECT_GT(q["decode_tok_s"].get<double>(), 0);
+  ASSERT_EQ(RunCommand(bench, &out, &err), 0) << err;
+  const nlohmann::json b = nlohmann::json::parse(out);
+  EXPECT_EQ(b["weights"], "bf16");
+  EXPECT_EQ(b["int8_weight_bytes"], 0);
+  // Fewer bytes per decode token with int8 weights.
+  EXPECT_LT(q["decode_mb_per_token"].get<double>(), b["decode_mb_per_token"].get<double>());
+}
+
 #ifdef ICAE_TEST_SERVICES
 // `icae ask` retries UNAVAILABLE with back-off (here: nothing listens), --retries times, then
 // reports the status; its bounds are checked at and past them.

@@ -87,6 +87,19 @@ TEST_F(IcaeTest, SaveLoadRoundTripKeepsResults) {
   EXPECT_EQ((*a)[0].num_segments, 2);  // 10 ids, 2 slots × rate 4 = 8 per segment
 }
 
+// A model loaded with int8 decode weights compresses with the weights as loaded: its slots are
+// the bf16/fp32 model's bits (segments this short would otherwise run on the int8 copies).
+TEST_F(IcaeTest, Int8DecodeWeightsLeaveSlotsUnchanged) {
+  Transformer q8(Base(), RandomWeights(Base(), torch::kFloat32, 3),
+                 ModelLoadOptions::kDefaultMaxPackedWeightBytes, WeightsFormat::kInt8);
+  ASSERT_EQ(q8.weights_format(), WeightsFormat::kInt8);
+  std::vector<int64_t> ids = {1, 5, 7, 9, 11, 13, 2, 8, 9, 10};
+  auto a = Compressor(model_, adapter_).Compress({ids});
+  auto b = Compressor(q8, adapter_).Compress({ids});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(torch::equal((*a)[0].slots, (*b)[0].slots));
+}
+
 TEST_F(IcaeTest, AdapterForAnotherModelIsRejectedNamingTheTensor) {
   ModelConfig other = Base();
   other.hidden_size = 32;

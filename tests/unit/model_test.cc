@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "common/model/config.h"
@@ -430,6 +431,219 @@ TEST(CpuGemvTest, PackedModelDecodesLikeTheUnpackedOne) {
   auto eight = step(packed, 8), one = step(packed, 1), ref = step(plain, 8);
   EXPECT_TRUE(torch::equal(eight[0], one[0]));
   EXPECT_LT((eight - ref).abs().max().item<float>(), 0.05f * (ref.abs().max().item<float>() + 1));
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+// Int8 decode weights (QuantizedInt8Weight): q8_0-style blocks of 32 inputs, one scale each.
+
+// The bf16 scale as quantization picks it: the smallest bf16 >= amax / 127.
+float Int8Scale(float amax) {
+  const float d = amax / 127.0f;
+  uint32_t u;
+  std::memcpy(&u, &d, 4);
+  if ((u & 0xFFFFu) != 0) u += 0x10000u;
+  u &= 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+// Every dequantized weight lies within half its block's scale of the weight (the scale being
+// max|w| / 127 rounded up to bf16), zero blocks stay zero, and the copy has the documented size;
+// a bf16 weight quantizes like the same values in float32.
+TEST(Int8GemvTest, QuantizationRoundTripIsWithinHalfAScale) {
+  c10::InferenceMode guard;
+  torch::manual_seed(21);
+  for (int64_t k : {32, 45, 100, 1024}) {
+    // Rows of very different magnitudes, one row of zeros, one outlier per row.
+    auto w = torch::randn({37, k}) * torch::exp(torch::randn({37, 1}) * 2);
+    w[5].zero_();
+    w.select(1, k / 2).mul_(30);
+    const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(w);
+    ASSERT_TRUE(q.defined());
+    EXPECT_EQ(q.bytes(), QuantizedInt8Weight::QuantizedBytes(w));
+    EXPECT_EQ(q.bytes(), 2 * ((k + 31) / 32) * (32 * 32 + 64)) << k;  // 2 panels of 32 rows
+    auto deq = q.Dequantize();
+    ASSERT_EQ(deq.sizes(), w.sizes());
+    EXPECT_EQ(deq[5].abs().max().item<float>(), 0.0f);
+    for (int64_t r = 0; r < 37; ++r) {
+      for (int64_t b = 0; b * 32 < k; ++b) {
+        const int64_t len = std::min<int64_t>(32, k - b * 32);
+        auto wb = w[r].narrow(0, b * 32, len), db = deq[r].narrow(0, b * 32, len);
+        const float d = Int8Scale(wb.abs().max().item<float>());
+        const float err = (wb - db).abs().max().item<float>();
+        // w / d is rounded to float before q is: 127 · 2^-24 of d on top of the half step.
+        ASSERT_LE(err, d * (0.5f + 1e-5f)) << "k=" << k << " row " << r << " block " << b;
+      }
+    }
+    const QuantizedInt8Weight qb = QuantizedInt8Weight::Quantize(w.to(torch::kBFloat16));
+    EXPECT_TRUE(torch::equal(qb.Dequantize(), QuantizedInt8Weight::Quantize(w.to(torch::kBFloat16).to(torch::kFloat32)).Dequantize()));
+  }
+  EXPECT_FALSE(QuantizedInt8Weight::Quantize(torch::randn({64})).defined());
+  EXPECT_EQ(QuantizedInt8Weight::QuantizedBytes(torch::randn({64})), 0);
+}
+
+// The AVX-512 VNNI kernel gives the portable kernel's bits: both add the same exact integer
+// dot products per block with the same fma, in the same order.
+TEST(Int8GemvTest, AvxKernelEqualsThePortableOneBitForBit) {
+  if (!CpuInt8GemvAvxAvailable()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU: only the portable kernel runs";
+  c10::InferenceMode guard;
+  torch::manual_seed(22);
+  for (int64_t n : {37, 300}) {
+    for (int64_t k : {32, 45, 256, 1000}) {
+      const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(torch::randn({n, k}));
+      for (int64_t m : {1, 2, 3, 4, 5, 8, 13, 32}) {
+        auto x = torch::randn({m, k}) * torch::exp(torch::randn({1, k}));
+        std::vector<float> ref(m * n), avx(m * n);
+        Int8GemmForTest(q, x.data_ptr<float>(), m, ref.data(), /*avx=*/false);
+        Int8GemmForTest(q, x.data_ptr<float>(), m, avx.data(), /*avx=*/true);
+        ASSERT_EQ(std::memcmp(ref.data(), avx.data(), ref.size() * 4), 0) << "n=" << n << " k=" << k << " m=" << m;
+      }
+    }
+  }
+}
+
+// Against torch::linear on the dequantized weight the only difference is the inputs'
+// quantization (per row and 32-block, scale d = max|x| / 127, error <= d / 2 per input), so
+// |ours - ref| <= Σ_i |w_i| · d_block(i) / 2, plus float rounding; and the result stays close
+// to the product with the original weight.
+TEST(Int8GemvTest, LinearIsWithinTheActivationQuantizationBound) {
+  c10::InferenceMode guard;
+  torch::manual_seed(23);
+  for (int64_t k : {32, 100, 1024}) {
+    for (int64_t m : {1, 3, 8, 17, 32}) {
+      auto w = torch::randn({70, k}) * 0.05;
+      auto x = torch::randn({m, k});
+      const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(w);
+      auto ours = Linear(x, w, nullptr, &q);
+      ASSERT_EQ(ours.scalar_type(), torch::kFloat32);
+      auto deq = q.Dequantize();
+      auto ref = torch::linear(x.to(torch::kFloat64), deq.to(torch::kFloat64));
+      const int64_t kb = (k + 31) / 32;
+      auto xp = torch::constant_pad_nd(x, {0, kb * 32 - k}).view({m, kb, 32});
+      auto dx = (xp.abs().amax(-1, true) / 127.0).expand({m, kb, 32}).reshape({m, kb * 32}).narrow(1, 0, k);
+      auto bound = torch::linear((dx / 2).to(torch::kFloat64), deq.abs().to(torch::kFloat64)) +
+                   1e-5 * torch::linear(x.abs().to(torch::kFloat64), deq.abs().to(torch::kFloat64)) + 1e-6;
+      EXPECT_TRUE(((ours.to(torch::kFloat64) - ref).abs() <= bound).all().item<bool>()) << "k=" << k << " m=" << m;
+      auto orig = torch::linear(x, w);
+      EXPECT_LT(((ours - orig).abs().max() / orig.abs().max()).item<float>(), 0.02f) << "k=" << k << " m=" << m;
+      // bf16 inputs give bf16 outputs, the float32 result rounded.
+      auto xb = x.to(torch::kBFloat16);
+      EXPECT_TRUE(torch::equal(Linear(xb, w, nullptr, &q), Linear(xb.to(torch::kFloat32), w, nullptr, &q).to(torch::kBFloat16)));
+    }
+  }
+  // More rows than a decode step: the AVX-512 kernel takes them all (row by row the same
+  // result), the portable one leaves them to torch::linear on w itself.
+  auto w = torch::randn({20, 64});
+  const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(w);
+  auto x = torch::randn({kMaxPackedRows + 1, 64});
+  auto y = Linear(x, w, nullptr, &q);
+  if (CpuInt8GemvAvxAvailable()) {
+    EXPECT_TRUE(torch::equal(y, torch::cat({Linear(x.narrow(0, 0, kMaxPackedRows), w, nullptr, &q),
+                                            Linear(x.narrow(0, kMaxPackedRows, 1), w, nullptr, &q)})));
+    EXPECT_FALSE(torch::equal(y, torch::linear(x, w)));
+  } else {
+    EXPECT_TRUE(torch::equal(y, torch::linear(x, w)));
+  }
+}
+
+// A row's int8 product is the same bits alone, in any batch of up to kMaxPackedRows rows, and on
+// one thread (both kernels: continuous batching must not change a greedy stream).
+TEST(Int8GemvTest, RowsAreBitIdenticalWhateverTheBatch) {
+  c10::InferenceMode guard;
+  torch::manual_seed(24);
+  const int threads = at::get_num_threads();
+  for (int64_t k : {16, 45, 256, 1000}) {
+    auto w = torch::randn({300, k}).to(torch::kBFloat16);
+    const QuantizedInt8Weight q = QuantizedInt8Weight::Quantize(w);
+    auto x = torch::randn({kMaxPackedRows, k}).to(torch::kBFloat16);
+    auto all = Linear(x, w, nullptr, &q);
+    for (int64_t m = 1; m <= kMaxPackedRows; ++m) {
+      auto part = Linear(x.narrow(0, 0, m), w, nullptr, &q);
+      for (int64_t j = 0; j < m; ++j) {
+        ASSERT_TRUE(torch::equal(part[j], all[j])) << "k=" << k << " m=" << m << " row " << j;
+      }
+      ASSERT_TRUE(torch::equal(Linear(x.narrow(0, m - 1, 1), w, nullptr, &q)[0], all[m - 1])) << "k=" << k << " row " << m - 1;
+    }
+    at::set_num_threads(1);
+    EXPECT_TRUE(torch::equal(Linear(x, w, nullptr, &q), all)) << "k=" << k << " on one thread";
+    at::set_num_threads(threads);
+    // A prefill-sized product (AVX-512 kernel: any number of rows, in chunks of 32): each row
+    // is still the row alone.
+    if (CpuInt8GemvAvxAvailable()) {
+      auto big = torch::cat({x, torch::randn({45, k}).to(torch::kBFloat16), x});
+      auto ybig = Linear(big, w, nullptr, &q);
+      EXPECT_TRUE(torch::equal(ybig.narrow(0, 0, kMaxPackedRows), all)) << "k=" << k;
+      EXPECT_TRUE(torch::equal(ybig.narrow(0, kMaxPackedRows + 45, kMaxPackedRows), all)) << "k=" << k;
+    }
+  }
+}
+
+TEST(Int8GemvTest, WeightsFormatNames) {
+  EXPECT_EQ(*ParseWeightsFormat("bf16"), WeightsFormat::kBf16);
+  EXPECT_EQ(*ParseWeightsFormat("int8"), WeightsFormat::kInt8);
+  auto bad = ParseWeightsFormat("q8_0");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("bf16 or int8"), std::string::npos);
+  EXPECT_STREQ(WeightsFormatName(WeightsFormat::kInt8), "int8");
+}
+
+// A model with int8 weights: every product of its decode steps (lm_head included) runs on the
+// int8 copies, a sequence's logits do not depend on its batch, they stay close to the bf16
+// model's, and the encoder's hidden states (full_precision_weights) are the bf16 model's bits.
+TEST(Int8GemvTest, Int8ModelDecodesCloseToBf16AndTheEncoderIsUnchanged) {
+  c10::InferenceMode guard;
+  ModelConfig c = ::icae::testing::TinyConfig();
+  c.hidden_size = 96;
+  c.head_dim = 24;
+  c.intermediate_size = 160;
+  c.vocab_size = 70;
+  ModelWeights weights = RandomWeights(c, torch::kBFloat16, 8);
+  Transformer q8(c, weights, ModelLoadOptions::kDefaultMaxPackedWeightBytes, WeightsFormat::kInt8);
+  Transformer bf(c, weights);
+  ASSERT_EQ(q8.weights_format(), WeightsFormat::kInt8);
+  EXPECT_EQ(bf.weights_format(), WeightsFormat::kBf16);
+  EXPECT_EQ(bf.int8_weight_bytes(), 0);
+  // 2 layers · (qkv 96 + 2·48 rows, o 96, gate/up 320, down 96 over 160 inputs) + lm_head 70.
+  EXPECT_EQ(q8.int8_weight_bytes(), 1088 * (2 * (6 * 3 + 3 * 3 + 10 * 3 + 3 * 5) + 3 * 3));
+  auto step = [&](const Transformer& m, int64_t n) {
+    std::vector<KVCache> caches;
+    std::vector<SequenceInput> b(n);
+    for (int64_t i = 0; i < n; ++i) caches.push_back(m.NewCache(16));
+    for (int64_t i = 0; i < n; ++i) {
+      b[i].ids = torch::tensor({int64_t(3 + i), int64_t(7 + i), int64_t(1 + i)}, torch::kInt64);
+      b[i].cache = &caches[i];
+    }
+    EXPECT_TRUE(m.Forward(b).ok());
+    for (int64_t i = 0; i < n; ++i) {
+      b[i] = SequenceInput();
+      b[i].ids = torch::tensor({int64_t(5 + i)}, torch::kInt64);
+      b[i].cache = &caches[i];
+    }
+    return *m.Forward(b);
+  };
+  auto eight = step(q8, 8), one = step(q8, 1), ref = step(bf, 8);
+  EXPECT_TRUE(torch::equal(eight[0], one[0]));
+  EXPECT_FALSE(torch::equal(eight, ref));  // the int8 copies are used
+  EXPECT_LT((eight - ref).abs().max().item<float>(), 0.05f * (ref.abs().max().item<float>() + 1));
+
+  std::vector<SequenceInput> enc(1);
+  enc[0].embeds = torch::randn({5, c.hidden_size}).to(torch::kBFloat16);
+  enc[0].num_outputs = 3;
+  ForwardOptions fo;
+  fo.output = ForwardOutput::kHidden;
+  fo.full_precision_weights = true;
+  auto encoded = q8.Forward(enc, fo), reference = bf.Forward(enc, fo);
+  ASSERT_TRUE(encoded.ok() && reference.ok());
+  EXPECT_TRUE(torch::equal(*encoded, *reference));
+  fo.full_precision_weights = false;
+  EXPECT_FALSE(torch::equal(*q8.Forward(enc, fo), *reference));
 }
 
 }  // namespace
