@@ -402,6 +402,25 @@ TEST(CpuGemvTest, PackingAndTheModelsByteBound) {
   EXPECT_EQ(Transformer(c, RandomWeights(c, torch::kFloat32, 5)).packed_weight_bytes(), 0);
 }
 
+// n sequences prefill a 3-id prompt each, then take one decode step together; returns that
+// step's logits [n, vocab] (sequence i's ids differ by i).
+torch::Tensor PromptThenOneDecodeStep(const Transformer& m, int64_t n) {
+  std::vector<KVCache> caches;
+  std::vector<SequenceInput> b(n);
+  for (int64_t i = 0; i < n; ++i) caches.push_back(m.NewCache(16));
+  for (int64_t i = 0; i < n; ++i) {
+    b[i].ids = torch::tensor({int64_t(3 + i), int64_t(7 + i), int64_t(1 + i)}, torch::kInt64);
+    b[i].cache = &caches[i];
+  }
+  EXPECT_TRUE(m.Forward(b).ok());
+  for (int64_t i = 0; i < n; ++i) {
+    b[i] = SequenceInput();
+    b[i].ids = torch::tensor({int64_t(5 + i)}, torch::kInt64);
+    b[i].cache = &caches[i];
+  }
+  return *m.Forward(b);
+}
+
 // Packed or not, a decode step of several sequences gives each sequence the logits it gets
 // alone (the packed kernel is used for every product of the model, lm_head included), and the
 // packed model's logits stay close to the unpacked one's.
@@ -412,22 +431,7 @@ TEST(CpuGemvTest, PackedModelDecodesLikeTheUnpackedOne) {
   ModelWeights weights = RandomWeights(c, torch::kBFloat16, 6);
   Transformer packed(c, weights), plain(c, weights, 0);
   ASSERT_GT(packed.packed_weight_bytes(), 0);
-  auto step = [&](const Transformer& m, int64_t n) {
-    std::vector<KVCache> caches;
-    std::vector<SequenceInput> b(n);
-    for (int64_t i = 0; i < n; ++i) caches.push_back(m.NewCache(16));
-    for (int64_t i = 0; i < n; ++i) {
-      b[i].ids = torch::tensor({int64_t(3 + i), int64_t(7 + i), int64_t(1 + i)}, torch::kInt64);
-      b[i].cache = &caches[i];
-    }
-    EXPECT_TRUE(m.Forward(b).ok());
-    for (int64_t i = 0; i < n; ++i) {
-      b[i] = SequenceInput();
-      b[i].ids = torch::tensor({int64_t(5 + i)}, torch::kInt64);
-      b[i].cache = &caches[i];
-    }
-    return *m.Forward(b);
-  };
+  auto step = PromptThenOneDecodeStep;
   auto eight = step(packed, 8), one = step(packed, 1), ref = step(plain, 8);
   EXPECT_TRUE(torch::equal(eight[0], one[0]));
   EXPECT_LT((eight - ref).abs().max().item<float>(), 0.05f * (ref.abs().max().item<float>() + 1));
@@ -612,22 +616,7 @@ TEST(Int8GemvTest, Int8ModelDecodesCloseToBf16AndTheEncoderIsUnchanged) {
   EXPECT_EQ(bf.int8_weight_bytes(), 0);
   // 2 layers · (qkv 96 + 2·48 rows, o 96, gate/up 320, down 96 over 160 inputs) + lm_head 70.
   EXPECT_EQ(q8.int8_weight_bytes(), 1088 * (2 * (6 * 3 + 3 * 3 + 10 * 3 + 3 * 5) + 3 * 3));
-  auto step = [&](const Transformer& m, int64_t n) {
-    std::vector<KVCache> caches;
-    std::vector<SequenceInput> b(n);
-    for (int64_t i = 0; i < n; ++i) caches.push_back(m.NewCache(16));
-    for (int64_t i = 0; i < n; ++i) {
-      b[i].ids = torch::tensor({int64_t(3 + i), int64_t(7 + i), int64_t(1 + i)}, torch::kInt64);
-      b[i].cache = &caches[i];
-    }
-    EXPECT_TRUE(m.Forward(b).ok());
-    for (int64_t i = 0; i < n; ++i) {
-      b[i] = SequenceInput();
-      b[i].ids = torch::tensor({int64_t(5 + i)}, torch::kInt64);
-      b[i].cache = &caches[i];
-    }
-    return *m.Forward(b);
-  };
+  auto step = PromptThenOneDecodeStep;
   auto eight = step(q8, 8), one = step(q8, 1), ref = step(bf, 8);
   EXPECT_TRUE(torch::equal(eight[0], one[0]));
   EXPECT_FALSE(torch::equal(eight, ref));  // the int8 copies are used
