@@ -9,7 +9,9 @@
 #   scripts/sanitize.sh tsan [CTEST ARGS...]        TSan (build-tsan): the code with threads —
 #       the slot store, the decoder scheduler and encoder batching core in-process
 #       (server_scheduler_test, server_common_test: metrics, the /metrics listener), and the
-#       services on loopback (services_test, hostile_client_test).
+#       services on loopback (services_test, hostile_client_test). Debian's gRPC is not
+#       instrumented, so races through gRPC's callback code are suppressed (tsan.supp says
+#       which and why); races between our own threads in the service processes are reported.
 #   scripts/sanitize.sh tsan-quick [CTEST ARGS...]  TSan without the services on loopback (no
 #       `icae` tool or service binaries to build): the slot store and both cores in-process.
 # UB aborts the test (-fno-sanitize-recover=undefined); any report fails the test that hit it.

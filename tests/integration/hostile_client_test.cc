@@ -52,13 +52,15 @@ class HostileClientTest : public ::testing::Test {
     const std::string keys = "--api_keys_file=" + *dir_ + "/keys";
     const std::string request_id = absl::StrCat("--max_request_id_bytes=", kMaxRequestIdBytes);
     auto e = StartService("encoder_service", *dir_, store, {keys, request_id});
-    ASSERT_TRUE(e.ok()) << e.status();
+    // Not ASSERT: a fatal failure here makes googletest skip every test of the suite, and ctest
+    // reports skipped tests as skipped, not failed. SetUp fails each test with the error.
+    if (!e.ok()) return void(setup_error_ = new std::string(e.status().ToString()));
     encoder_ = new Service(std::move(*e));
     auto d = StartService("decoder_service", *dir_, store,
                           {keys, request_id, absl::StrCat("--max_stop_sequences=", kMaxStopSequences),
                            absl::StrCat("--max_stop_sequence_bytes=", kMaxStopSequenceBytes),
                            absl::StrCat("--max_stop_token_ids=", kMaxStopTokenIds)});
-    ASSERT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return void(setup_error_ = new std::string(d.status().ToString()));
     decoder_ = new Service(std::move(*d));
   }
   static void TearDownTestSuite() {
@@ -68,6 +70,7 @@ class HostileClientTest : public ::testing::Test {
   }
   void SetUp() override {
     ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
+    ASSERT_EQ(setup_error_, nullptr) << "starting the services: " << *setup_error_;
     ASSERT_NE(encoder_, nullptr);
     ASSERT_NE(decoder_, nullptr);
   }
@@ -114,10 +117,12 @@ class HostileClientTest : public ::testing::Test {
   static std::string* dir_;
   static Service* encoder_;
   static Service* decoder_;
+  static std::string* setup_error_;  // why SetUpTestSuite could not start the services
 };
 std::string* HostileClientTest::dir_ = nullptr;
 Service* HostileClientTest::encoder_ = nullptr;
 Service* HostileClientTest::decoder_ = nullptr;
+std::string* HostileClientTest::setup_error_ = nullptr;
 
 // Finding 1: a NaN record with a valid checksum is DATA_LOSS (never streamed), dropped from
 // every tier (the decoder's local LRU included: the next call is NOT_FOUND), and re-encoding

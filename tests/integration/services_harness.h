@@ -90,7 +90,9 @@ inline absl::StatusOr<Service> StartService(const std::string& name, const std::
   if (!p.ok()) return p.status();
   s.proc = std::move(*p);
   auto pf = server::ReadPortFile(port_file, absl::Seconds(60), s.proc.get());
-  if (!pf.ok()) return pf.status();
+  if (!pf.ok()) {
+    return absl::Status(pf.status().code(), absl::StrCat(name, ": ", pf.status().message(), "; log:\n", ReadFile(s.log)));
+  }
   s.address = pf->grpc;
   s.metrics = pf->metrics;
   auto ch = server::MakeChannel(s.address, {});

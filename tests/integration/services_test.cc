@@ -43,10 +43,12 @@ class ServicesTest : public ::testing::Test {
     dir_ = new std::string(testing::MakeTempDir("icae-services"));
     store_uri_ = new std::string("file://" + *dir_ + "/slots");
     auto e = StartService("encoder_service", *dir_, *store_uri_);
-    ASSERT_TRUE(e.ok()) << e.status();
+    // Not ASSERT: a fatal failure here makes googletest skip every test of the suite, and ctest
+    // reports skipped tests as skipped, not failed. SetUp fails each test with the error.
+    if (!e.ok()) return void(setup_error_ = new std::string(e.status().ToString()));
     encoder_ = new Service(std::move(*e));
     auto d = StartService("decoder_service", *dir_, *store_uri_);
-    ASSERT_TRUE(d.ok()) << d.status();
+    if (!d.ok()) return void(setup_error_ = new std::string(d.status().ToString()));
     decoder_ = new Service(std::move(*d));
   }
   static void TearDownTestSuite() {
@@ -56,6 +58,7 @@ class ServicesTest : public ::testing::Test {
   }
   void SetUp() override {
     ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
+    ASSERT_EQ(setup_error_, nullptr) << "starting the services: " << *setup_error_;
     ASSERT_NE(encoder_, nullptr);
     ASSERT_NE(decoder_, nullptr);
   }
@@ -75,11 +78,13 @@ class ServicesTest : public ::testing::Test {
   static std::string* store_uri_;
   static Service* encoder_;
   static Service* decoder_;
+  static std::string* setup_error_;  // why SetUpTestSuite could not start the services
 };
 std::string* ServicesTest::dir_ = nullptr;
 std::string* ServicesTest::store_uri_ = nullptr;
 Service* ServicesTest::encoder_ = nullptr;
 Service* ServicesTest::decoder_ = nullptr;
+std::string* ServicesTest::setup_error_ = nullptr;
 
 TEST_F(ServicesTest, RoundTripMatchesInProcessGeneration) {
   icae::v1::EncodeResponse first, again;
@@ -338,19 +343,32 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheSequence) {
   for (int i = 0; i < 1000 && decoder_->Sample("icae_requests_running").value_or(-1) != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0));
+  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0)) << "decoder log:\n" << ReadFile(decoder_->log);
   ExpectHealthy();
 }
 
 TEST_F(ServicesTest, DeadlineExceededStopsTheWork) {
   ASSERT_OK_AND_ASSIGN(const std::string slot, Encode(kContext));
+  // Generate RPCs the decoder has finished, whatever their code.
+  auto finished = [&] {
+    double n = 0;
+    for (const char* code : {"OK", "CANCELLED", "DEADLINE_EXCEEDED"}) {
+      n += decoder_->Sample("icae_requests_total", absl::StrCat("{method=\"Generate\",code=\"", code, "\"}")).value_or(0);
+    }
+    return n;
+  };
+  const double before = finished();
   GenResult r = RunGenerate(decoder_->channel, SlotRequest(slot, kMaxNew), "", absl::Milliseconds(1));
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << r.status.error_message();
-  // Within a step once the deadline passes; up to 10 s here so a loaded CI machine does not flake.
+  // The client gives up before the decoder has even admitted the request, so "nothing running"
+  // alone passes too early: first the decoder finishes the RPC (within a step once the deadline
+  // passes; unless it never arrived), then nothing runs. Up to 10 s each for a loaded machine
+  // (TSan: the request was admitted after the client's error).
+  for (int i = 0; i < 1000 && finished() == before; ++i) absl::SleepFor(absl::Milliseconds(10));
   for (int i = 0; i < 1000 && decoder_->Sample("icae_requests_running").value_or(-1) != 0; ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
-  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0));
+  EXPECT_THAT(decoder_->Sample("icae_requests_running"), IsOkAndHolds(0)) << "decoder log:\n" << ReadFile(decoder_->log);
   ExpectHealthy();
 }
 
