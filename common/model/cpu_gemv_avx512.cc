@@ -12,6 +12,7 @@
 // instructions, not the weight stream, bounded the step.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 // GCC 12 reports the intrinsics' own "undefined" temporaries (_mm512_reduce_add_ps,
@@ -165,23 +166,37 @@ void PanelRange(const uint16_t* w, int64_t k, const float* x, int64_t ldx, uint1
 
 }  // namespace
 
+// Bytes of packed weights that the row blocks of one product share while they stay in L2
+// (2 MiB per core here): a few panels at a time go through every row block before the next
+// ones load.
+#ifndef ICAE_GEMV_PANEL_CHUNK_BYTES
+#define ICAE_GEMV_PANEL_CHUNK_BYTES (256 * 1024)
+#endif
+
 // y[j][c] (bf16, row stride ldy) for the outputs c of panels [p0, p1) of a packed weight with
 // n outputs and k inputs, and input rows x[j] (float32, row stride ldx), j < m; rows in
-// blocks of 8.
+// blocks of 8. Panels are the outer loop, in chunks of ICAE_GEMV_PANEL_CHUNK_BYTES: with the
+// rows outside, a 20-row prefill chunk streamed a large model's weights from memory three
+// times (once per block of 8 rows) instead of once.
 void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k, const float* x, int64_t ldx,
                           int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1) {
-  for (int64_t r = 0; r < m; r += 8) {
-    const float* xr = x + r * ldx;
-    uint16_t* yr = y + r * ldy;
-    switch (m - r < 8 ? m - r : 8) {
-      case 1: PanelRange<1>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 2: PanelRange<2>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 3: PanelRange<3>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 4: PanelRange<4>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 5: PanelRange<5>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 6: PanelRange<6>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      case 7: PanelRange<7>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
-      default: PanelRange<8>(w, k, xr, ldx, yr, ldy, n, p0, p1); break;
+  // Multiples of 4 panels, so that PanelRange's blocks of NV panels run whole.
+  const int64_t chunk = m <= 8 ? p1 - p0 : std::max<int64_t>(4, ICAE_GEMV_PANEL_CHUNK_BYTES / (k * 64) / 4 * 4);
+  for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
+    const int64_t c1 = std::min(p1, c0 + chunk);
+    for (int64_t r = 0; r < m; r += 8) {
+      const float* xr = x + r * ldx;
+      uint16_t* yr = y + r * ldy;
+      switch (m - r < 8 ? m - r : 8) {
+        case 1: PanelRange<1>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 2: PanelRange<2>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 3: PanelRange<3>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 4: PanelRange<4>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 5: PanelRange<5>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 6: PanelRange<6>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 7: PanelRange<7>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        default: PanelRange<8>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+      }
     }
   }
 }
