@@ -43,6 +43,9 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
   m_.running = r.AddGauge("icae_requests_running", "Sequences in the running batch");
   m_.waiting = r.AddGauge("icae_requests_waiting", "Requests admitted and waiting for the batch");
   m_.kv_bytes = r.AddGauge("icae_kv_cache_bytes", "Bytes of KV cache held by running sequences");
+  m_.kv_reserved = r.AddGauge("icae_kv_cache_reserved_bytes",
+                              "KV cache bytes reserved by running sequences (admission bound: --kv_cache_bytes)");
+  kv_bytes_per_position_ = bundle.model().NewCache(1).bytes();
   m_.ttft = r.AddHistogram("icae_time_to_first_token_seconds", "Request arrival to first token",
                            server::LatencyBuckets());
   m_.itl = r.AddHistogram("icae_inter_token_latency_seconds", "Time between consecutive tokens",
@@ -141,6 +144,12 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
   if (s->input.size(0) + s->max_new_tokens > positions) {
     return absl::InvalidArgumentError(absl::StrCat("input (", s->input.size(0), " positions) + max_new_tokens (",
                                                    s->max_new_tokens, ") exceeds the model's context of ", positions));
+  }
+  s->kv_reserved = (s->input.size(0) + s->max_new_tokens) * kv_bytes_per_position_;
+  if (s->kv_reserved > options_.kv_cache_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "input (", s->input.size(0), " positions) + max_new_tokens (", s->max_new_tokens, ") needs ", s->kv_reserved,
+        " bytes of KV cache, more than the decoder's --kv_cache_bytes=", options_.kv_cache_bytes));
   }
   return absl::OkStatus();
 }
@@ -297,6 +306,8 @@ void DecoderCore::Loop() {
           else Finish(*s, icae::v1::FINISH_REASON_CANCELLED, "", 0, "");
         }
         running.clear();
+        kv_reserved_ = 0;
+        m_.kv_reserved->Set(0);
         lock.lock();
         running_ = 0;
         m_.running->Set(0);
@@ -306,12 +317,16 @@ void DecoderCore::Loop() {
         if (stop_) return;
         continue;
       }
-      // Admit between steps, up to max_batch; how much of their prefill runs per step is
-      // Schedule's decision.
-      while (!queue_.empty() && static_cast<int64_t>(running.size()) < options_.max_batch) {
+      // Admit between steps, in arrival order, up to max_batch and while the KV reservations
+      // fit kv_cache_bytes (the head waits rather than be overtaken); how much of their
+      // prefill runs per step is Schedule's decision.
+      while (!queue_.empty() && static_cast<int64_t>(running.size()) < options_.max_batch &&
+             kv_reserved_ + queue_.front()->kv_reserved <= options_.kv_cache_bytes) {
+        kv_reserved_ += queue_.front()->kv_reserved;
         running.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      m_.kv_reserved->Set(static_cast<double>(kv_reserved_));
       running_ = static_cast<int64_t>(running.size());
       m_.running->Set(static_cast<double>(running_));
       m_.waiting->Set(static_cast<double>(WaitingLocked()));
@@ -333,8 +348,13 @@ void DecoderCore::Loop() {
       }
     }
     running.erase(std::remove_if(running.begin(), running.end(),
-                                 [](const std::unique_ptr<Sequence>& s) { return s->state == SequenceState::kFinished; }),
+                                 [&](const std::unique_ptr<Sequence>& s) {
+                                   if (s->state != SequenceState::kFinished) return false;
+                                   kv_reserved_ -= s->kv_reserved;
+                                   return true;
+                                 }),
                   running.end());
+    m_.kv_reserved->Set(static_cast<double>(kv_reserved_));
     int64_t kv_bytes = 0;
     for (const auto& s : running) kv_bytes += s->cache ? s->cache->bytes() : 0;
     m_.kv_bytes->Set(static_cast<double>(kv_bytes));

@@ -113,6 +113,8 @@ class DecoderCore final : public server::ServingCore {
   slot_store::SlotStore& store_;
   DecoderOptions options_;
   int64_t max_context_tokens_;
+  int64_t kv_bytes_per_position_;  // of the model's KV cache
+  int64_t kv_reserved_ = 0;        // the running sequences' kv_reserved (scheduler thread)
   PrefixKVCache prefix_cache_;  // used by the scheduler thread only
   absl::Duration last_forward_;  // the current step's forward pass (scheduler thread)
 
@@ -126,7 +128,7 @@ class DecoderCore final : public server::ServingCore {
   std::thread thread_, fetch_thread_;
 
   struct Metrics {
-    server::Gauge *running, *waiting, *kv_bytes;
+    server::Gauge *running, *waiting, *kv_bytes, *kv_reserved;
     server::Histogram *ttft, *itl, *e2e, *queue_time, *batch_size, *step_time, *prefill_time, *prefill_chunk;
     server::Histogram* loop_time;  // per sequence, per step, outside the forward
     server::Counter *prompt_tokens, *generation_tokens, *slot_hits, *slot_misses;

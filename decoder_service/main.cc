@@ -1,6 +1,7 @@
 // decoder_service: icae.v1.Decoder over gRPC. One scheduler thread owns the model and runs
 // continuous batching; gRPC threads only validate, enqueue and stream. See --helpfull.
 #include <algorithm>
+#include <limits>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,10 @@ ABSL_FLAG(int64_t, prefill_chunk, 32,
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
 ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
 ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");
+ABSL_FLAG(std::string, kv_cache_bytes, "4G",
+          "KV cache of the running sequences: a request joins the batch when its input + max_new_tokens "
+          "positions fit beside theirs, else it waits in the queue; one that alone needs more is "
+          "RESOURCE_EXHAUSTED (bytes, or with K/M/G)");
 ABSL_FLAG(std::string, prefix_cache_bytes, "256M",
           "KV of slot-only input prefixes kept for later requests with the same slots, LRU by "
           "bytes (0 = off)");
@@ -95,6 +100,12 @@ class DecoderDefinition final : public server::ServiceDefinition {
       return absl::InvalidArgumentError(absl::StrCat("--prefix_cache_bytes: ", prefix_bytes.status().message()));
     }
     o.prefix_cache_bytes = static_cast<int64_t>(*prefix_bytes);
+    auto kv_bytes = slot_store::ParseByteSize(absl::GetFlag(FLAGS_kv_cache_bytes));
+    if (!kv_bytes.ok() || *kv_bytes < 1 || *kv_bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv_cache_bytes: ", kv_bytes.ok() ? "must be from 1 byte to 2^63 - 1" : kv_bytes.status().message()));
+    }
+    o.kv_cache_bytes = static_cast<int64_t>(*kv_bytes);
     if (o.max_request_id_bytes < 0 || o.max_stop_sequences < 0 || o.max_stop_sequence_bytes < 1 ||
         o.max_stop_token_ids < 0 || o.max_batch < 1 || o.max_queue < 0 || o.max_new_tokens < 1 ||
         o.default_max_new_tokens < 1 || o.default_max_new_tokens > o.max_new_tokens ||

@@ -44,6 +44,12 @@ struct DecoderOptions {
   // longer prefills are split across their steps (0 = whole prefills). Small, because a step
   // that carries a chunk delays every running stream's next token by the chunk's compute.
   int64_t prefill_chunk = 32;
+  // KV cache of the running sequences. A sequence joins the batch only when its reservation
+  // (input positions + max_new_tokens, at the model's bytes per position; a shared slot prefix
+  // counted as its own) fits beside theirs; until then it waits in the queue (--max_queue), so
+  // memory is bounded by this and the prefix cache, never by an out-of-memory kill. A request
+  // that alone needs more ends with RESOURCE_EXHAUSTED.
+  int64_t kv_cache_bytes = int64_t{4} << 30;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.
@@ -80,6 +86,7 @@ struct Sequence {
   // the end of slot set k (the lead + sets 0..k). prefix_positions = where the last one ends.
   std::vector<std::string> prefix_keys;
   int64_t prefix_positions = 0;
+  int64_t kv_reserved = 0;  // bytes of KV cache admission counts for it (DecoderOptions::kv_cache_bytes)
   // Set by Submit.
   std::shared_ptr<GenerationSink> sink;
   std::shared_ptr<std::atomic<bool>> cancelled;

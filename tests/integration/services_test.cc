@@ -384,6 +384,22 @@ TEST_F(ServicesTest, BaselineOverRawContextStreams) {
   EXPECT_GT(g.final.usage().slot_count(), 20);
 }
 
+// --kv_cache_bytes is a byte count of at least 1: anything else is a bad flag (exit 2, named,
+// before the decoder serves). Its admission bound: server_scheduler_test KvCacheBoundAtAndPast.
+TEST(ServicesFlagsTest, KvCacheBytesOutOfRangeIsABadFlag) {
+  ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
+  const std::string dir = testing::MakeTempDir("icae-kv-flag");
+  for (const std::string value : {"0", "-1", "lots", "9223372036854775808"}) {
+    const std::string port_file = dir + "/port";
+    const std::string cmd = ServiceBinary("decoder_service") + " --model=" + GoldenDir() + "/model --adapter=" +
+                            GoldenDir() + "/icae_adapter.safetensors --dtype=float32 --threads=1 --store=memory:// " +
+                            "--metrics_port=-1 --port_file=" + port_file + " --kv_cache_bytes=" + value;
+    std::string out, err;
+    EXPECT_EQ(testing::RunCommand(cmd, &out, &err), 2) << cmd << "\n" << err;
+    EXPECT_NE(err.find("--kv_cache_bytes"), std::string::npos) << cmd << "\nstderr: " << err;
+  }
+}
+
 TEST_F(ServicesTest, MetricsAndModelInfo) {
   ASSERT_OK_AND_ASSIGN(const std::string slot, Encode(kContext));
   ASSERT_OK_AND_ASSIGN(const std::string again, Encode(kContext));  // a slot cache hit
@@ -395,7 +411,8 @@ TEST_F(ServicesTest, MetricsAndModelInfo) {
                            "icae_request_queue_time_seconds_count", "icae_batch_size_count",
                            "icae_prompt_tokens_total", "icae_generation_tokens_total", "icae_slot_cache_bytes",
                            "icae_prefix_cache_hits_total", "icae_prefix_cache_misses_total",
-                           "icae_prefix_cache_bytes", "icae_scheduler_loop_seconds_count"}) {
+                           "icae_prefix_cache_bytes", "icae_scheduler_loop_seconds_count",
+                           "icae_kv_cache_bytes", "icae_kv_cache_reserved_bytes"}) {
     EXPECT_TRUE(server::FindSample(dm, name).ok()) << name << "\n" << dm;
   }
   EXPECT_THAT(server::FindSample(dm, "icae_generation_tokens_total"), IsOkAndHolds(Gt(0)));

@@ -219,6 +219,110 @@ TEST_F(SchedulerTest, QueueBoundAtAndPast) {
   EXPECT_EQ(sinks[0]->status.code(), absl::StatusCode::kCancelled);
 }
 
+// --kv_cache_bytes: a sequence joins the batch only when its KV reservation (input positions
+// + max_new_tokens) fits beside the running ones'; else it waits in the queue, and past the
+// queue bound it is RESOURCE_EXHAUSTED. One that alone needs more than the bound ends with
+// RESOURCE_EXHAUSTED from the fetch stage.
+TEST_F(SchedulerTest, KvCacheBoundAtAndPast) {
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285, 1142, 461, 10575}));
+  const int64_t per_position = bundle_->model().NewCache(1).bytes();
+  ASSERT_GT(per_position, 0);
+  constexpr int64_t kNew = 12;
+  decoder::DecoderOptions o;
+  o.kv_cache_bytes = 1;
+  // What one request reserves, from the refusal at a 1-byte bound: whole positions, more than
+  // max_new_tokens of them (the input comes first).
+  int64_t need = 0;
+  {
+    auto core = MakeDecoder(o);
+    auto sink = Start(*core, Request(a, {}, kNew));
+    ASSERT_TRUE(sink->WaitDone(absl::Seconds(30)));
+    ASSERT_EQ(sink->status.code(), absl::StatusCode::kResourceExhausted) << sink->status;
+    const std::string msg(sink->status.message());
+    const size_t at = msg.find("needs ");
+    ASSERT_NE(at, std::string::npos) << msg;
+    need = std::stoll(msg.substr(at + 6));
+    EXPECT_NE(msg.find("--kv_cache_bytes=1"), std::string::npos) << msg;
+    EXPECT_EQ(need % per_position, 0) << msg;
+    EXPECT_GT(need / per_position, kNew) << msg;
+    EXPECT_TRUE(sink->ids.empty());
+  }
+  // One byte under: refused; at the bound: served.
+  o.kv_cache_bytes = need - 1;
+  {
+    auto core = MakeDecoder(o);
+    auto sink = Start(*core, Request(a, {}, kNew));
+    ASSERT_TRUE(sink->WaitDone(absl::Seconds(30)));
+    EXPECT_EQ(sink->status.code(), absl::StatusCode::kResourceExhausted) << sink->status;
+  }
+  o.kv_cache_bytes = need;
+  ASSERT_OK_AND_ASSIGN(const std::vector<int64_t> want, Reference(a, {}, kNew));
+  {
+    // Room for one: two requests both finish, one after the other (no step ran both).
+    auto core = MakeDecoder(o);
+    const uint64_t batched = BatchedSteps();
+    auto first = Start(*core, Request(a, {}, kNew));
+    auto second = Start(*core, Request(a, {}, kNew));
+    for (auto* sink : {&first, &second}) {
+      ASSERT_TRUE((*sink)->WaitDone(absl::Seconds(30)));
+      ASSERT_TRUE((*sink)->status.ok()) << (*sink)->status;
+      EXPECT_EQ((*sink)->ids, want);
+    }
+    EXPECT_EQ(BatchedSteps(), batched);
+    EXPECT_EQ(metrics_.AddGauge("icae_kv_cache_reserved_bytes", "")->Value(), 0);
+  }
+  {
+    // Room for two: the same two requests share steps.
+    o.kv_cache_bytes = 2 * need;
+    auto core = MakeDecoder(o);
+    const uint64_t batched = BatchedSteps();
+    auto first = Start(*core, Request(a, {}, kNew));
+    auto second = Start(*core, Request(a, {}, kNew));
+    ASSERT_TRUE(first->WaitDone(absl::Seconds(30)) && second->WaitDone(absl::Seconds(30)));
+    EXPECT_TRUE(first->status.ok() && second->status.ok()) << first->status << " " << second->status;
+    EXPECT_EQ(second->ids, want);
+    EXPECT_GT(BatchedSteps(), batched);
+  }
+  {
+    // Waiting for KV counts against the queue bound: room for one running sequence and one in
+    // the queue; a third is RESOURCE_EXHAUSTED.
+    const int64_t long_new = 2000;
+    o.max_new_tokens = long_new;
+    o.max_queue = 1;
+    const int64_t positions = need / per_position - kNew;  // the input's
+    o.kv_cache_bytes = (positions + long_new) * per_position;
+    auto core = MakeDecoder(o);
+    std::vector<std::shared_ptr<std::atomic<bool>>> flags;
+    std::vector<std::shared_ptr<CollectingSink>> sinks;
+    std::vector<absl::Status> results;
+    for (int i = 0; i < 3; ++i) {
+      auto seq = core->Prepare(Request(a, {}, long_new), "");
+      ASSERT_TRUE(seq.ok()) << seq.status();
+      flags.push_back(std::make_shared<std::atomic<bool>>(false));
+      sinks.push_back(std::make_shared<CollectingSink>());
+      results.push_back(core->Submit(std::move(*seq), sinks.back(), flags.back(), absl::InfiniteFuture()));
+      if (i == 0) {
+        for (int k = 0; k < 2500 && core->Running() == 0; ++k) absl::SleepFor(absl::Milliseconds(2));
+        ASSERT_EQ(core->Running(), 1);
+      }
+    }
+    EXPECT_TRUE(results[0].ok()) << results[0];
+    EXPECT_TRUE(results[1].ok()) << results[1];  // waits for KV, in the queue (at its bound)
+    EXPECT_EQ(results[2].code(), absl::StatusCode::kResourceExhausted) << results[2];
+    // The second never joined the first while it ran.
+    for (int k = 0; k < 50; ++k) {
+      EXPECT_EQ(core->Running(), 1);
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    EXPECT_EQ(metrics_.AddGauge("icae_kv_cache_reserved_bytes", "")->Value(), static_cast<double>(o.kv_cache_bytes));
+    for (auto& f : flags) f->store(true);
+    EXPECT_TRUE(sinks[0]->WaitDone(absl::Seconds(10)));
+    EXPECT_TRUE(sinks[1]->WaitDone(absl::Seconds(10)));
+    EXPECT_EQ(sinks[0]->status.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(sinks[1]->status.code(), absl::StatusCode::kCancelled);
+  }
+}
+
 TEST_F(SchedulerTest, CancelAndDeadlineLeaveWithinAStep) {
   ASSERT_OK_AND_ASSIGN(const std::string a, Encode({1, 415, 2936, 9060, 285}));
   decoder::DecoderOptions o;
