@@ -6,8 +6,9 @@
 // Encodes one random-id context per stream, then for each concurrency N runs N client streams,
 // each sending --requests Generate calls back to back (greedy, ignore_eos), and reports the
 // aggregate generated tokens/s, time to first token p50/p99 and inter-token latency p50/p99 —
-// with slots and, side by side, over the raw context (the uncompressed baseline). Repeated
-// requests on the same slots start from the decoder's prefix cache.
+// with slots and, side by side, over the raw context (the uncompressed baseline). Every
+// context is used once before the levels run, so every slot request starts from the
+// decoder's prefix cache, at each level alike.
 // --questions-per-slot N: on fresh contexts, N different questions per context one after the
 // other: TTFT of the first question (slot prefix computed) vs the repeats (prefix cached).
 // --interference: inter-token p99 of running slot streams, steady, and while a raw-context
@@ -314,8 +315,14 @@ int BenchServe(const std::vector<std::string>& argv) {
               encode_seconds * 1e3 / max_level);
   std::printf("%-9s %5s %10s %10s %10s %9s %9s %6s\n", "input", "N", "tok/s", "ttft_p50", "ttft_p99",
               "itl_p50", "itl_p99", "errors");
-  // Warm up once (first-call allocations).
-  RunLoad(*dch, co, 1, 1, slot_reqs);
+  // Warm up (first-call allocations) with one short request per context, so that every level
+  // starts from the same state: each context's slot prefix in the decoder's prefix cache, as
+  // for the repeated questions this bench stands for (--questions-per-slot measures the first
+  // question's cost). Warming only the first context made one stream's prefix cached and
+  // seven of eight streams' not, which compared a cached prefill with fresh ones.
+  std::vector<icae::v1::GenerateRequest> warm = slot_reqs;
+  for (auto& w : warm) w.mutable_stopping()->set_max_new_tokens(1);
+  RunLoad(*dch, co, max_level, 1, warm);
   double one_stream = 0, slots_tps = 0;
   for (int n : levels) {
     for (int pass = 0; pass < (args->Has("no-baseline") ? 1 : 2); ++pass) {
