@@ -103,7 +103,9 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
   const float inv_scale = static_cast<float>(1.0 / scale);
   const auto* qp = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
   const int64_t q_stride0 = q.stride(0), q_stride1 = q.stride(1);
-  at::parallel_for(0, B * heads, 1, [&](int64_t b, int64_t e) {
+  // One (sequence, head) row: its keys' dot products, then (phase 3) its values' weighted sum.
+  const int64_t grain = ParallelGrain(max_len * hd, max_len * hd * 2);
+  at::parallel_for(0, B * heads, grain, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
       float* row = sp + r * max_len;
@@ -120,7 +122,7 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
   // Phase 3: weighted sums of values, across a sequence's segments in order.
   auto out = torch::empty({B, heads * hd}, q.options());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
-  at::parallel_for(0, B * heads, 1, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, B * heads, grain, [&](int64_t b, int64_t e) {
     const uint16_t* vps[kMaxSegments];
     int64_t strides[kMaxSegments], lens[kMaxSegments];
     for (int64_t r = b; r < e; ++r) {

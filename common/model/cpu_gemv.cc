@@ -47,6 +47,13 @@ void GemvInputLayout(const uint16_t* x, int64_t m, int64_t k, int64_t ld, float*
 }  // namespace
 #endif
 
+int64_t ParallelGrain(int64_t macs_per_item, int64_t bytes_per_item) {
+  constexpr double kMinTaskNanos = 30000, kMacsPerNano = 25, kBytesPerNano = 10;
+  const double item = std::max(static_cast<double>(macs_per_item) / kMacsPerNano,
+                               static_cast<double>(bytes_per_item) / kBytesPerNano);
+  return item >= kMinTaskNanos ? 1 : static_cast<int64_t>(std::ceil(kMinTaskNanos / std::max(item, 1.0)));
+}
+
 bool CpuBf16GemvAvailable() {
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
   static const bool ok = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
@@ -350,7 +357,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
     const float* xp = xbuf.data();
     const uint16_t* wp = packed->data();
-    at::parallel_for(0, (n + 31) / 32, 1, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, (n + 31) / 32, ParallelGrain(m * 32 * k, 64 * k), [&](int64_t b, int64_t e) {
       PackedGemmBf16Avx512(wp, n, k, xp, k, m, yp, n, b, e);
     });
     return y;
@@ -372,7 +379,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     const auto* wp = reinterpret_cast<const uint16_t*>(w.data_ptr<at::BFloat16>());
     const float* xp = xf;
     auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
-    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n, std::max<int64_t>(16, ParallelGrain(m * k, 2 * k)), [&](int64_t b, int64_t e) {
       // Accumulate a block in float32 on the stack, round once to bf16.
       constexpr int64_t kBlock = 128;
       float buf[kMaxRows * kBlock];

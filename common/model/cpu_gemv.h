@@ -85,6 +85,16 @@ class QuantizedInt8Weight {
 // Any m (rows go through the kernels in chunks of kMaxPackedRows).
 void Int8GemmForTest(const QuantizedInt8Weight& w, const float* x, int64_t m, float* y, bool avx);
 
+// Items per task for at::parallel_for over a decode step's kernels, so that each task carries
+// at least ~30 µs of work, estimated from an item's multiply-adds (at ~25 per ns, one core's
+// AVX-512 FMA rate here) or bytes read (at ~10 per ns), whichever takes longer. Forking
+// LibTorch's OpenMP team and joining it costs ~10-20 µs with the wake-ups, more than a small
+// model's product or a few sequences' attention: with a grain of 1 every one of them woke the
+// other core, which the service's gRPC and writer threads needed (default model, 8 streams
+// through the services: 2.2x one stream on 2 threads, 2.8-3.0x on 1). Large products still
+// split across every core.
+int64_t ParallelGrain(int64_t macs_per_item, int64_t bytes_per_item);
+
 // Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
 // sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
 inline constexpr int64_t kMaxPackedRows = 32;
