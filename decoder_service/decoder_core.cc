@@ -288,6 +288,7 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
 void DecoderCore::Loop() {
   c10::InferenceMode guard;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
+  std::vector<std::unique_ptr<Sequence>> gone;     // left the queue this step
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -317,6 +318,18 @@ void DecoderCore::Loop() {
         if (stop_) return;
         continue;
       }
+      // Queued requests whose client gave up or whose deadline passed leave now rather than
+      // when they reach the batch: waiting for KV room can take long, and they hold places
+      // in the queue. (Failed below, outside the lock.)
+      const absl::Time now = absl::Now();
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        if (Gone(**it, now)) {
+          gone.push_back(std::move(*it));
+          it = queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
       // Admit between steps, in arrival order, up to max_batch and while the KV reservations
       // fit kv_cache_bytes (the head waits rather than be overtaken); how much of their
       // prefill runs per step is Schedule's decision.
@@ -331,6 +344,8 @@ void DecoderCore::Loop() {
       m_.running->Set(static_cast<double>(running_));
       m_.waiting->Set(static_cast<double>(WaitingLocked()));
     }
+    for (auto& s : gone) LeaveIfGone(*s, absl::Now());
+    gone.clear();
     const absl::Time step_start = absl::Now();
     last_forward_ = absl::ZeroDuration();
     StepPlan plan = Schedule(running);
@@ -370,6 +385,24 @@ void DecoderCore::Loop() {
   }
 }
 
+bool DecoderCore::Gone(const Sequence& s, absl::Time now) {
+  return (s.cancelled && s.cancelled->load()) || now >= s.deadline;
+}
+
+bool DecoderCore::LeaveIfGone(Sequence& s, absl::Time now) {
+  if (s.cancelled && s.cancelled->load()) {
+    LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " cancelled after " << s.generated << " tokens";
+    s.sink->Fail(absl::CancelledError("cancelled by the client"));
+  } else if (now >= s.deadline) {
+    LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " deadline exceeded after " << s.generated << " tokens";
+    s.sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
+  } else {
+    return false;
+  }
+  s.state = SequenceState::kFinished;
+  return true;
+}
+
 DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence>>& running) {
   const absl::Time now = absl::Now();
   StepPlan plan;
@@ -389,18 +422,7 @@ DecoderCore::StepPlan DecoderCore::Schedule(std::vector<std::unique_ptr<Sequence
   for (auto& p : running) {
     Sequence& s = *p;
     // Leave: cancelled by the client, or past the deadline. Their caches go with them.
-    if (s.cancelled && s.cancelled->load()) {
-      LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " cancelled after " << s.generated << " tokens";
-      s.sink->Fail(absl::CancelledError("cancelled by the client"));
-      s.state = SequenceState::kFinished;
-      continue;
-    }
-    if (now >= s.deadline) {
-      LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " deadline exceeded after " << s.generated << " tokens";
-      s.sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
-      s.state = SequenceState::kFinished;
-      continue;
-    }
+    if (LeaveIfGone(s, now)) continue;
     if (s.state == SequenceState::kDecoding) {
       plan.decode.push_back(&s);
       continue;

@@ -93,6 +93,10 @@ class DecoderCore final : public server::ServingCore {
   int64_t WaitingLocked() const;  // fetch queue + being fetched + admission queue
   void Loop();
   StepPlan Schedule(std::vector<std::unique_ptr<Sequence>>& running);
+  // Whether s's client cancelled or its deadline passed; LeaveIfGone then ends its stream
+  // with CANCELLED / DEADLINE_EXCEEDED and marks it finished.
+  static bool Gone(const Sequence& s, absl::Time now);
+  static bool LeaveIfGone(Sequence& s, absl::Time now);
   // [decode rows, then prefill rows] float32 logits on the CPU.
   absl::StatusOr<torch::Tensor> Execute(const StepPlan& plan);
   void Update(const StepPlan& plan, const torch::Tensor& logits);

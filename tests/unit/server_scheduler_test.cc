@@ -318,11 +318,24 @@ TEST_F(SchedulerTest, KvCacheBoundAtAndPast) {
       absl::SleepFor(absl::Milliseconds(2));
     }
     EXPECT_EQ(metrics_.AddGauge("icae_kv_cache_reserved_bytes", "")->Value(), static_cast<double>(o.kv_cache_bytes));
-    for (auto& f : flags) f->store(true);
-    EXPECT_TRUE(sinks[0]->WaitDone(absl::Seconds(10)));
+    // A queued request whose client gives up leaves the queue within a step, while the one
+    // it waited for still runs; its place is free again.
+    flags[1]->store(true);
     EXPECT_TRUE(sinks[1]->WaitDone(absl::Seconds(10)));
+    EXPECT_EQ(sinks[1]->status.code(), absl::StatusCode::kCancelled) << sinks[1]->status;
+    EXPECT_FALSE(sinks[0]->WaitDone(absl::ZeroDuration()));
+    EXPECT_EQ(core->Running(), 1);
+    auto seq = core->Prepare(Request(a, {}, long_new), "");
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    auto fourth = std::make_shared<CollectingSink>();
+    auto fourth_flag = std::make_shared<std::atomic<bool>>(false);
+    EXPECT_TRUE(core->Submit(std::move(*seq), fourth, fourth_flag, absl::InfiniteFuture()).ok());
+    flags[0]->store(true);
+    fourth_flag->store(true);
+    EXPECT_TRUE(sinks[0]->WaitDone(absl::Seconds(10)));
+    EXPECT_TRUE(fourth->WaitDone(absl::Seconds(10)));
     EXPECT_EQ(sinks[0]->status.code(), absl::StatusCode::kCancelled);
-    EXPECT_EQ(sinks[1]->status.code(), absl::StatusCode::kCancelled);
+    EXPECT_EQ(fourth->status.code(), absl::StatusCode::kCancelled);
   }
 }
 
