@@ -390,14 +390,13 @@ bool DecoderCore::Gone(const Sequence& s, absl::Time now) {
 }
 
 bool DecoderCore::LeaveIfGone(Sequence& s, absl::Time now) {
+  if (!Gone(s, now)) return false;
   if (s.cancelled && s.cancelled->load()) {
     LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " cancelled after " << s.generated << " tokens";
     s.sink->Fail(absl::CancelledError("cancelled by the client"));
-  } else if (now >= s.deadline) {
+  } else {
     LOG(INFO) << "generate request_id=" << server::LogSafe(s.request_id) << " deadline exceeded after " << s.generated << " tokens";
     s.sink->Fail(absl::DeadlineExceededError("deadline exceeded"));
-  } else {
-    return false;
   }
   s.state = SequenceState::kFinished;
   return true;
