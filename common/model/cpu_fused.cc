@@ -73,10 +73,9 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 namespace icae {
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-void DecodeScoresAvx512(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t len,
-                        int64_t hd, float scale, float* scores);
-void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int64_t* v_stride,
-                             const int64_t* len, int64_t segments, int64_t hd, uint16_t* out);
+void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
+                              const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
+                              float scale, float* scratch, uint16_t* out);
 #endif
 
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
@@ -96,45 +95,31 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
     max_len = std::max(max_len, len);
   }
   const int64_t group = heads / kv_heads;
-  // Phase 1: scores [B·heads, max_len], -inf past each sequence's length.
-  auto scores = torch::full({B * heads, max_len}, -std::numeric_limits<float>::infinity(),
-                            torch::kFloat32);
-  float* sp = scores.data_ptr<float>();
   const float inv_scale = static_cast<float>(1.0 / scale);
   const auto* qp = reinterpret_cast<const uint16_t*>(q.data_ptr<at::BFloat16>());
   const int64_t q_stride0 = q.stride(0), q_stride1 = q.stride(1);
-  // One (sequence, head) row: its keys' dot products, then (phase 3) its values' weighted sum.
-  const int64_t grain = ParallelGrain(max_len * hd, max_len * hd * 2);
-  at::parallel_for(0, B * heads, grain, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t s = r / heads, h = r % heads, kvh = h / group;
-      float* row = sp + r * max_len;
-      for (const auto& K : spans[s]) {
-        const auto* kp = static_cast<const uint16_t*>(K.keys) + kvh * K.head_stride;
-        DecodeScoresAvx512(qp + s * q_stride0 + h * q_stride1, kp, K.row_stride, K.length, hd, inv_scale, row);
-        row += K.length;
-      }
-    }
-  });
-  // Phase 2: one vectorised softmax over every row.
-  auto probs = torch::softmax(scores, -1);
-  const float* pp = probs.data_ptr<float>();
-  // Phase 3: weighted sums of values, across a sequence's segments in order.
   auto out = torch::empty({B, heads * hd}, q.options());
   auto* op = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  // One task per (sequence, head) row: scores 16 keys at a time, softmax and the values'
+  // weighted sum in one pass over a scratch row (one fork/join per layer, no tensor ops).
+  const int64_t grain = ParallelGrain(max_len * hd * 2, max_len * hd * 4);
   at::parallel_for(0, B * heads, grain, [&](int64_t b, int64_t e) {
+    std::vector<float> scratch(static_cast<size_t>(max_len));
+    const uint16_t* kps[kMaxSegments];
     const uint16_t* vps[kMaxSegments];
     int64_t strides[kMaxSegments], lens[kMaxSegments];
     for (int64_t r = b; r < e; ++r) {
       const int64_t s = r / heads, h = r % heads, kvh = h / group;
-      const auto& Vs = spans[s];
-      for (size_t i = 0; i < Vs.size(); ++i) {
-        vps[i] = static_cast<const uint16_t*>(Vs[i].values) + kvh * Vs[i].head_stride;
-        strides[i] = Vs[i].row_stride;
-        lens[i] = Vs[i].length;
+      const auto& S = spans[s];
+      for (size_t i = 0; i < S.size(); ++i) {
+        kps[i] = static_cast<const uint16_t*>(S[i].keys) + kvh * S[i].head_stride;
+        vps[i] = static_cast<const uint16_t*>(S[i].values) + kvh * S[i].head_stride;
+        strides[i] = S[i].row_stride;
+        lens[i] = S[i].length;
       }
-      DecodeWeightedSumAvx512(pp + r * max_len, vps, strides, lens, static_cast<int64_t>(Vs.size()), hd,
-                              op + s * heads * hd + h * hd);
+      DecodeAttentionRowAvx512(qp + s * q_stride0 + h * q_stride1, kps, vps, strides, lens,
+                               static_cast<int64_t>(S.size()), hd, inv_scale, scratch.data(),
+                               op + s * heads * hd + h * hd);
     }
   });
   return out;

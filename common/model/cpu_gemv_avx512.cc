@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 // GCC 12 reports the intrinsics' own "undefined" temporaries (_mm512_reduce_add_ps,
 // _mm512_cvtepi32_epi16) as (maybe-)uninitialized.
@@ -230,26 +231,70 @@ void GemvBf16Avx512(const uint16_t* w, const float* x, int64_t ldx, int64_t m, f
 
 namespace icae {
 
-// Decode attention, phase 1: scores[j] = (q · k_j) * scale for one query head against `len`
-// keys (row stride k_stride elements); head_dim is a multiple of 32.
-void DecodeScoresAvx512(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t len,
-                        int64_t hd, float scale, float* scores) {
-  for (int64_t j = 0; j < len; ++j) {
-    const uint16_t* kj = k + j * k_stride;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t i = 0; i < hd; i += 32) {
-      acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(q + i),
-                             (__m512bh)_mm512_loadu_si512(kj + i));
-    }
-    scores[j] = _mm512_reduce_add_ps(acc) * scale;
+// Decode attention (FusedDecodeAttention), one query head at a time.
+namespace {
+
+// Lane i of the result = the sum of v[i]'s 16 lanes: a transposing reduction tree (31 shuffles
+// and adds for 16 vectors, against ~8 per vector for one horizontal sum each).
+inline __m512 Sum16(const __m512 v[16]) {
+  __m512 w[8], x[4], y[2];
+  for (int i = 0; i < 8; ++i) {  // 256-bit halves: [v_i lo+hi, v_i+8 lo+hi]
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[i], v[i + 8], 0x44), _mm512_shuffle_f32x4(v[i], v[i + 8], 0xEE));
   }
+  for (int i = 0; i < 4; ++i) {  // 128-bit lanes: [v_i, v_i+8, v_i+4, v_i+12], 4 partials each
+    x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(w[i], w[i + 4], 0x88), _mm512_shuffle_f32x4(w[i], w[i + 4], 0xDD));
+  }
+  for (int i = 0; i < 2; ++i) {
+    y[i] = _mm512_add_ps(_mm512_unpacklo_ps(x[i], x[i + 2]), _mm512_unpackhi_ps(x[i], x[i + 2]));
+  }
+  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x44), _mm512_shuffle_ps(y[0], y[1], 0xEE));
+  // z holds the sums in the order 0 2 1 3 8 10 9 11 4 6 5 7 12 14 13 15 (an involution).
+  const __m512i order = _mm512_setr_epi32(0, 2, 1, 3, 8, 10, 9, 11, 4, 6, 5, 7, 12, 14, 13, 15);
+  return _mm512_permutexvar_ps(order, z);
 }
 
-// Phase 3: out = Σ_j p_j · v_j over `segments` value blocks in order (v[i] with row stride
-// v_stride[i], len[i] rows; p runs on across them), float accumulation, written as bf16;
+// exp(x) for x <= 0 (softmax after subtracting the maximum), float32, within ~2 ulp: Cephes'
+// expf polynomial on x - n·ln2, scaled by 2^n.
+inline __m512 ExpNonPositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Scores of one query head against up to 16 keys at once: lane j = q · k_j · scale for
+// j < count (lanes past count repeat the last key). Every lane's sum runs in the same order, so
+// a key's score has the same bits wherever a block of 16 starts: the result does not depend on
+// how a cache's positions are split into runs.
+inline __m512 Scores16(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t count,
+                              int64_t hd, __m512 scale) {
+  const uint16_t* rows[16];
+  for (int64_t j = 0; j < 16; ++j) rows[j] = k + std::min(j, count - 1) * k_stride;
+  __m512 acc[16];
+  for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < hd; i += 32) {
+    const __m512bh qi = (__m512bh)_mm512_loadu_si512(q + i);
+    for (int j = 0; j < 16; ++j) {
+      acc[j] = _mm512_dpbf16_ps(acc[j], qi, (__m512bh)_mm512_loadu_si512(rows[j] + i));
+    }
+  }
+  return _mm512_mul_ps(Sum16(acc), scale);
+}
+
+// out = out_scale · Σ_j p_j · v_j over `segments` value blocks in order (v[i] with row stride
+// stride[i], len[i] rows; p runs on across them), float accumulation, written as bf16;
 // head_dim a multiple of 16.
-void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int64_t* v_stride,
-                             const int64_t* len, int64_t segments, int64_t hd, uint16_t* out) {
+void WeightedSum(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
+                 int64_t segments, int64_t hd, uint16_t* out, float out_scale) {
   constexpr int kMaxChunks = 16;  // head_dim up to 256
   __m512 acc[kMaxChunks];
   const int64_t chunks = hd / 16;
@@ -257,17 +302,58 @@ void DecodeWeightedSumAvx512(const float* p, const uint16_t* const* v, const int
   for (int64_t seg = 0; seg < segments; ++seg) {
     for (int64_t j = 0; j < len[seg]; ++j) {
       const __m512 pj = _mm512_set1_ps(*p++);
-      const uint16_t* vj = v[seg] + j * v_stride[seg];
+      const uint16_t* vj = v[seg] + j * stride[seg];
       for (int64_t c = 0; c < chunks; ++c) {
         __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + 16 * c));
         acc[c] = _mm512_fmadd_ps(pj, _mm512_cvtpbh_ps((__m256bh)raw), acc[c]);
       }
     }
   }
+  const __m512 vs = _mm512_set1_ps(out_scale);
   for (int64_t c = 0; c < chunks; ++c) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * c),
-                        (__m256i)_mm512_cvtneps_pbh(acc[c]));
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], vs)));
   }
+}
+
+}  // namespace
+
+// One (sequence, head) of a decode step: softmax(q · K · scale) · V over `segments` runs of
+// keys/values in order (run i: len[i] rows of k[i] and v[i], row stride stride[i]), float
+// accumulation, written as bf16. scratch holds Σ len floats.
+void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
+                              const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
+                              float scale, float* scratch, uint16_t* out) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int64_t total = 0;
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    float* row = scratch + total;
+    for (int64_t j = 0; j < len[seg]; j += 16) {
+      const int64_t count = std::min<int64_t>(16, len[seg] - j);
+      const __mmask16 valid = static_cast<__mmask16>((1u << count) - 1);
+      _mm512_mask_storeu_ps(row + j, valid, Scores16(q, k[seg] + j * stride[seg], stride[seg], count, hd, vscale));
+    }
+    total += len[seg];
+  }
+  __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 16 <= total; j += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(scratch + j));
+  float m = _mm512_reduce_max_ps(mx);
+  for (; j < total; ++j) m = std::max(m, scratch[j]);
+  const __m512 vm = _mm512_set1_ps(m);
+  __m512 sum = _mm512_setzero_ps();
+  for (j = 0; j + 16 <= total; j += 16) {
+    const __m512 e = ExpNonPositive(_mm512_sub_ps(_mm512_loadu_ps(scratch + j), vm));
+    _mm512_storeu_ps(scratch + j, e);
+    sum = _mm512_add_ps(sum, e);
+  }
+  if (j < total) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (total - j)) - 1);
+    const __m512 e = ExpNonPositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, scratch + j), vm));
+    _mm512_mask_storeu_ps(scratch + j, tail, e);
+    sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(tail, e));
+  }
+  WeightedSum(scratch, v, stride, len, segments, hd, out, 1.0f / _mm512_reduce_add_ps(sum));
 }
 
 }  // namespace icae

@@ -688,6 +688,45 @@ ModelConfig FusedKernelConfig() {
   return c;
 }
 
+// The fused decode attention against softmax(q·Kᵀ/√d)·V in float32, for lengths around the
+// kernel's blocks of 16 keys, with the keys given whole or split into runs (a shared prefix and
+// a sequence's own part): within bf16 rounding of the reference, and the same bits however the
+// positions are split.
+TEST(CpuFusedTest, DecodeAttentionMatchesSoftmaxAndIgnoresHowKeysAreSplit) {
+  c10::InferenceMode guard;
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the fused decode attention does not run";
+  torch::manual_seed(9);
+  const int64_t heads = 4, kv_heads = 2, hd = 64;
+  for (int64_t len : {1, 15, 16, 17, 33, 200}) {
+    auto q = torch::randn({1, heads, hd}).to(torch::kBFloat16);
+    auto k = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
+    auto v = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
+    auto span = [&](int64_t b, int64_t e) {
+      KVCache::Span sp;
+      sp.keys = k.data_ptr<at::BFloat16>() + b * hd;
+      sp.values = v.data_ptr<at::BFloat16>() + b * hd;
+      sp.length = e - b;
+      sp.head_stride = len * hd;
+      sp.row_stride = hd;
+      return sp;
+    };
+    auto whole = FusedDecodeAttention(q, {{span(0, len)}}, kv_heads, std::sqrt(64.0));
+    ASSERT_TRUE(whole.defined());
+    // Reference in float32: query head h reads kv head h / 2.
+    auto kf = k.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
+    auto vf = v.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
+    auto qf = q.to(torch::kFloat32)[0].unsqueeze(1);                       // [heads, 1, hd]
+    auto p = torch::softmax(torch::bmm(qf, kf.transpose(1, 2)) / 8.0, -1);  // [heads, 1, len]
+    auto ref = torch::bmm(p, vf).reshape({1, heads * hd});
+    EXPECT_LT((whole.to(torch::kFloat32) - ref).abs().max().item<float>(), 2e-2f) << "len " << len;
+    for (int64_t cut : {int64_t{1}, int64_t{7}, len / 2, len - 1}) {
+      if (cut <= 0 || cut >= len) continue;
+      auto split = FusedDecodeAttention(q, {{span(0, cut), span(cut, len)}}, kv_heads, std::sqrt(64.0));
+      EXPECT_TRUE(torch::equal(split, whole)) << "len " << len << " cut " << cut;
+    }
+  }
+}
+
 // bf16 decode steps of several sequences: the fused kernels (inference mode) against the plain
 // tensor ops (autograd mode, which never takes the fused path).
 TEST(CpuFusedTest, BatchedDecodeStepsMatchTensorOps) {
