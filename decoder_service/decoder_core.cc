@@ -94,6 +94,7 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
   const std::string& tenant = s->tenant;
   const PromptMode mode = s->mode;
   std::vector<torch::Tensor> memories;
+  std::vector<MemoryExtent> extents;
   for (size_t i = 0; i < s->slot_ids.size(); ++i) {
     const std::string& id = s->slot_ids[i];
     const std::string key = server::TenantStoreKey(tenant, id);
@@ -130,15 +131,18 @@ absl::Status DecoderCore::Fetch(Sequence* s) const {
     s->prefix_positions += slots.size(0);
     s->slot_count += slots.size(0);
     s->context_tokens += static_cast<int64_t>(view->header.token_count);
+    extents.push_back({slots.size(0), static_cast<int64_t>(std::min<uint64_t>(view->header.token_count, uint64_t{1} << 62))});
     memories.push_back(std::move(slots));
   }
   if (!s->context_ids.empty()) {
     ASSIGN_OR_RETURN(torch::Tensor mem, ContextAsMemory(bundle_.model(), s->context_ids));
     s->slot_count = mem.size(0);
     s->context_tokens = mem.size(0);
+    extents.push_back({mem.size(0), mem.size(0)});
     memories.push_back(std::move(mem));
   }
   ASSIGN_OR_RETURN(s->input, AssembleDecoderInput(bundle_.model(), bundle_.adapter(), mode, memories, s->prompt));
+  ASSIGN_OR_RETURN(s->input_positions, DecoderInputPositions(bundle_.adapter(), mode, extents, s->input.size(0)));
   s->prompt_tokens = s->input.size(0) - s->slot_count;
   const int64_t positions = bundle_.model().config().max_position_embeddings;
   if (s->input.size(0) + s->max_new_tokens > positions) {
@@ -506,6 +510,7 @@ absl::StatusOr<torch::Tensor> DecoderCore::Execute(const StepPlan& plan) {
     m_.prefill_chunk->Observe(static_cast<double>(c.length));
     SequenceInput in;
     in.embeds = s.input.narrow(0, c.start, c.length);
+    in.positions = s.input_positions.narrow(0, c.start, c.length);
     in.cache = &*s.cache;
     batch.push_back(std::move(in));
   }
@@ -533,6 +538,7 @@ void DecoderCore::Update(const StepPlan& plan, const torch::Tensor& rows) {
     if (s.prefilled >= s.prefix_positions) OfferPrefix(s);
     if (s.prefilled < s.input.size(0)) continue;  // a middle chunk: its logits are not used
     s.input = torch::Tensor();                     // the cache holds what is needed now
+    s.input_positions = torch::Tensor();
     s.state = SequenceState::kDecoding;
     Advance(s, r, limit);
   }

@@ -80,7 +80,8 @@ struct Sequence {
   bool ignore_eos = false;
   absl::Time arrival;
   // Set by Fetch.
-  torch::Tensor input;  // [T, hidden] decoder input embeddings
+  torch::Tensor input;            // [T, hidden] decoder input embeddings
+  torch::Tensor input_positions;  // [T] their RoPE positions (DecoderInputPositions)
   int64_t slot_count = 0, context_tokens = 0, prompt_tokens = 0;
   // Slot-prefix cache keys, one per slot set: prefix_keys[k] names the input's positions up to
   // the end of slot set k (the lead + sets 0..k). prefix_positions = where the last one ends.

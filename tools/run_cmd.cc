@@ -10,6 +10,7 @@
 
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "common/icae/compressor.h"
 #include "common/icae/prompt.h"
 #include "common/model/generate.h"
@@ -74,12 +75,19 @@ int Run(const std::vector<std::string>& argv) {
     auto mode = ParsePromptMode(args->Get("mode", "autoencode"));
     if (!mode.ok()) return Fail(cmd, std::string(mode.status().message()), 2);
     std::vector<torch::Tensor> memories;
+    std::vector<MemoryExtent> extents;
     for (const auto& path : args->GetAll("slots")) {
       auto f = SafetensorsFile::Open(path);
       if (!f.ok()) return Fail(cmd, std::string(f.status().message()));
       auto slots = (*f)->Load("slots", model.dtype());
       if (!slots.ok()) return Fail(cmd, std::string(slots.status().message()));
+      // The context tokens they stand for (icae compress writes them); 0 when absent, which
+      // only the sequential layout accepts.
+      int64_t tokens = 0;
+      auto it = (*f)->metadata().find("num_tokens");
+      if (it != (*f)->metadata().end() && !absl::SimpleAtoi(it->second, &tokens)) tokens = 0;
       memories.push_back(*slots);
+      extents.push_back({slots->size(0), tokens});
     }
     if (args->Has("context") || args->Has("context-file") || args->Has("context-ids")) {
       auto ids = ReadIdsFromArgs(*args, tok, "context", "context-file", "context-ids", true);
@@ -88,12 +96,14 @@ int Run(const std::vector<std::string>& argv) {
         auto mem = ContextAsMemory(model, *ids);
         if (!mem.ok()) return Fail(cmd, std::string(mem.status().message()));
         memories.push_back(*mem);
+        extents.push_back({mem->size(0), mem->size(0)});
       } else {
         CompressorOptions co;
         co.max_context_tokens = max_context_tokens;
         auto out = Compressor(model, adapter, co).Compress({*ids});
         if (!out.ok()) return Fail(cmd, std::string(out.status().message()));
         memories.push_back((*out)[0].slots);
+        extents.push_back({(*out)[0].slots.size(0), (*out)[0].num_tokens});
         if (args->Has("verbose")) {
           std::cerr << "compressed " << (*out)[0].num_tokens << " tokens into "
                     << (*out)[0].slots.size(0) << " slots (" << (*out)[0].num_segments
@@ -113,6 +123,9 @@ int Run(const std::vector<std::string>& argv) {
     auto input = AssembleDecoderInput(model, adapter, *mode, memories, prompt);
     if (!input.ok()) return Fail(cmd, std::string(input.status().message()), 2);
     in.embeds = *input;
+    auto positions = DecoderInputPositions(adapter, *mode, extents, in.embeds.size(0));
+    if (!positions.ok()) return Fail(cmd, std::string(positions.status().message()), 2);
+    in.positions = *positions;
     options = IcaeDecodeOptions(adapter, options);
   }
 

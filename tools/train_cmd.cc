@@ -418,6 +418,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
                                  "lora-r", "lora-alpha", "min-len", "max-len", "lm-ratio",
                                  "cont-len", "eval-len", "eval-windows", "base-lm-ratio",
                                  "init-adapter", "lengths", "curve-csv", "curve-passages",
+                                 "memory-positions",
                                  "ae-input-noise", "ae-self-feed"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "no-lm-token", "train-base"});
@@ -426,7 +427,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     return Fail(cmd, "usage: icae train pretrain --model DIR --train-text F [--heldout-text F] "
                      "--out DIR [--mem-size 32 --rate 4 --lora-r 64 --lora-alpha 64 "
                      "--min-len 32 --max-len 256 | --lengths 128,256,512] [--lm-ratio 0.5 "
-                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 --ae-input-noise 0.1 --ae-self-feed 0.1 …]", 2);
+                     "--cont-len 64 --init-adapter FILE --train-base --base-lm-ratio 0.25 --ae-input-noise 0.1 --ae-self-feed 0.1 --memory-positions spread …]", 2);
   }
   if (auto st = ConfigureRuntimeFromArgs(*args); !st.ok()) return Fail(cmd, std::string(st.message()), 2);
   auto opts = LoopOptions(*args, 1000, 1e-3);
@@ -448,6 +449,20 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   ic.lm_token_id = ic.ae_token_id + 1;
   ic.ft_token_id = ic.ae_token_id + 2;
   ic.continue_with_lm_token = !args->Has("no-lm-token");
+  // --memory-positions sequential|spread (IcaeConfig::memory_positions); with --init-adapter it
+  // replaces the adapter's own, so a trained adapter can continue under the other layout.
+  if (args->Has("memory-positions")) {
+    const std::string m = args->Get("memory-positions");
+    if (m != "sequential" && m != "spread") {
+      return Fail(cmd, "--memory-positions must be sequential or spread, not '" + m + "'", 2);
+    }
+  }
+  auto memory_positions = [&](IcaeConfig::MemoryPositions given) {
+    if (!args->Has("memory-positions")) return given;
+    return args->Get("memory-positions") == "spread" ? IcaeConfig::MemoryPositions::kSpread
+                                                     : IcaeConfig::MemoryPositions::kSequential;
+  };
+  ic.memory_positions = memory_positions(ic.memory_positions);
   const int64_t min_len = geti("min-len", 32), max_len = geti("max-len", 256);
   const int64_t cont_len = geti("cont-len", 64), batch = geti("batch-size", 8);
   const int64_t eval_len = geti("eval-len", 128), eval_windows = geti("eval-windows", 16);
@@ -490,6 +505,7 @@ int TrainPretrain(const std::vector<std::string>& argv) {
     adapter = std::move(*loaded);
     adapter.config.max_context_tokens =
         std::max(adapter.config.max_context_tokens, ic.max_context_tokens);
+    adapter.config.memory_positions = memory_positions(adapter.config.memory_positions);
   } else {
     adapter = train::NewIcaeAdapter(model, ic, opts->seed);
   }

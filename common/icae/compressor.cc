@@ -20,6 +20,10 @@ Segmentation SegmentContext(int64_t length, int64_t mem_size, int64_t rate) {
   return s;
 }
 
+int64_t SpreadMemoryPosition(int64_t j, int64_t n, int64_t mem_size) {
+  return (2 * j + 1) * n / (2 * mem_size);
+}
+
 Compressor::Compressor(const Transformer& model, const IcaeAdapter& adapter, CompressorOptions options)
     : model_(model), adapter_(adapter), options_(options) {}
 
@@ -56,6 +60,7 @@ absl::StatusOr<std::vector<CompressedContext>> Compressor::Compress(
     size_t context;
     int64_t segment;
     torch::Tensor embeds;
+    torch::Tensor positions;  // undefined: 0, 1, 2, … (sequential)
   };
   std::vector<Job> jobs;
   std::vector<CompressedContext> out(contexts.size());
@@ -68,7 +73,14 @@ absl::StatusOr<std::vector<CompressedContext>> Compressor::Compress(
     for (int64_t k = 0; k < seg.num_segments; ++k) {
       auto [b, e] = seg.spans[k];
       ASSIGN_OR_RETURN(torch::Tensor emb, model_.Embed(ids.slice(0, b, e)));
-      jobs.push_back({i, k, torch::cat({emb, memory}, 0)});
+      torch::Tensor positions;
+      if (c.memory_positions == IcaeConfig::MemoryPositions::kSpread) {
+        std::vector<int64_t> pos(e - b + S);
+        for (int64_t t = 0; t < e - b; ++t) pos[t] = t;
+        for (int64_t j = 0; j < S; ++j) pos[e - b + j] = SpreadMemoryPosition(j, e - b, S);
+        positions = torch::tensor(pos, torch::kInt64);
+      }
+      jobs.push_back({i, k, torch::cat({emb, memory}, 0), positions});
     }
   }
   std::vector<std::vector<torch::Tensor>> slots(contexts.size());
@@ -84,6 +96,7 @@ absl::StatusOr<std::vector<CompressedContext>> Compressor::Compress(
     std::vector<SequenceInput> batch(end - start);
     for (size_t j = start; j < end; ++j) {
       batch[j - start].embeds = jobs[j].embeds;
+      batch[j - start].positions = jobs[j].positions;
       batch[j - start].num_outputs = S;  // the memory positions are the last S
     }
     ASSIGN_OR_RETURN(torch::Tensor hidden, model_.Forward(batch, fo));  // [(end-start)·S, H]

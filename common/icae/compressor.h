@@ -38,6 +38,11 @@ struct CompressedContext {
 // getao v2's arithmetic for a context of `length` ids.
 Segmentation SegmentContext(int64_t length, int64_t mem_size, int64_t rate);
 
+// IcaeConfig::MemoryPositions::kSpread: the position of memory token j (of mem_size) relative
+// to the start of its n-token segment, the centre of the span it stands for:
+// floor((2j + 1)·n / (2·mem_size)).
+int64_t SpreadMemoryPosition(int64_t j, int64_t n, int64_t mem_size);
+
 class Compressor {
  public:
   Compressor(const Transformer& model, const IcaeAdapter& adapter, CompressorOptions options = {});

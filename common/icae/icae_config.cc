@@ -67,6 +67,17 @@ absl::StatusOr<IcaeConfig> ParseIcaeConfig(const std::string& text, const std::s
   if (j.contains("continue_with_lm_token") && j["continue_with_lm_token"].is_boolean()) {
     c.continue_with_lm_token = j["continue_with_lm_token"].get<bool>();
   }
+  if (j.contains("memory_positions")) {
+    const json& m = j["memory_positions"];
+    if (m == "sequential") {
+      c.memory_positions = IcaeConfig::MemoryPositions::kSequential;
+    } else if (m == "spread") {
+      c.memory_positions = IcaeConfig::MemoryPositions::kSpread;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": 'memory_positions' must be \"sequential\" or \"spread\", not ", m.dump()));
+    }
+  }
   for (const char* key : {"instruct_prefix_ids", "instruct_suffix_ids"}) {
     if (!j.contains(key)) continue;
     if (!j[key].is_array()) return absl::InvalidArgumentError(absl::StrCat(source, ": '", key, "' must be a list"));
@@ -125,6 +136,8 @@ std::string IcaeConfigToJson(const IcaeConfig& c) {
   j["continue_with_lm_token"] = c.continue_with_lm_token;
   j["instruct_prefix_ids"] = c.instruct_prefix_ids;
   j["instruct_suffix_ids"] = c.instruct_suffix_ids;
+  j["memory_positions"] =
+      c.memory_positions == IcaeConfig::MemoryPositions::kSpread ? "spread" : "sequential";
   return j.dump(2) + "\n";
 }
 

@@ -31,6 +31,17 @@ struct IcaeConfig {
   // Instruct template around slots and prompt (Mistral instruct by default); data, not code.
   std::vector<int64_t> instruct_prefix_ids = {1, 733, 16289, 28793};  // "<s>[INST]"
   std::vector<int64_t> instruct_suffix_ids = {733, 28748, 16289, 28793};  // " [/INST]"
+  // RoPE positions of the memory tokens and slots (JSON "memory_positions"):
+  //   kSequential ("sequential", the reference): memory tokens follow their segment's tokens
+  //     (positions n..n+S-1 in the encoder); decoder rows take positions 0, 1, 2, … in order.
+  //   kSpread ("spread"): each memory token and its slot sit at the centre of the span of
+  //     context tokens it stands for (memory token j of an n-token segment at
+  //     floor((2j+1)·n / 2S)), in the encoder and in the decoder, where slot sets take the
+  //     positions of their contexts' tokens and the rows after the slots continue from the
+  //     end of the contexts. Slot j and the tokens it holds are then a fixed distance apart,
+  //     so a small decoder finds its place in the slots by position instead of by content.
+  enum class MemoryPositions { kSequential, kSpread };
+  MemoryPositions memory_positions = MemoryPositions::kSequential;
 
   int64_t first_memory_id() const { return base_vocab_size + 1; }
   double lora_scaling() const { return lora_alpha / static_cast<double>(lora_r); }

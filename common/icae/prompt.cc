@@ -1,6 +1,7 @@
 #include "common/icae/prompt.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/icae/compressor.h"
 #include "common/util/status_macros.h"
 
 namespace icae {
@@ -94,6 +95,72 @@ absl::StatusOr<torch::Tensor> AssembleDecoderInput(const Transformer& model,
       break;
   }
   return torch::cat(parts, 0);
+}
+
+absl::StatusOr<torch::Tensor> DecoderInputPositions(const IcaeAdapter& adapter, PromptMode mode,
+                                                    const std::vector<MemoryExtent>& memories,
+                                                    int64_t rows) {
+  const IcaeConfig& c = adapter.config;
+  if (rows < 0) return absl::InvalidArgumentError("negative input length");
+  std::vector<int64_t> pos;
+  pos.reserve(rows);
+  if (c.memory_positions == IcaeConfig::MemoryPositions::kSequential) {
+    for (int64_t i = 0; i < rows; ++i) pos.push_back(i);
+    return torch::tensor(pos, torch::kInt64);
+  }
+  const int64_t lead = LeadPositions(adapter, mode);
+  for (int64_t i = 0; i < lead && i < rows; ++i) pos.push_back(i);
+  int64_t base = lead;  // the position of the current set's first context token
+  for (size_t k = 0; k < memories.size(); ++k) {
+    const MemoryExtent& m = memories[k];
+    // Bounded so that positions cannot overflow whatever a record claims.
+    constexpr int64_t kMaxTokens = int64_t{1} << 40;
+    if (m.tokens < 1 || m.tokens > kMaxTokens || m.rows < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("slot set ", k, ": ", m.rows, " rows for ", m.tokens,
+                                                     " context tokens"));
+    }
+    if (m.rows == m.tokens) {
+      for (int64_t t = 0; t < m.tokens; ++t) pos.push_back(base + t);
+    } else {
+      const Segmentation seg = SegmentContext(m.tokens, c.mem_size, c.mean_compression_rate);
+      if (seg.num_segments * c.mem_size != m.rows) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "slot set ", k, ": ", m.rows, " slots cannot stand for ", m.tokens, " context tokens (",
+            seg.num_segments, " segments of ", c.mem_size, " slots)"));
+      }
+      for (const auto& [b, e] : seg.spans) {
+        for (int64_t j = 0; j < c.mem_size; ++j) pos.push_back(base + b + SpreadMemoryPosition(j, e - b, c.mem_size));
+      }
+    }
+    base += m.tokens;
+  }
+  if (static_cast<int64_t>(pos.size()) > rows) {
+    return absl::InvalidArgumentError(absl::StrCat("the slot sets hold ", pos.size(), " rows, more than the input's ", rows));
+  }
+  for (int64_t p = base; static_cast<int64_t>(pos.size()) < rows; ++p) pos.push_back(p);
+  return torch::tensor(pos, torch::kInt64);
+}
+
+torch::Tensor ExtendPositions(const torch::Tensor& positions, int64_t extra) {
+  if (extra <= 0) return positions;
+  const int64_t next = positions.numel() > 0 ? positions[-1].item<int64_t>() + 1 : 0;
+  return torch::cat({positions.to(torch::kInt64), torch::arange(next, next + extra, torch::kInt64)});
+}
+
+absl::StatusOr<SequenceInput> SlotDecoderInput(const Transformer& model, const IcaeAdapter& adapter,
+                                               PromptMode mode,
+                                               const std::vector<CompressedContext>& contexts,
+                                               const std::vector<int64_t>& prompt_ids) {
+  std::vector<torch::Tensor> memories;
+  std::vector<MemoryExtent> extents;
+  for (const auto& c : contexts) {
+    memories.push_back(c.slots);
+    extents.push_back({c.slots.size(0), c.num_tokens});
+  }
+  SequenceInput in;
+  ASSIGN_OR_RETURN(in.embeds, AssembleDecoderInput(model, adapter, mode, memories, prompt_ids));
+  ASSIGN_OR_RETURN(in.positions, DecoderInputPositions(adapter, mode, extents, in.embeds.size(0)));
+  return in;
 }
 
 GenerateOptions IcaeDecodeOptions(const IcaeAdapter& adapter, GenerateOptions base) {

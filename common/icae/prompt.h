@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/icae/adapter.h"
+#include "common/icae/compressor.h"
 #include "common/model/generate.h"
 #include "common/model/transformer.h"
 
@@ -29,6 +30,39 @@ absl::StatusOr<torch::Tensor> AssembleDecoderInput(const Transformer& model,
                                                    const IcaeAdapter& adapter, PromptMode mode,
                                                    const std::vector<torch::Tensor>& memories,
                                                    const std::vector<int64_t>& prompt_ids);
+
+// One slot set's extent in the decoder input: its rows (slots, or the baseline's context
+// embeddings) and the context tokens they stand for (a slot record's token_count).
+struct MemoryExtent {
+  int64_t rows = 0;
+  int64_t tokens = 0;
+};
+
+// RoPE positions [rows] int64 (CPU) of AssembleDecoderInput's rows for this mode and these
+// memories (in order); `rows` is the assembled input's length. Rows past it (generated ids)
+// continue from the last position + 1 (KVCache::next_position).
+//   sequential: 0 … rows-1 (the reference's layout; the same as passing no positions).
+//   spread: the mode's lead at 0 … a-1; slot set k over the positions of its context's tokens,
+//     a + (tokens of the sets before it) + [0, tokens), each slot at the centre of its
+//     segment's span (SpreadMemoryPosition); a set whose rows are its tokens (the baseline's
+//     context) at its tokens' own positions; the rows after the slots continue from
+//     a + (all sets' tokens).
+// Errors (spread): a set whose rows are neither its tokens nor the slots its token count
+// compresses to.
+absl::StatusOr<torch::Tensor> DecoderInputPositions(const IcaeAdapter& adapter, PromptMode mode,
+                                                    const std::vector<MemoryExtent>& memories,
+                                                    int64_t rows);
+
+// `positions` [n] followed by `extra` more, each one past the one before (rows appended to an
+// input, e.g. teacher-forced targets).
+torch::Tensor ExtendPositions(const torch::Tensor& positions, int64_t extra);
+
+// AssembleDecoderInput and DecoderInputPositions for compressed contexts, in order: one
+// SequenceInput (embeds, positions; no cache).
+absl::StatusOr<SequenceInput> SlotDecoderInput(const Transformer& model, const IcaeAdapter& adapter,
+                                               PromptMode mode,
+                                               const std::vector<CompressedContext>& contexts,
+                                               const std::vector<int64_t>& prompt_ids);
 
 // Decoder input positions before the first slot (the mode's template lead): the slot-only
 // prefix of the input is these positions followed by the slots.

@@ -22,6 +22,7 @@ KVCache KVCache::Extending(std::shared_ptr<const KVCache> base, int64_t base_len
   for (int64_t l = 0; l < c.layers_; ++l) c.k_[l] = c.v_[l] = torch::Tensor();
   c.base_ = std::move(base);
   c.base_len_ = c.length_ = c.capacity_ = base_len;
+  c.next_position_ = base_len == c.base_->length() ? c.base_->next_position() : base_len;
   c.Reserve(std::max<int64_t>(capacity - base_len, 1));
   return c;
 }

@@ -38,7 +38,18 @@ class KVCache {
   // Writes k, v ([n_kv, n, head_dim]) of `layer` at positions [length, length + n). The length
   // advances once per step through Advance(), after every layer has written.
   void Write(int64_t layer, const torch::Tensor& k, const torch::Tensor& v);
-  void Advance(int64_t n) { length_ += n; }
+  // `next_position`: the RoPE position the next row takes when its step gives none
+  // (SequenceInput::positions): the last written row's + 1. Without it, the rows' positions
+  // are taken to be their cache indices.
+  void Advance(int64_t n) { Advance(n, next_position_ + n); }
+  void Advance(int64_t n, int64_t next_position) {
+    length_ += n;
+    next_position_ = next_position;
+  }
+  // Equal to length() unless rows were written at explicit positions (e.g. ICAE's spread
+  // slots). A cache extending part of a base (Extending with base_len < base->length()) takes
+  // base_len: its next rows must give their positions.
+  int64_t next_position() const { return next_position_; }
   // Keys/values of `layer` for positions [0, length + pending): [n_kv, len, head_dim]. A view
   // of the cache's buffer; with a shared base, a new tensor joining base and own positions.
   torch::Tensor Keys(int64_t layer, int64_t pending) const;
@@ -70,6 +81,7 @@ class KVCache {
   int64_t layers_, kv_heads_, head_dim_;
   torch::TensorOptions options_;
   int64_t length_ = 0;    // base_len_ + own positions
+  int64_t next_position_ = 0;
   int64_t capacity_ = 0;  // base_len_ + own buffer positions
   std::vector<torch::Tensor> k_, v_;  // per layer [n_kv, own capacity, head_dim]
   std::shared_ptr<const KVCache> base_;

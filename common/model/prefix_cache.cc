@@ -12,7 +12,7 @@ KVCache CopyKVPrefix(const ModelConfig& config, const KVCache& src, int64_t n, i
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     dst.Write(l, src.Keys(l, 0).narrow(1, 0, n), src.Values(l, 0).narrow(1, 0, n));
   }
-  dst.Advance(n);
+  dst.Advance(n, n == src.length() ? src.next_position() : n);
   return dst;
 }
 

@@ -322,14 +322,14 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       return absl::InvalidArgumentError("a sequence has neither ids nor embeddings");
     }
     if (n == 0) return absl::InvalidArgumentError("a sequence has no new tokens");
-    const int64_t past = s.cache ? s.cache->length() : 0;
+    const int64_t first_pos = s.cache ? s.cache->next_position() : 0;
     if (s.positions.defined()) {
       if (s.positions.dim() != 1 || s.positions.size(0) != n) {
         return absl::InvalidArgumentError("positions must be [n] for n new tokens");
       }
       append_ints(s.positions, pos_v);
     } else {
-      for (int64_t i = 0; i < n; ++i) pos_v.push_back(past + i);
+      for (int64_t i = 0; i < n; ++i) pos_v.push_back(first_pos + i);
     }
     if (s.cache) s.cache->Reserve(n);
     offsets.push_back(total);
@@ -487,7 +487,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down, &Q.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
-    if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s]);
+    if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s], pos_v[offsets[s] + lens[s] - 1] + 1);
   }
 
   // 3. Selected rows → final norm → hidden or logits.

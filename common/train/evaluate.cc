@@ -14,16 +14,15 @@ namespace {
 
 // Logits [next.size(), V] (float32) of `next` after an input prefix, teacher-forced in one
 // forward pass: the prefix's last position predicts next[0], next[k] predicts next[k + 1].
-absl::StatusOr<torch::Tensor> NextLogits(const Transformer& model, torch::Tensor prefix_embeds,
+absl::StatusOr<torch::Tensor> NextLogits(const Transformer& model, const SequenceInput& prefix,
                                          const std::vector<int64_t>& next) {
-  SequenceInput in;
+  SequenceInput in = prefix;
   std::vector<int64_t> feed(next.begin(), next.end() - 1);
-  torch::Tensor e = prefix_embeds;
   if (!feed.empty()) {
     ASSIGN_OR_RETURN(torch::Tensor fe, model.Embed(torch::tensor(feed, torch::kInt64)));
-    e = torch::cat({prefix_embeds, fe.to(prefix_embeds.scalar_type())}, 0);
+    in.embeds = torch::cat({prefix.embeds, fe.to(prefix.embeds.scalar_type())}, 0);
+    if (prefix.positions.defined()) in.positions = ExtendPositions(prefix.positions, fe.size(0));
   }
-  in.embeds = e;
   in.num_outputs = static_cast<int64_t>(next.size());
   std::vector<SequenceInput> batch{in};
   ASSIGN_OR_RETURN(torch::Tensor logits, model.Forward(batch));
@@ -31,9 +30,9 @@ absl::StatusOr<torch::Tensor> NextLogits(const Transformer& model, torch::Tensor
 }
 
 // Summed NLL of `next` after an input prefix.
-absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_embeds,
+absl::StatusOr<double> NextNll(const Transformer& model, const SequenceInput& prefix,
                                const std::vector<int64_t>& next) {
-  ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, prefix_embeds, next));
+  ASSIGN_OR_RETURN(torch::Tensor logits, NextLogits(model, prefix, next));
   auto nll = torch::nn::functional::cross_entropy(
       logits, torch::tensor(next, torch::kInt64).to(logits.device()),
       torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -41,19 +40,17 @@ absl::StatusOr<double> NextNll(const Transformer& model, torch::Tensor prefix_em
 }
 
 // The decoder input of [slots][AE] for one context (ids with BOS).
-absl::StatusOr<torch::Tensor> AutoencodeInput(const Transformer& model, const IcaeAdapter& adapter,
+absl::StatusOr<SequenceInput> AutoencodeInput(const Transformer& model, const IcaeAdapter& adapter,
                                               const std::vector<int64_t>& context) {
   Compressor compressor(model, adapter);
   ASSIGN_OR_RETURN(auto c, compressor.Compress({context}));
-  return AssembleDecoderInput(model, adapter, PromptMode::kAutoencode, {c[0].slots}, {});
+  return SlotDecoderInput(model, adapter, PromptMode::kAutoencode, c, {});
 }
 
 absl::StatusOr<std::vector<int64_t>> GreedyFrom(const Transformer& model, const IcaeAdapter& adapter,
-                                                torch::Tensor input, int64_t max_new_tokens) {
+                                                const SequenceInput& prefix, int64_t max_new_tokens) {
   GenerateOptions go;
   go.max_new_tokens = max_new_tokens;
-  SequenceInput prefix;
-  prefix.embeds = input;
   ASSIGN_OR_RETURN(GenerateResult r, Generate(model, prefix, IcaeDecodeOptions(adapter, go)));
   return r.ids;
 }
@@ -63,7 +60,7 @@ absl::StatusOr<std::vector<int64_t>> GreedyFrom(const Transformer& model, const 
 absl::StatusOr<std::vector<int64_t>> Reconstruct(const Transformer& model, const IcaeAdapter& adapter,
                                                  const std::vector<int64_t>& context,
                                                  int64_t max_new_tokens) {
-  ASSIGN_OR_RETURN(torch::Tensor in, AutoencodeInput(model, adapter, context));
+  ASSIGN_OR_RETURN(SequenceInput in, AutoencodeInput(model, adapter, context));
   return GreedyFrom(model, adapter, in, max_new_tokens);
 }
 
@@ -84,7 +81,7 @@ absl::StatusOr<AutoencodeResult> EvalAutoencode(const Transformer& model, const 
     auto text = SpacedWindow(stream, length - 1, k, count);
     std::vector<int64_t> ctx{model.config().bos_token_id};
     ctx.insert(ctx.end(), text.begin(), text.end());
-    ASSIGN_OR_RETURN(torch::Tensor in, AutoencodeInput(model, adapter, ctx));
+    ASSIGN_OR_RETURN(SequenceInput in, AutoencodeInput(model, adapter, ctx));
     ASSIGN_OR_RETURN(auto hyp, GreedyFrom(model, adapter, in, length + 8));
     r.bleu4 += Bleu4(hyp, text);
     r.exact_match += hyp == text ? 1.0 : 0.0;
@@ -129,14 +126,14 @@ absl::StatusOr<ContinuationResult> EvalContinuation(const Transformer& model,
     std::vector<int64_t> ctx{bos};
     ctx.insert(ctx.end(), w.begin(), w.begin() + (context_length - 1));
     std::vector<int64_t> next(w.begin() + (context_length - 1), w.end());
-    ASSIGN_OR_RETURN(torch::Tensor ctx_emb, model.Embed(torch::tensor(ctx, torch::kInt64)));
-    ASSIGN_OR_RETURN(double a, NextNll(model, ctx_emb, next));
+    SequenceInput full_in, none_in;
+    ASSIGN_OR_RETURN(full_in.embeds, model.Embed(torch::tensor(ctx, torch::kInt64)));
+    ASSIGN_OR_RETURN(double a, NextNll(model, full_in, next));
     ASSIGN_OR_RETURN(auto c, compressor.Compress({ctx}));
-    ASSIGN_OR_RETURN(torch::Tensor mem, AssembleDecoderInput(model, adapter, PromptMode::kContinue,
-                                                             {c[0].slots}, {}));
+    ASSIGN_OR_RETURN(SequenceInput mem, SlotDecoderInput(model, adapter, PromptMode::kContinue, c, {}));
     ASSIGN_OR_RETURN(double b, NextNll(model, mem, next));
-    ASSIGN_OR_RETURN(torch::Tensor bos_emb, model.Embed(torch::tensor(std::vector<int64_t>{bos})));
-    ASSIGN_OR_RETURN(double n, NextNll(model, bos_emb, next));
+    ASSIGN_OR_RETURN(none_in.embeds, model.Embed(torch::tensor(std::vector<int64_t>{bos})));
+    ASSIGN_OR_RETURN(double n, NextNll(model, none_in, next));
     full += a;
     slots += b;
     none += n;
@@ -168,12 +165,9 @@ absl::StatusOr<InstructionResult> EvalInstructions(const Transformer& model,
     std::vector<int64_t> prompt;
     for (int32_t id : tokenizer.Encode(e.prompt, false)) prompt.push_back(id);
     ASSIGN_OR_RETURN(auto c, compressor.Compress({ctx}));
-    ASSIGN_OR_RETURN(torch::Tensor in, AssembleDecoderInput(model, adapter, PromptMode::kInstruct,
-                                                            {c[0].slots}, prompt));
+    ASSIGN_OR_RETURN(SequenceInput prefix, SlotDecoderInput(model, adapter, PromptMode::kInstruct, c, prompt));
     GenerateOptions go;
     go.max_new_tokens = max_new_tokens;
-    SequenceInput prefix;
-    prefix.embeds = in;
     ASSIGN_OR_RETURN(GenerateResult g, Generate(model, prefix, IcaeDecodeOptions(adapter, go)));
     std::vector<int32_t> ids(g.ids.begin(), g.ids.end());
     ASSIGN_OR_RETURN(std::string text, tokenizer.Decode(ids));

@@ -60,10 +60,10 @@ absl::StatusOr<torch::Tensor> IcaeTargetLogits(const Transformer& model, const I
     PromptMode mode = e.objective == IcaeObjective::kAutoencode ? PromptMode::kAutoencode
                       : e.objective == IcaeObjective::kContinue ? PromptMode::kContinue
                                                                 : PromptMode::kInstruct;
-    ASSIGN_OR_RETURN(torch::Tensor prefix,
-                     AssembleDecoderInput(model, adapter, mode, {compressed[i].slots},
-                                          mode == PromptMode::kInstruct ? e.prompt
-                                                                        : std::vector<int64_t>{}));
+    ASSIGN_OR_RETURN(SequenceInput lead,
+                     SlotDecoderInput(model, adapter, mode, {compressed[i]},
+                                      mode == PromptMode::kInstruct ? e.prompt : std::vector<int64_t>{}));
+    const torch::Tensor& prefix = lead.embeds;
     // Teacher forcing: the last prefix position predicts target[0], target[k] predicts
     // target[k + 1].
     SequenceInput in;
@@ -80,6 +80,7 @@ absl::StatusOr<torch::Tensor> IcaeTargetLogits(const Transformer& model, const I
     } else {
       in.embeds = prefix;
     }
+    in.positions = ExtendPositions(lead.positions, in.embeds.size(0) - prefix.size(0));
     in.num_outputs = static_cast<int64_t>(e.target.size());
     batch.push_back(in);
     labels->insert(labels->end(), e.target.begin(), e.target.end());

@@ -101,7 +101,7 @@ TEST_F(ServicesTest, RoundTripMatchesInProcessGeneration) {
   ASSERT_OK_AND_ASSIGN(auto bundle, server::ModelBundle::Load(o));
   ASSERT_OK_AND_ASSIGN(auto ids, bundle->Tokenize(kContext, true));
   EXPECT_EQ(static_cast<int64_t>(ids.size()), first.token_count());
-  ASSERT_OK_AND_ASSIGN(torch::Tensor slots, testing::CompressText(*bundle, kContext));
+  ASSERT_OK_AND_ASSIGN(CompressedContext slots, testing::CompressText(*bundle, kContext));
   for (const std::string prompt : {"", "What does the fox do?"}) {
     ASSERT_OK_AND_ASSIGN(auto prompt_ids, bundle->Tokenize(prompt, false));
     ASSERT_OK_AND_ASSIGN(testing::ReferenceOutput ref, testing::ReferenceGenerate(*bundle, {slots}, prompt_ids, 24));

@@ -10,17 +10,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/icae/compressor.h"
 #include "common/server/model_bundle.h"
 #include "common/slot_store/slot_store.h"
 
 namespace icae::testing {
 
-// The slots of a stored record (checked against the bundle's fingerprints), by store key.
-absl::StatusOr<torch::Tensor> SlotsFromStore(const server::ModelBundle& bundle,
+// The slots of a stored record (checked against the bundle's fingerprints) and the context
+// tokens they stand for, by store key.
+absl::StatusOr<CompressedContext> SlotsFromStore(const server::ModelBundle& bundle,
                                              slot_store::SlotStore& store, const std::string& key);
 
 // The slots the encoder computes for `text` (tokenized with BOS).
-absl::StatusOr<torch::Tensor> CompressText(const server::ModelBundle& bundle, const std::string& text);
+absl::StatusOr<CompressedContext> CompressText(const server::ModelBundle& bundle, const std::string& text);
 
 struct ReferenceOutput {
   std::vector<int64_t> ids;
@@ -31,7 +33,7 @@ struct ReferenceOutput {
 // `memories`, autoencoding when `prompt_ids` is empty and instruct-style otherwise — what
 // testing::SlotRequest asks the decoder for.
 absl::StatusOr<ReferenceOutput> ReferenceGenerate(const server::ModelBundle& bundle,
-                                                  const std::vector<torch::Tensor>& memories,
+                                                  const std::vector<CompressedContext>& memories,
                                                   const std::vector<int64_t>& prompt_ids,
                                                   int64_t max_new);
 

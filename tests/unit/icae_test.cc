@@ -7,9 +7,11 @@
 #include "common/icae/adapter.h"
 #include "common/icae/compressor.h"
 #include "common/icae/prompt.h"
+#include "common/model/prefix_cache.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 #include "tests/test_util.h"
+#include "tests/testing/status.h"
 
 namespace icae {
 namespace {
@@ -178,6 +180,103 @@ TEST_F(IcaeTest, TemplatesPerMode) {
   auto mem = ContextAsMemory(model_, {1, 2, 3, 4});
   ASSERT_TRUE(mem.ok());
   EXPECT_EQ(AssembleDecoderInput(model_, adapter_, PromptMode::kAutoencode, {*mem}, {})->size(0), 5);
+}
+
+// IcaeConfig::MemoryPositions::kSpread. adapter_: 2 slots per segment, rate 4, so 10 ids are
+// 2 segments of 5; a slot sits at floor((2j + 1)·5 / 4) of its segment: 1, 3.
+TEST_F(IcaeTest, SpreadPositionsPerMode) {
+  IcaeAdapter spread = adapter_;
+  spread.config.memory_positions = IcaeConfig::MemoryPositions::kSpread;
+  auto values = [](const absl::StatusOr<torch::Tensor>& t) {
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return std::vector<int64_t>{};
+    return std::vector<int64_t>(t->data_ptr<int64_t>(), t->data_ptr<int64_t>() + t->numel());
+  };
+  const std::vector<MemoryExtent> ten{{4, 10}};
+  EXPECT_EQ(values(DecoderInputPositions(spread, PromptMode::kAutoencode, ten, 5)),
+            (std::vector<int64_t>{1, 3, 6, 8, 10}));
+  // Instruct: lead of 2, slots, [FT], 3 prompt ids, 2 suffix ids.
+  EXPECT_EQ(values(DecoderInputPositions(spread, PromptMode::kInstruct, ten, 12)),
+            (std::vector<int64_t>{0, 1, 3, 5, 8, 10, 12, 13, 14, 15, 16, 17}));
+  // Two sets: the second takes the positions of its own context's tokens, after the first's;
+  // a baseline set (rows = its tokens) its tokens' own positions.
+  EXPECT_EQ(values(DecoderInputPositions(spread, PromptMode::kRaw, {{4, 10}, {2, 3}, {3, 3}}, 11)),
+            (std::vector<int64_t>{1, 3, 6, 8, 10, 12, 13, 14, 15, 16, 17}));
+  // The reference layout: positions are the rows' indices, whatever the sets.
+  EXPECT_EQ(values(DecoderInputPositions(adapter_, PromptMode::kInstruct, ten, 12)),
+            values(torch::arange(12, torch::kInt64)));
+  // Rows that are neither the set's tokens nor the slots they compress to; more rows than given.
+  for (const std::vector<MemoryExtent>& bad :
+       std::vector<std::vector<MemoryExtent>>{{{2, 10}}, {{4, 0}}, {{0, 4}}, {{4, int64_t{1} << 50}}}) {
+    auto r = DecoderInputPositions(spread, PromptMode::kAutoencode, bad, 5);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad[0].rows << " " << bad[0].tokens;
+  }
+  EXPECT_FALSE(DecoderInputPositions(spread, PromptMode::kAutoencode, ten, 3).ok());
+  EXPECT_EQ(values(ExtendPositions(torch::tensor(std::vector<int64_t>{1, 3, 6}), 2)),
+            (std::vector<int64_t>{1, 3, 6, 7, 8}));
+
+  // The encoder puts memory token j of each segment at that position, after the segment's
+  // tokens at 0 … n-1: the slots are what one forward pass with those positions gives.
+  std::vector<int64_t> ids = {1, 5, 7, 9, 11, 13, 2, 8, 9, 10};
+  auto s = Compressor(model_, spread).Compress({ids});
+  auto q = Compressor(model_, adapter_).Compress({ids});
+  ASSERT_TRUE(s.ok() && q.ok());
+  auto emb = *model_.Embed(torch::tensor(std::vector<int64_t>(ids.begin(), ids.begin() + 5)));
+  std::vector<SequenceInput> batch(1);
+  batch[0].embeds = torch::cat({emb, adapter_.memory_embed.narrow(0, 0, 2)}, 0);
+  batch[0].positions = torch::tensor(std::vector<int64_t>{0, 1, 2, 3, 4, 1, 3});
+  batch[0].num_outputs = 2;
+  ForwardOptions fo;
+  fo.lora = &adapter_.lora;
+  fo.output = ForwardOutput::kHidden;
+  auto first = model_.Forward(batch, fo);
+  ASSERT_TRUE(first.ok()) << first.status();
+  // (The compressor packs both segments into one pass: the same values, other row blocks.)
+  EXPECT_LT((*first - (*s)[0].slots.narrow(0, 0, 2)).abs().max().item<float>(), 1e-6f);
+  EXPECT_FALSE(torch::allclose((*s)[0].slots, (*q)[0].slots));
+
+  // Decode steps continue from the last explicit position + 1, through the KV cache and its
+  // copies: the same logits as one pass over every row with ExtendPositions.
+  ASSERT_OK_AND_ASSIGN(SequenceInput in, SlotDecoderInput(model_, spread, PromptMode::kAutoencode, *s, {}));
+  KVCache cache = model_.NewCache(8);
+  in.cache = &cache;
+  std::vector<SequenceInput> step{in};
+  ASSERT_TRUE(model_.Forward(step).ok());
+  EXPECT_EQ(cache.length(), 5);
+  EXPECT_EQ(cache.next_position(), 11);
+  EXPECT_EQ(CopyKVPrefix(model_.config(), cache, 5, 8).next_position(), 11);
+  EXPECT_EQ(CopyKVPrefix(model_.config(), cache, 3, 8).next_position(), 3);
+  step[0] = SequenceInput();
+  step[0].ids = torch::tensor(std::vector<int64_t>{7});
+  step[0].cache = &cache;
+  auto incremental = model_.Forward(step);
+  ASSERT_TRUE(incremental.ok());
+  std::vector<SequenceInput> whole(1);
+  whole[0].embeds = torch::cat({in.embeds, *model_.Embed(torch::tensor(std::vector<int64_t>{7}))}, 0);
+  whole[0].positions = ExtendPositions(in.positions, 1);
+  auto one_pass = model_.Forward(whole);
+  ASSERT_TRUE(one_pass.ok());
+  EXPECT_LT((*incremental - *one_pass).abs().max().item<float>(), 1e-5f);
+  EXPECT_EQ(cache.next_position(), 12);
+}
+
+TEST(IcaeConfigTest, MemoryPositionsRoundTripAndBadValues) {
+  auto c = ParseIcaeConfig("{}", "icae_config.json");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->memory_positions, IcaeConfig::MemoryPositions::kSequential);
+  auto own = ParseIcaeConfig(R"({"mem_size": 8, "base_vocab_size": 512, "memory_positions": "spread",
+      "instruct_prefix_ids": [1, 5], "instruct_suffix_ids": [6, 7]})", "icae_config.json");
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_EQ(own->memory_positions, IcaeConfig::MemoryPositions::kSpread);
+  auto again = ParseIcaeConfig(IcaeConfigToJson(*own), "again");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->memory_positions, IcaeConfig::MemoryPositions::kSpread);
+  for (const char* text : {R"({"memory_positions": "centre"})", R"({"memory_positions": 1})"}) {
+    auto bad = ParseIcaeConfig(text, "icae_config.json");
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_NE(bad.status().message().find("'memory_positions' must be \"sequential\" or \"spread\""),
+              std::string::npos) << bad.status();
+  }
 }
 
 TEST(IcaeConfigTest, DefaultsAreTheReleasedCheckpoint) {

@@ -104,9 +104,9 @@ class SchedulerTest : public ::testing::Test {
   }
   absl::StatusOr<std::vector<int64_t>> Reference(const std::vector<std::string>& slot_ids,
                                                  const std::vector<int64_t>& prompt, int64_t n) {
-    std::vector<torch::Tensor> memories;
+    std::vector<CompressedContext> memories;
     for (const auto& slot_id : slot_ids) {
-      ASSIGN_OR_RETURN(torch::Tensor slots, testing::SlotsFromStore(*bundle_, *store_, slot_id));
+      ASSIGN_OR_RETURN(CompressedContext slots, testing::SlotsFromStore(*bundle_, *store_, slot_id));
       memories.push_back(std::move(slots));
     }
     ASSIGN_OR_RETURN(testing::ReferenceOutput out, testing::ReferenceGenerate(*bundle_, memories, prompt, n));
@@ -140,6 +140,30 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_TRUE(sink->WaitDone(absl::Seconds(30)));
     EXPECT_TRUE(sink->status.ok()) << sink->status;
     return sink;
+  }
+  // Runs the requests (slots[i], prompts[i], 9 new tokens) concurrently, at most 3 at a time, on
+  // decoders with each prefill chunk and the prefix cache off and on: every greedy answer is the
+  // reference's.
+  void ExpectConcurrentRunsMatchTheReference(const std::vector<std::vector<std::string>>& slots,
+                                             const std::vector<std::vector<int64_t>>& prompts,
+                                             const std::vector<int64_t>& chunks) {
+    for (int64_t cache_bytes : {int64_t{0}, int64_t{64} << 20}) {
+      for (int64_t chunk : chunks) {
+        decoder::DecoderOptions o;
+        o.prefill_chunk = chunk;
+        o.prefix_cache_bytes = cache_bytes;
+        o.max_batch = 3;
+        auto core = MakeDecoder(o);
+        std::vector<std::shared_ptr<CollectingSink>> sinks;
+        for (size_t i = 0; i < slots.size(); ++i) sinks.push_back(Start(*core, Request(slots[i], prompts[i], 9)));
+        for (size_t i = 0; i < sinks.size(); ++i) {
+          ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
+          ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
+          EXPECT_THAT(Reference(slots[i], prompts[i], 9), testing::IsOkAndHolds(sinks[i]->ids))
+              << "sequence " << i << " chunk " << chunk << " prefix cache " << cache_bytes;
+        }
+      }
+    }
   }
   // Scheduler steps that ran more than one sequence: only batching produces them.
   uint64_t BatchedSteps() {
@@ -524,29 +548,55 @@ TEST_F(SchedulerTest, PrefixCacheComputesANewPrefixOnceForConcurrentRequests) {
   }
 }
 
+// Five requests over two contexts: one or two slot sets, instruct prompts of several lengths and
+// autoencoding, shared prefixes whole and extended.
+std::vector<std::vector<std::string>> MixedSlotSets(const std::string& a, const std::string& b) {
+  return {{a}, {a, b}, {b}, {a}, {a, b}};
+}
+const std::vector<std::vector<int64_t>> kMixedPrompts = {
+    {1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 1824, 349, 378, 2936, 9060, 28804}, {}};
+
 TEST_F(SchedulerTest, ChunkedPrefillMatchesUnchunked) {
   ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
   ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
-  const std::vector<std::vector<std::string>> slots = {{a}, {a, b}, {b}, {a}, {a, b}};
-  const std::vector<std::vector<int64_t>> prompts = {
-      {1824, 349, 378, 28804}, {5801, 28804}, {}, {349, 1824, 349, 378, 2936, 9060, 28804}, {}};
-  for (int64_t cache_bytes : {int64_t{0}, int64_t{64} << 20}) {
-    for (int64_t chunk : {1, 3, 7}) {
-      decoder::DecoderOptions o;
-      o.prefill_chunk = chunk;
-      o.prefix_cache_bytes = cache_bytes;
-      o.max_batch = 3;
-      auto core = MakeDecoder(o);
-      std::vector<std::shared_ptr<CollectingSink>> sinks;
-      for (size_t i = 0; i < slots.size(); ++i) sinks.push_back(Start(*core, Request(slots[i], prompts[i], 9)));
-      for (size_t i = 0; i < sinks.size(); ++i) {
-        ASSERT_TRUE(sinks[i]->WaitDone(absl::Seconds(30)));
-        ASSERT_TRUE(sinks[i]->status.ok()) << sinks[i]->status;
-        EXPECT_THAT(Reference(slots[i], prompts[i], 9), testing::IsOkAndHolds(sinks[i]->ids))
-            << "sequence " << i << " chunk " << chunk << " prefix cache " << cache_bytes;
-      }
+  const std::vector<std::vector<std::string>> slots = MixedSlotSets(a, b);
+  const std::vector<std::vector<int64_t>>& prompts = kMixedPrompts;
+  ASSERT_NO_FATAL_FAILURE(ExpectConcurrentRunsMatchTheReference(slots, prompts, {1, 3, 7}));
+}
+
+// Slots at their spans' centres (IcaeConfig::MemoryPositions::kSpread): the decoder gives every
+// row its position, across prefill chunks, a shared slot prefix (whole or extended) and decode
+// steps, as the in-process reference does.
+TEST_F(SchedulerTest, SpreadMemoryPositionsMatchTheReference) {
+  const std::string dir = testing::TestDataDir() + "/icae-golden";
+  ModelLoadOptions lo;
+  lo.dtype = torch::kFloat32;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Transformer> model, Transformer::Load(dir + "/model", lo));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Tokenizer> tok, Tokenizer::LoadFromModelDir(dir + "/model"));
+  IcaeAdapter spread = bundle_->adapter();
+  spread.config.memory_positions = IcaeConfig::MemoryPositions::kSpread;
+  std::unique_ptr<server::ModelBundle> sequential = std::move(bundle_);
+  ASSERT_OK_AND_ASSIGN(bundle_, server::ModelBundle::FromParts(std::move(model), spread, std::move(tok),
+                                                               sequential->model_fingerprint(),
+                                                               std::string(64, 'e')));
+  ASSERT_OK_AND_ASSIGN(const std::string a, Encode(kContextA));
+  ASSERT_OK_AND_ASSIGN(const std::string b, Encode(kContextB));
+  const std::vector<std::vector<std::string>> slots = MixedSlotSets(a, b);
+  const std::vector<std::vector<int64_t>>& prompts = kMixedPrompts;
+  ASSERT_NO_FATAL_FAILURE(ExpectConcurrentRunsMatchTheReference(slots, prompts, {3, 512}));
+  // The layout is seen: the same slots decoded at sequential positions give other ids.
+  int differ = 0;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    std::vector<CompressedContext> memories;
+    for (const auto& id : slots[i]) {
+      ASSERT_OK_AND_ASSIGN(CompressedContext c, testing::SlotsFromStore(*bundle_, *store_, id));
+      memories.push_back(std::move(c));
     }
+    ASSERT_OK_AND_ASSIGN(testing::ReferenceOutput at_rows, testing::ReferenceGenerate(*sequential, memories, prompts[i], 9));
+    ASSERT_OK_AND_ASSIGN(std::vector<int64_t> spread_ids, Reference(slots[i], prompts[i], 9));
+    differ += at_rows.ids != spread_ids;
   }
+  EXPECT_GT(differ, 0);
 }
 
 TEST_F(SchedulerTest, PrefillChunkBoundAtAndPast) {
@@ -806,8 +856,9 @@ TEST_F(SchedulerTest, SlotIdentityValidatesContextsAndRecords) {
   EXPECT_TRUE(slot_store::ValidateSlotId(b.store_key).ok());
 
   // Record round trip; another model's record and a truncated payload are refused.
-  ASSERT_OK_AND_ASSIGN(torch::Tensor slots, testing::CompressText(*bundle_, text));
-  CompressedContext c{slots, 1, static_cast<int64_t>(ids.size())};
+  ASSERT_OK_AND_ASSIGN(CompressedContext c, testing::CompressText(*bundle_, text));
+  const torch::Tensor& slots = c.slots;
+  EXPECT_EQ(c.num_tokens, static_cast<int64_t>(ids.size()));
   slot_store::SlotRecord rec = server::MakeSlotRecord(*bundle_, c);
   ASSERT_OK_AND_ASSIGN(torch::Tensor back, server::SlotsFromRecord(*bundle_, {rec.header, rec.payload}));
   EXPECT_TRUE(torch::equal(back, slots));
