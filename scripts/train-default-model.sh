@@ -15,7 +15,10 @@
 #              4-segment contexts (whole 128-token segments: 128, 256, 512 tokens → 32, 64, 128 slots)
 #  9b. pretrain6 (only with PT6_STEPS > 0; not in the shipped model) continues pretrain5 with
 #              a fresh warm-up and cosine schedule, the same data and mix
-#  10. finetune2 instructions from split2, mixed with autoencoding (finetune3 after 9b)
+#  9c. pretrain-spread (only with SPREAD_STEPS > 0) continues the stage before with the
+#              slots at the centres of their spans (memory_positions "spread")
+#  10. finetune2 instructions from split2, mixed with autoencoding (finetune3 after 9b,
+#              finetune-spread after 9c)
 #  11. install copy into models/default, icae eval → eval.json, learning-curve CSV and plot
 # Every training stage checkpoints; running the script again resumes an unfinished stage
 # (--resume) and skips finished ones. Checkpoints live in WORK_DIR (outside the repo): when
@@ -27,7 +30,8 @@
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
 # stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
 # FT2_STOP / FT2_AE_RATIO (the second wave's schedules and where the shipped run stopped),
-# PT6_STEPS (stage 9b, default 0 = skipped), CONTINUE_FROM (a
+# PT6_STEPS (stage 9b, default 0 = skipped), SPREAD_STEPS / SPREAD_STOP (stage 9c, default 0 =
+# skipped), CONTINUE_FROM (a
 # model folder with base + adapter, e.g. a copy of the first wave's models/default: skips
 # stages 2-6 and starts stage 9 from it).
 set -euo pipefail
@@ -193,6 +197,7 @@ fi
 split2_pretrain() {
   local out="$1" model="$2" adapter="$3" steps="$4" stop_at="$5" seed="$6" lr="$7" warmup="$8"
   local min_lr="$9" eval_every="${10}"
+  shift 10  # the rest: extra flags for icae train pretrain
   finished "$out" icae_adapter.safetensors "$stop_at" && return 0
   "$ICAE" train pretrain --model "$model" --init-adapter "$adapter" --train-base \
     --train-text "$D/train2.txt" --heldout-text "$D/heldout2.txt" --out "$out" \
@@ -201,7 +206,7 @@ split2_pretrain() {
     --lr "$lr" --warmup "$warmup" --min-lr-ratio "$min_lr" --weight-decay 0 --seed "$seed" \
     --save-every 100 --eval-len 128 --eval-windows 16 --eval-every "$eval_every" --log-every 25 \
     --curve-csv "$out/curve.csv" --curve-passages 8 \
-    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$out") \
+    --max-minutes "${MINUTES:-0}" --threads "$THREADS" $(resume_flag "$out") "$@" \
     2>&1 | tee -a "$out.log"
   (( $(checkpoint_step "$out") >= stop_at )) || { echo "$(basename "$out") unfinished: run again" >&2; exit 1; }
 }
@@ -224,6 +229,18 @@ if (( PT6_STEPS > 0 )); then
     "$PT6_STEPS" "$PT6_STEPS" 7 5e-4 50 0.05 250
   PT_LAST="$WORK/pretrain6" FT_OUT="$WORK/finetune3"
   FT2_STEPS="${FT2_STEPS:-400}" FT2_AE_RATIO="${FT2_AE_RATIO:-0.4}"
+fi
+
+# 9c. (only with SPREAD_STEPS > 0) pretrain-spread: the adapter of the stage before switched to
+# memory_positions "spread" (each memory token and slot at the centre of the span of tokens it
+# stands for, in the encoder and the decoder) and trained on with the same data and mix; the
+# fine-tune after it is finetune-spread. SPREAD_STOP: the step the shipped run stopped at.
+SPREAD_STEPS="${SPREAD_STEPS:-0}" SPREAD_STOP="${SPREAD_STOP:-0}"
+if (( SPREAD_STEPS > 0 )); then
+  split2_pretrain "$WORK/pretrain-spread" "$PT_LAST" "$PT_LAST/icae_adapter.safetensors" \
+    "$SPREAD_STEPS" "$(( SPREAD_STOP > 0 ? SPREAD_STOP : SPREAD_STEPS ))" 11 3e-4 50 0.1 100 \
+    --memory-positions spread
+  PT_LAST="$WORK/pretrain-spread" FT_OUT="$WORK/finetune-spread"
 fi
 
 # 10. finetune2 (finetune3 after 9b): instructions from split2 (answers derivable from the
