@@ -4,6 +4,10 @@
 #include <limits>
 #include <vector>
 
+#include <ATen/Parallel.h>
+
+#include "common/model/cpu_gemv.h"
+
 namespace icae {
 
 bool UseFusedCpuOps(const torch::Tensor& x) {
@@ -19,63 +23,81 @@ torch::Tensor FusedRmsNorm(const torch::Tensor& x_in, const torch::Tensor& w_in,
   const auto* xp = x.data_ptr<at::BFloat16>();
   const auto* wp = w.data_ptr<at::BFloat16>();
   auto* yp = y.data_ptr<at::BFloat16>();
-  for (int64_t r = 0; r < n; ++r) {
-    const at::BFloat16* xr = xp + r * h;
-    float ss = 0;
-    for (int64_t i = 0; i < h; ++i) {
-      float v = static_cast<float>(xr[i]);
-      ss += v * v;
+  // Rows are independent: the same bits on any number of threads.
+  at::parallel_for(0, n, ParallelGrain(2 * h, 4 * h), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const at::BFloat16* xr = xp + r * h;
+      float ss = 0;
+      for (int64_t i = 0; i < h; ++i) {
+        float v = static_cast<float>(xr[i]);
+        ss += v * v;
+      }
+      const float scale = 1.0f / std::sqrt(ss / static_cast<float>(h) + static_cast<float>(eps));
+      at::BFloat16* yr = yp + r * h;
+      for (int64_t i = 0; i < h; ++i) {
+        at::BFloat16 normed(static_cast<float>(xr[i]) * scale);
+        yr[i] = at::BFloat16(static_cast<float>(wp[i]) * static_cast<float>(normed));
+      }
     }
-    const float scale = 1.0f / std::sqrt(ss / static_cast<float>(h) + static_cast<float>(eps));
-    at::BFloat16* yr = yp + r * h;
-    for (int64_t i = 0; i < h; ++i) {
-      at::BFloat16 normed(static_cast<float>(xr[i]) * scale);
-      yr[i] = at::BFloat16(static_cast<float>(wp[i]) * static_cast<float>(normed));
-    }
-  }
+  });
   return y;
 }
 
-torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const torch::Tensor& inv_freq) {
-  const int64_t n = x.size(0), heads = x.size(1), d = x.size(2), half = d / 2;
+RopeTable MakeRopeTable(const torch::Tensor& positions, const torch::Tensor& inv_freq) {
   auto pos = positions.to(torch::kInt64).contiguous();
   auto inv = inv_freq.to(torch::kFloat32).contiguous();
+  const int64_t n = pos.numel(), half = inv.numel();
+  RopeTable t;
+  t.half = half;
+  t.cos.resize(static_cast<size_t>(n * half));
+  t.sin.resize(static_cast<size_t>(n * half));
   const int64_t* pp = pos.data_ptr<int64_t>();
   const float* ip = inv.data_ptr<float>();
-  auto* base = x.data_ptr<at::BFloat16>();
-  const int64_t s0 = x.stride(0), s1 = x.stride(1);
-  std::vector<float> cs(half), sn(half);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int64_t j = 0; j < half; ++j) {
-      const float a = static_cast<float>(pp[t]) * ip[j];
-      // Rounded to bf16 as the tensor version does (cos/sin tables cast to the model dtype).
-      cs[j] = static_cast<float>(at::BFloat16(std::cos(a)));
-      sn[j] = static_cast<float>(at::BFloat16(std::sin(a)));
-    }
-    for (int64_t hh = 0; hh < heads; ++hh) {
-      at::BFloat16* v = base + t * s0 + hh * s1;
+  at::parallel_for(0, n, ParallelGrain(40 * half, 8 * half), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
       for (int64_t j = 0; j < half; ++j) {
-        const float a = static_cast<float>(v[j]), b = static_cast<float>(v[j + half]);
-        v[j] = at::BFloat16(a * cs[j] - b * sn[j]);
-        v[j + half] = at::BFloat16(b * cs[j] + a * sn[j]);
+        const float a = static_cast<float>(pp[r]) * ip[j];
+        // Rounded to bf16 as the tensor version does (cos/sin tables cast to the model dtype).
+        t.cos[r * half + j] = static_cast<float>(at::BFloat16(std::cos(a)));
+        t.sin[r * half + j] = static_cast<float>(at::BFloat16(std::sin(a)));
       }
     }
-  }
+  });
+  return t;
+}
+
+torch::Tensor FusedRope(torch::Tensor x, const RopeTable& table) {
+  const int64_t n = x.size(0), heads = x.size(1), half = x.size(2) / 2;
+  auto* base = x.data_ptr<at::BFloat16>();
+  const int64_t s0 = x.stride(0), s1 = x.stride(1);
+  at::parallel_for(0, n, ParallelGrain(4 * heads * half, 8 * heads * half), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const float* cs = table.cos.data() + t * half;
+      const float* sn = table.sin.data() + t * half;
+      for (int64_t hh = 0; hh < heads; ++hh) {
+        at::BFloat16* v = base + t * s0 + hh * s1;
+        for (int64_t j = 0; j < half; ++j) {
+          const float a = static_cast<float>(v[j]), c = static_cast<float>(v[j + half]);
+          v[j] = at::BFloat16(a * cs[j] - c * sn[j]);
+          v[j + half] = at::BFloat16(c * cs[j] + a * sn[j]);
+        }
+      }
+    }
+  });
   return x;
 }
 
-}  // namespace icae
+torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const torch::Tensor& inv_freq) {
+  return FusedRope(std::move(x), MakeRopeTable(positions, inv_freq));
+}
 
-#include <ATen/Parallel.h>
-
-#include "common/model/cpu_gemv.h"
-
-namespace icae {
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
 void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
                               const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
                               float scale, float* scratch, uint16_t* out);
+void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t len, float scale,
+                            float* scratch);
 #endif
 
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
@@ -126,6 +148,30 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
 #else
   (void)q, (void)spans, (void)kv_heads, (void)scale;
   return torch::Tensor();
+#endif
+}
+
+bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t window, double scale) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(scores) || scores.dim() != 3 || !scores.is_contiguous() ||
+      n < 1 || past < 0 || window < 0 || scores.size(1) % n != 0 || scores.size(2) != past + n) {
+    return false;
+  }
+  const int64_t rows = scores.size(0) * scores.size(1), len = scores.size(2);
+  auto* base = reinterpret_cast<uint16_t*>(scores.data_ptr<at::BFloat16>());
+  const float s = static_cast<float>(scale);
+  at::parallel_for(0, rows, ParallelGrain(8 * len, 8 * len), [&](int64_t b, int64_t e) {
+    std::vector<float> scratch(static_cast<size_t>(len));
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t qi = past + r % n;  // this row's query position in the cache
+      const int64_t begin = window > 0 ? std::max<int64_t>(0, qi - window + 1) : 0;
+      MaskedSoftmaxRowAvx512(base + r * len, begin, qi + 1, len, s, scratch.data());
+    }
+  });
+  return true;
+#else
+  (void)scores, (void)n, (void)past, (void)window, (void)scale;
+  return false;
 #endif
 }
 

@@ -7,6 +7,8 @@
 
 #include <torch/torch.h>
 
+#include <vector>
+
 #include "common/model/kv_cache.h"
 
 namespace icae {
@@ -17,8 +19,18 @@ bool UseFusedCpuOps(const torch::Tensor& x);
 // w * bf16(x * rsqrt(mean(x²) + eps)), statistics in float32. x [N, H], w [H].
 torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 
+// RoPE's cos/sin for N positions, [N, head_dim / 2] float32 each (values rounded to bf16, as
+// the tensor version's tables): angle = float(pos) * inv_freq. Built once per forward and
+// shared by every layer's q and k.
+struct RopeTable {
+  int64_t half = 0;
+  std::vector<float> cos, sin;
+};
+RopeTable MakeRopeTable(const torch::Tensor& positions, const torch::Tensor& inv_freq);
+
 // HF rotate_half RoPE on x [N, heads, head_dim] (any strides on N/heads as long as head_dim is
-// contiguous), in place: angle = float(pos) * inv_freq. Returns x.
+// contiguous), in place, with the table of x's N positions. Returns x.
+torch::Tensor FusedRope(torch::Tensor x, const RopeTable& table);
 torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const torch::Tensor& inv_freq);
 
 }  // namespace icae
@@ -36,6 +48,14 @@ namespace icae {
 // or an undefined tensor when the kernel does not apply (then use the tensor ops).
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
                                    int64_t kv_heads, double scale);
+
+// Causal (and sliding-window) softmax of one sequence's prefill attention scores, in place:
+// scores [B, rows, past + n] bf16 (q · kᵀ, unscaled), row r the query at cache position
+// past + r % n, which sees keys max(0, that − window + 1) .. that (window 0: no window). Each
+// row becomes bf16(softmax(scores · scale)) over the keys it sees, 0 elsewhere, in float32,
+// with no bias tensor and no float32 copy of the scores. False (scores untouched) when the
+// kernel does not apply: then use the tensor ops.
+bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t window, double scale);
 
 }  // namespace icae
 #endif  // ICAE_COMMON_MODEL_CPU_FUSED_H_

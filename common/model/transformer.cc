@@ -343,8 +343,10 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
   // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
   // Query i (cache index past + i) sees keys 0..past + i.
+  // The fused CPU softmax masks by itself: no bias then.
+  const bool fused_softmax = UseFusedCpuOps(x) && CpuBf16GemvAvailable();
   std::vector<torch::Tensor> bias(batch.size());
-  for (size_t s = 0; s < batch.size(); ++s) {
+  for (size_t s = 0; s < batch.size() && !fused_softmax; ++s) {
     const int64_t n = lens[s];
     const int64_t past = batch[s].cache ? batch[s].cache->length() : 0;
     const int64_t kv_len = past + n;
@@ -365,7 +367,10 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   const bool fused = UseFusedCpuOps(x);
   const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
   torch::Tensor cos, sin;
-  if (!fused) {
+  RopeTable rope;
+  if (fused) {
+    rope = MakeRopeTable(pos, inv_freq_);
+  } else {
     auto angle = pos.to(torch::kFloat32).unsqueeze(1) * inv_freq_.unsqueeze(0);  // [N, hd/2]
     auto emb = torch::cat({angle, angle}, -1);
     cos = emb.cos().to(dtype()).unsqueeze(1);  // [N, 1, hd]
@@ -406,8 +411,8 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     auto k3 = k.reshape({total, nkv, hd});
     if (fused) {
       // In place: q and k are views of this step's own qkv buffer (or LoRA's fresh sum).
-      q3 = FusedRope(q3.stride(2) == 1 ? q3 : q3.contiguous(), pos, inv_freq_);
-      k3 = FusedRope(k3.stride(2) == 1 ? k3 : k3.contiguous(), pos, inv_freq_);
+      q3 = FusedRope(q3.stride(2) == 1 ? q3 : q3.contiguous(), rope);
+      k3 = FusedRope(k3.stride(2) == 1 ? k3 : k3.contiguous(), rope);
     } else {
       q3 = q3 * cos + RotateHalf(q3) * sin;
       k3 = k3 * cos + RotateHalf(k3) * sin;
@@ -458,6 +463,15 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       if (cuda_attention) {
         outs.push_back(CudaAttention(qs, K, Vv, bias[s]).reshape({nkv, group, n, hd})
                            .permute({2, 0, 1, 3}).reshape({n, nh * hd}));
+        continue;
+      }
+      if (fused_softmax) {
+        auto probs = torch::bmm(qs, K.transpose(1, 2));  // [nkv, group·n, kv_len], masked in place
+        if (!FusedMaskedSoftmax(probs, n, past, c.sliding_window, 1.0 / scale)) {
+          return absl::InternalError(absl::StrCat("fused softmax refused scores of ", kv_len, " keys for ", n,
+                                                  " queries after ", past));
+        }
+        outs.push_back(torch::bmm(probs, Vv).reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
         continue;
       }
       torch::Tensor scores;  // [nkv, group·n, kv_len]

@@ -650,6 +650,12 @@ TEST(CpuFusedTest, RmsNormAndRopeMatchTensorOps) {
   auto ref = w * (xf * torch::rsqrt(xf.pow(2).mean(-1, true) + 1e-5)).to(torch::kBFloat16);
   auto ours = FusedRmsNorm(x, w, 1e-5);
   EXPECT_LT((ours.to(torch::kFloat32) - ref.to(torch::kFloat32)).abs().max().item<float>(), 0.02f);
+  // Split across threads, every row has the bits it has alone.
+  auto many = torch::randn({2048, 64}).to(torch::kBFloat16);
+  auto all = FusedRmsNorm(many, w, 1e-5);
+  for (int64_t r : {0, 1, 1023, 1024, 2047}) {
+    EXPECT_TRUE(torch::equal(all[r], FusedRmsNorm(many.narrow(0, r, 1), w, 1e-5)[0])) << "row " << r;
+  }
   // RoPE on a strided view, as inside the qkv buffer.
   auto qkv = torch::randn({3, 2 * 16}).to(torch::kBFloat16);
   auto q3 = qkv.narrow(1, 0, 16).reshape({3, 2, 8});
@@ -686,6 +692,43 @@ ModelConfig FusedKernelConfig() {
   c.vocab_size = 64;
   c.max_position_embeddings = 256;
   return c;
+}
+
+// The fused prefill softmax against the tensor ops it replaces (scores · scale plus a 0/-inf
+// bias, softmax in float32, rounded to bf16): causal rows after a cached past, with and without
+// a sliding window, row lengths around the kernel's blocks of 16. Masked keys are exactly 0.
+TEST(CpuFusedTest, MaskedSoftmaxMatchesBiasedSoftmax) {
+  c10::InferenceMode guard;
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the fused softmax does not run";
+  torch::manual_seed(10);
+  struct Case { int64_t n, past, window; };
+  for (Case cs : {Case{1, 0, 0}, Case{5, 0, 0}, Case{17, 0, 0}, Case{16, 15, 0}, Case{3, 40, 0}, Case{33, 7, 9},
+                  Case{20, 0, 4}}) {
+    const int64_t len = cs.past + cs.n, B = 2, group = 3;
+    auto raw = (4 * torch::randn({B, group * cs.n, len})).to(torch::kBFloat16);
+    auto qi = torch::arange(cs.past, len).repeat({group}).unsqueeze(1);  // row r: query past + r % n
+    auto kj = torch::arange(0, len).unsqueeze(0);
+    auto masked = kj > qi;
+    if (cs.window > 0) masked = masked.logical_or(qi - kj >= cs.window);
+    auto ref = torch::softmax((raw.to(torch::kFloat32) * 0.125).masked_fill(masked, -INFINITY), -1)
+                   .to(torch::kBFloat16);
+    auto ours = raw.clone();
+    ASSERT_TRUE(FusedMaskedSoftmax(ours, cs.n, cs.past, cs.window, 0.125));
+    const std::string what = "n " + std::to_string(cs.n) + " past " + std::to_string(cs.past) + " window " +
+                             std::to_string(cs.window);
+    EXPECT_TRUE(torch::equal(ours.masked_select(masked.expand_as(ours)),
+                             torch::zeros({masked.expand_as(ours).sum().item<int64_t>()}, torch::kBFloat16)))
+        << what;
+    // Within one bf16 rounding step of the tensor ops (probabilities ≤ 1: 2⁻⁸).
+    EXPECT_LE((ours.to(torch::kFloat32) - ref.to(torch::kFloat32)).abs().max().item<float>(), 1.0f / 256) << what;
+    EXPECT_LT((ours.to(torch::kFloat32).sum(-1) - 1).abs().max().item<float>(), 0.02f) << what;
+  }
+  // Shapes it does not take are refused and left as they were.
+  auto wrong = torch::zeros({1, 4, 9}, torch::kBFloat16);
+  EXPECT_FALSE(FusedMaskedSoftmax(wrong, 4, 0, 0, 1.0));  // 9 keys for 4 queries with no past
+  EXPECT_TRUE(torch::equal(wrong, torch::zeros({1, 4, 9}, torch::kBFloat16)));
+  auto f32 = torch::zeros({1, 4, 4});
+  EXPECT_FALSE(FusedMaskedSoftmax(f32, 4, 0, 0, 1.0));
 }
 
 // The fused decode attention against softmax(q·Kᵀ/√d)·V in float32, for lengths around the
