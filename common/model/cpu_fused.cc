@@ -48,7 +48,6 @@ RopeTable MakeRopeTable(const torch::Tensor& positions, const torch::Tensor& inv
   auto inv = inv_freq.to(torch::kFloat32).contiguous();
   const int64_t n = pos.numel(), half = inv.numel();
   RopeTable t;
-  t.half = half;
   t.cos.resize(static_cast<size_t>(n * half));
   t.sin.resize(static_cast<size_t>(n * half));
   const int64_t* pp = pos.data_ptr<int64_t>();

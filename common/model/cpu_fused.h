@@ -23,7 +23,6 @@ torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, doubl
 // the tensor version's tables): angle = float(pos) * inv_freq. Built once per forward and
 // shared by every layer's q and k.
 struct RopeTable {
-  int64_t half = 0;
   std::vector<float> cos, sin;
 };
 RopeTable MakeRopeTable(const torch::Tensor& positions, const torch::Tensor& inv_freq);

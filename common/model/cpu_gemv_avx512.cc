@@ -359,6 +359,11 @@ void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const
 // One row of a prefill attention's bf16 scores (q · kᵀ), in place: row[begin, end) becomes
 // bf16(softmax(row · scale)) over those keys, the rest of the row's len entries 0 (masked).
 // scratch holds len floats.
+namespace {
+// The first min(n, 16) lanes.
+inline __mmask16 FirstLanes(int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); }
+}  // namespace
+
 void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t len, float scale,
                             float* scratch) {
   const __m512 vscale = _mm512_set1_ps(scale);
@@ -366,7 +371,7 @@ void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t l
   uint16_t* r = row + begin;
   __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   for (int64_t j = 0; j < count; j += 16) {
-    const __mmask16 m = static_cast<__mmask16>(count - j >= 16 ? 0xFFFF : (1u << (count - j)) - 1);
+    const __mmask16 m = FirstLanes(count - j);
     const __m512 x = _mm512_mul_ps(_mm512_cvtpbh_ps((__m256bh)_mm256_maskz_loadu_epi16(m, r + j)), vscale);
     _mm512_mask_storeu_ps(scratch + j, m, x);
     mx = _mm512_mask_max_ps(mx, m, mx, x);
@@ -374,14 +379,14 @@ void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t l
   const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
   __m512 sum = _mm512_setzero_ps();
   for (int64_t j = 0; j < count; j += 16) {
-    const __mmask16 m = static_cast<__mmask16>(count - j >= 16 ? 0xFFFF : (1u << (count - j)) - 1);
+    const __mmask16 m = FirstLanes(count - j);
     const __m512 e = ExpNonPositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scratch + j), vm));
     _mm512_mask_storeu_ps(scratch + j, m, e);
     sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
   }
   const __m512 vsum = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
   for (int64_t j = 0; j < count; j += 16) {
-    const __mmask16 m = static_cast<__mmask16>(count - j >= 16 ? 0xFFFF : (1u << (count - j)) - 1);
+    const __mmask16 m = FirstLanes(count - j);
     _mm256_mask_storeu_epi16(r + j, m, RoundBf16(_mm512_div_ps(_mm512_maskz_loadu_ps(m, scratch + j), vsum)));
   }
   std::fill(row, row + begin, uint16_t{0});

@@ -340,11 +340,16 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   torch::Tensor x = xs.size() == 1 ? xs[0] : torch::cat(xs, 0);  // [N, H]
   torch::Tensor pos = torch::tensor(pos_v, torch::kInt64).to(device());
 
+  // Kernel choice, once per call: the hand-written CPU kernels only ever see CPU tensors
+  // (UseFusedCpuOps checks the device), CUDA attention goes through the fused op.
+  const bool fused = UseFusedCpuOps(x);
+  const bool fused_softmax = fused && CpuBf16GemvAvailable();
+  const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
+
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
   // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
-  // Query i (cache index past + i) sees keys 0..past + i.
-  // The fused CPU softmax masks by itself: no bias then.
-  const bool fused_softmax = UseFusedCpuOps(x) && CpuBf16GemvAvailable();
+  // Query i (cache index past + i) sees keys 0..past + i. The fused CPU softmax masks by
+  // itself: no bias then.
   std::vector<torch::Tensor> bias(batch.size());
   for (size_t s = 0; s < batch.size() && !fused_softmax; ++s) {
     const int64_t n = lens[s];
@@ -362,10 +367,6 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   }
 
   // 2. RoPE tables for these positions: angle = float32(pos) * inv_freq, as HF.
-  // Kernel choice, once per call: the hand-written CPU kernels only ever see CPU tensors
-  // (UseFusedCpuOps checks the device), CUDA attention goes through the fused op.
-  const bool fused = UseFusedCpuOps(x);
-  const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
   torch::Tensor cos, sin;
   RopeTable rope;
   if (fused) {
