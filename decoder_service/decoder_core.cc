@@ -1,5 +1,6 @@
 #include "decoder_service/decoder_core.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <glog/logging.h>
 
@@ -78,6 +79,8 @@ DecoderCore::DecoderCore(const server::ModelBundle& bundle, slot_store::SlotStor
   m_.prefix_misses = r.AddCounter("icae_prefix_cache_misses_total",
                                   "Requests with slots that found no cached slot-prefix KV");
   m_.prefix_bytes = r.AddGauge("icae_prefix_cache_bytes", "Bytes held by the slot-prefix KV cache");
+  m_.step_threads = r.AddGauge("icae_decode_step_threads",
+                               "Intra-op threads of the last decode-only step (--decode_step_threads)");
   thread_ = std::thread([this] { Loop(); });
   fetch_thread_ = std::thread([this] { FetchLoop(); });
 }
@@ -291,6 +294,9 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
 
 void DecoderCore::Loop() {
   c10::InferenceMode guard;
+  all_threads_ = at::get_num_threads();
+  step_threads_.emplace(all_threads_, static_cast<int>(std::min<int64_t>(options_.decode_step_threads, all_threads_)));
+  int applied = all_threads_;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
   std::vector<std::unique_ptr<Sequence>> gone;     // left the queue this step
   while (true) {
@@ -355,9 +361,21 @@ void DecoderCore::Loop() {
     StepPlan plan = Schedule(running);
     const int64_t in_step = static_cast<int64_t>(plan.decode.size() + plan.prefill.size());
     if (!plan.decode.empty() || !plan.prefill.empty()) {
+      // Decode-only steps on the threads StepThreads picks (timed from the forward to the
+      // streamed tokens); steps that prefill on all of them.
+      const bool decode_only = plan.prefill.empty();
+      const int64_t batch = static_cast<int64_t>(plan.decode.size());
+      const int threads = decode_only ? step_threads_->Choose(batch) : all_threads_;
+      if (threads != applied) {
+        StepThreads::Apply(threads);
+        applied = threads;
+      }
+      if (decode_only) m_.step_threads->Set(threads);
+      const absl::Time t0 = absl::Now();
       absl::StatusOr<torch::Tensor> logits = Execute(plan);
       if (logits.ok()) {
         Update(plan, *logits);
+        if (decode_only) step_threads_->Record(batch, threads, absl::ToDoubleSeconds(absl::Now() - t0));
       } else {
         LOG(ERROR) << "forward failed: " << logits.status();
         for (auto& s : running) {

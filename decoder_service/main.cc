@@ -22,6 +22,10 @@ ABSL_FLAG(int64_t, prefill_chunk, 32,
           "input positions of one sequence prefilled per step while other streams are decoding; "
           "longer prefills are split across their steps, bounding how much one step delays their "
           "next tokens (0 = whole prefills)");
+ABSL_FLAG(int64_t, decode_step_threads, 0,
+          "intra-op threads of decode-only steps (at most --threads): 0 = auto, per batch size the "
+          "faster of one thread and all, timed while serving (a small model's step is faster on one "
+          "core when the other one streams the tokens); N = always N");
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");
 ABSL_FLAG(int64_t, max_stop_sequence_bytes, 256, "bound on the bytes of one stop sequence");
 ABSL_FLAG(int64_t, max_stop_token_ids, 64, "bound on stop token ids per request");
@@ -95,6 +99,7 @@ class DecoderDefinition final : public server::ServiceDefinition {
     o.max_stop_sequence_bytes = absl::GetFlag(FLAGS_max_stop_sequence_bytes);
     o.max_stop_token_ids = absl::GetFlag(FLAGS_max_stop_token_ids);
     o.max_request_id_bytes = absl::GetFlag(FLAGS_max_request_id_bytes);
+    o.decode_step_threads = absl::GetFlag(FLAGS_decode_step_threads);
     auto prefix_bytes = slot_store::ParseByteSize(absl::GetFlag(FLAGS_prefix_cache_bytes));
     if (!prefix_bytes.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--prefix_cache_bytes: ", prefix_bytes.status().message()));
@@ -111,6 +116,9 @@ class DecoderDefinition final : public server::ServiceDefinition {
         o.default_max_new_tokens < 1 || o.default_max_new_tokens > o.max_new_tokens ||
         o.max_prompt_tokens < 0 || o.max_slot_ids < 1 || o.max_prefill_tokens < 1 || o.prefill_chunk < 0) {
       return absl::InvalidArgumentError("a limit flag is out of range (see --helpfull)");
+    }
+    if (o.decode_step_threads < 0) {
+      return absl::InvalidArgumentError("--decode_step_threads must be 0 (auto) or a thread count >= 1");
     }
     auto core = std::make_unique<DecoderCore>(bundle, store, o, metrics);
     metrics.AddCallbackGauge("icae_slot_cache_bytes", "Bytes held by the local slot cache (-1 = unknown)",

@@ -50,6 +50,10 @@ struct DecoderOptions {
   // memory is bounded by this and the prefix cache, never by an out-of-memory kill. A request
   // that alone needs more ends with RESOURCE_EXHAUSTED.
   int64_t kv_cache_bytes = int64_t{4} << 30;
+  // Intra-op threads of decode-only steps: 0 = auto (per batch size, the faster of one thread
+  // and all, measured as the service runs: decoder_service/step_threads.h), N = always N
+  // (at most the process's threads).
+  int64_t decode_step_threads = 0;
 };
 
 // Where a sequence's output goes. Called on the scheduler thread; must not block.

@@ -1,4 +1,5 @@
 // icae up [--store URI] [--model DIR --adapter FILE] [--dtype D] [--threads N]
+//         [--decode-step-threads N] (the decoder's; 0 = auto)
 // Starts one encoder_service and one decoder_service on free loopback ports (default store: a
 // file:// store in a fresh temp folder), waits until both report SERVING, prints exactly
 //   encoder=HOST:PORT
@@ -43,7 +44,8 @@ std::string FindServiceBinary(const std::string& name) {
 int Up(const std::vector<std::string>& argv) {
   const std::string cmd = "up";
   auto args = Args::Parse(argv, {"store", "model", "adapter", "dtype", "device", "threads", "startup-timeout",
-                                 "grace-period", "api-keys-file", "max-batch", "max-context-tokens"},
+                                 "grace-period", "api-keys-file", "max-batch", "max-context-tokens",
+                                 "decode-step-threads"},
                           {});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   if (!args->positional().empty()) {
@@ -54,6 +56,7 @@ int Up(const std::vector<std::string>& argv) {
   num.Int("max-batch", 1);  // passed on as given; checked here so a bad number is ours to report
   num.Int("max-context-tokens", 0);
   num.Int("threads", 1);
+  num.Int("decode-step-threads", 0);
   if (!num.status().ok()) return Fail(cmd, std::string(num.status().message()), 2);
   char tmpl[] = "/tmp/icae-up-XXXXXX";
   if (::mkdtemp(tmpl) == nullptr) return Fail(cmd, "cannot make a temp folder");
@@ -88,6 +91,9 @@ int Up(const std::vector<std::string>& argv) {
   for (auto& s : svcs) {
     std::vector<std::string> av = {FindServiceBinary(s.name), "--port_file=" + dir + "/" + s.label + ".port"};
     av.insert(av.end(), common.begin(), common.end());
+    if (s.label == "decoder" && args->Has("decode-step-threads")) {
+      av.push_back("--decode_step_threads=" + args->Get("decode-step-threads"));
+    }
     auto p = server::ChildProcess::Start(av, dir + "/" + s.label + ".log");
     if (!p.ok()) return Fail(cmd, std::string(p.status().message()));
     s.proc = std::move(*p);

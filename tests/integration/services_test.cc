@@ -131,6 +131,21 @@ absl::StatusOr<double> BatchedSteps(const Service& decoder) {
 // Four streams sent while a long one runs are batched with it (steps with more than one
 // sequence appear; a decoder that ran requests one at a time would show none) and give exactly
 // what each gives alone.
+// --decode_step_threads: 0 (auto) or a count (capped at --threads: server_scheduler_test
+// StepThreadsTest); below 0 it is a bad flag, named, before the decoder serves.
+TEST(ServicesFlagsTest, DecodeStepThreadsBelowZeroIsABadFlag) {
+  ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
+  const std::string dir = testing::MakeTempDir("icae-step-threads-flag");
+  for (const std::string value : {"-1", "two"}) {
+    const std::string cmd = ServiceBinary("decoder_service") + " --model=" + GoldenDir() + "/model --adapter=" +
+                            GoldenDir() + "/icae_adapter.safetensors --dtype=float32 --threads=1 --store=memory:// " +
+                            "--metrics_port=-1 --port_file=" + dir + "/port --decode_step_threads=" + value;
+    std::string out, err;
+    EXPECT_NE(testing::RunCommand(cmd, &out, &err), 0) << cmd << "\n" << err;
+    EXPECT_NE(err.find("decode_step_threads"), std::string::npos) << cmd << "\nstderr: " << err;
+  }
+}
+
 TEST(ServicesBatchingTest, ConcurrentStreamsAreBatchedAndMatchSingleRuns) {
   ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
   const std::string dir = testing::MakeTempDir("icae-services-batching");

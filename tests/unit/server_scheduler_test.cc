@@ -6,10 +6,12 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <future>
 #include <mutex>
 
+#include "absl/strings/str_cat.h"
 #include "common/icae/prompt.h"
 #include "common/model/prefix_cache.h"
 #include "common/server/metrics.h"
@@ -184,8 +186,13 @@ TEST_F(SchedulerTest, ConcurrentSequencesMatchOneAtATimeGeneration) {
   const std::vector<std::vector<int64_t>> prompts = {{}, {1824, 349, 378, 28804}, {}, {5801, 28804}};
   const std::vector<std::string> slots = {a, a, b, b};
   const std::vector<int64_t> lengths = {12, 20, 7, 16};  // sequences leave at different steps
+  // Decode steps on the threads auto mode measures (it alternates one and all while it probes),
+  // and always on one: the same greedy streams.
+  for (int64_t step_threads : {0, 1}) {
+  SCOPED_TRACE(absl::StrCat("decode_step_threads ", step_threads));
   decoder::DecoderOptions o;
   o.max_batch = 3;  // the fourth joins when the first leaves
+  o.decode_step_threads = step_threads;
   auto core = MakeDecoder(o);
   std::vector<std::shared_ptr<CollectingSink>> sinks;
   for (size_t i = 0; i < prompts.size(); ++i) {
@@ -203,6 +210,7 @@ TEST_F(SchedulerTest, ConcurrentSequencesMatchOneAtATimeGeneration) {
     EXPECT_THAT(Reference(slots[i], prompts[i], lengths[i]), testing::IsOkAndHolds(sinks[i]->ids)) << "sequence " << i;
   }
   EXPECT_EQ(core->Running(), 0);
+  }
   // They ran together: steps with more than one sequence (submitted within microseconds of each
   // other, all four overlap the 20-token one).
   EXPECT_GT(BatchedSteps(), 0u);
@@ -870,6 +878,67 @@ TEST_F(SchedulerTest, SlotIdentityValidatesContextsAndRecords) {
   cut.payload.resize(cut.payload.size() - 4);
   EXPECT_EQ(server::SlotsFromRecord(*bundle_, {cut.header, cut.payload}).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace icae
+
+namespace icae {
+namespace {
+
+using decoder::StepThreads;
+
+// Records `steps` probe steps of `batch` sequences, each taking what `cost(threads)` says.
+template <typename Cost>
+void Probe(StepThreads& st, int64_t batch, int steps, Cost cost) {
+  for (int i = 0; i < steps; ++i) {
+    const int t = st.Choose(batch);
+    st.Record(batch, t, cost(t));
+  }
+}
+
+TEST(StepThreadsTest, FixedCountAndOneThreadNeverProbe) {
+  StepThreads fixed(4, 2);
+  for (int64_t b : {1, 3, 8, 100}) EXPECT_EQ(fixed.Choose(b), 2);
+  StepThreads capped(2, 16);  // at most the process's threads
+  EXPECT_EQ(capped.Choose(1), 2);
+  StepThreads single(1, 0);
+  Probe(single, 4, 40, [](int t) { return t == 1 ? 1.0 : 0.1; });
+  EXPECT_EQ(single.Choose(4), 1);
+}
+
+TEST(StepThreadsTest, AutoAlternatesThenKeepsTheFasterPerBatchClass) {
+  StepThreads st(2, 0);
+  // Probing alternates all threads and one, starting with all.
+  std::vector<int> seen;
+  for (int i = 0; i < 2 * StepThreads::kSamples; ++i) {
+    const int t = st.Choose(1);
+    seen.push_back(t);
+    st.Record(1, t, t == 1 ? 3e-4 : 6e-4);  // one thread is faster for single sequences
+  }
+  EXPECT_EQ(seen[0], 2);
+  EXPECT_EQ(seen[1], 1);
+  EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), StepThreads::kSamples);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(st.Choose(1), 1);
+  // Batches of 8-15 are a class of their own, where the split wins; 2 and 3 share one.
+  Probe(st, 8, 2 * StepThreads::kSamples, [](int t) { return t == 1 ? 2e-3 : 1e-3; });
+  EXPECT_EQ(st.Choose(8), 2);
+  EXPECT_EQ(st.Choose(15), 2);
+  EXPECT_EQ(st.Choose(1), 1);
+  Probe(st, 2, 2 * StepThreads::kSamples, [](int t) { return t == 1 ? 1e-3 : 2e-3; });
+  EXPECT_EQ(st.Choose(3), 1);
+}
+
+TEST(StepThreadsTest, MedianIgnoresOutliersAndTheChoiceIsMeasuredAgain) {
+  StepThreads st(2, 0);
+  int step = 0;
+  // All threads are faster except for two preempted steps that took 100x as long.
+  Probe(st, 4, 2 * StepThreads::kSamples, [&](int t) { return t == 1 ? 2e-3 : (++step <= 2 ? 1e-1 : 1e-3); });
+  EXPECT_EQ(st.Choose(4), 2);
+  // After kReprobeSteps steps of the class it probes again; the load changed: one thread wins.
+  for (int64_t i = 0; i < StepThreads::kReprobeSteps; ++i) st.Record(4, st.Choose(4), 1e-3);
+  Probe(st, 4, 2 * StepThreads::kSamples, [](int t) { return t == 1 ? 1e-3 : 3e-3; });
+  EXPECT_EQ(st.Choose(4), 1);
 }
 
 }  // namespace
