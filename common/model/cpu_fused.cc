@@ -10,6 +10,10 @@
 
 namespace icae {
 
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+void RmsNormRowAvx512(const uint16_t* x, const uint16_t* w, int64_t h, float eps, uint16_t* y);
+#endif
+
 bool UseFusedCpuOps(const torch::Tensor& x) {
   return x.device().is_cpu() && x.scalar_type() == torch::kBFloat16 &&
          (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled());
@@ -24,6 +28,18 @@ torch::Tensor FusedRmsNorm(const torch::Tensor& x_in, const torch::Tensor& w_in,
   const auto* wp = w.data_ptr<at::BFloat16>();
   auto* yp = y.data_ptr<at::BFloat16>();
   // Rows are independent: the same bits on any number of threads.
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  if (CpuBf16GemvAvailable()) {
+    const auto* xs = reinterpret_cast<const uint16_t*>(xp);
+    const auto* ws = reinterpret_cast<const uint16_t*>(wp);
+    auto* ys = reinterpret_cast<uint16_t*>(yp);
+    const float e32 = static_cast<float>(eps);
+    at::parallel_for(0, n, ParallelGrain(2 * h, 4 * h), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) RmsNormRowAvx512(xs + r * h, ws, h, e32, ys + r * h);
+    });
+    return y;
+  }
+#endif
   at::parallel_for(0, n, ParallelGrain(2 * h, 4 * h), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const at::BFloat16* xr = xp + r * h;
@@ -92,6 +108,7 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+void SiluMulRowAvx512(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y);
 void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
                               const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
                               float scale, float* scratch, uint16_t* out);
@@ -171,6 +188,27 @@ bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t 
 #else
   (void)scores, (void)n, (void)past, (void)window, (void)scale;
   return false;
+#endif
+}
+
+torch::Tensor FusedSiluMul(const torch::Tensor& g, const torch::Tensor& u) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(g) || !UseFusedCpuOps(u) || g.dim() != 2 ||
+      g.sizes() != u.sizes() || g.stride(1) != 1 || u.stride(1) != 1) {
+    return torch::Tensor();
+  }
+  const int64_t n = g.size(0), h = g.size(1), gs = g.stride(0), us = u.stride(0);
+  auto y = torch::empty({n, h}, g.options());
+  const auto* gp = reinterpret_cast<const uint16_t*>(g.data_ptr<at::BFloat16>());
+  const auto* up = reinterpret_cast<const uint16_t*>(u.data_ptr<at::BFloat16>());
+  auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+  at::parallel_for(0, n, ParallelGrain(20 * h, 6 * h), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) SiluMulRowAvx512(gp + r * gs, up + r * us, h, yp + r * h);
+  });
+  return y;
+#else
+  (void)g, (void)u;
+  return torch::Tensor();
 #endif
 }
 

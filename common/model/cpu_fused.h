@@ -56,5 +56,11 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
 // kernel does not apply: then use the tensor ops.
 bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t window, double scale);
 
+// The MLP's activation: bf16(bf16(silu(g)) · u) for g, u [N, I] bf16 (rows at any stride, e.g.
+// the two halves of the stacked gate/up product), in one pass, into a new contiguous [N, I].
+// Undefined when the kernel does not apply (no AVX-512 BF16, other dtypes): then use the
+// tensor ops.
+torch::Tensor FusedSiluMul(const torch::Tensor& g, const torch::Tensor& u);
+
 }  // namespace icae
 #endif  // ICAE_COMMON_MODEL_CPU_FUSED_H_

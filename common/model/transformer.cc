@@ -499,7 +499,9 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       g = Linear(h2, L.w_gate, &P.w_gate, &Q.w_gate);
       u = Linear(h2, L.w_up, &P.w_up, &Q.w_up);
     }
-    x = x + Linear(torch::silu(g) * u, L.w_down, &P.w_down, &Q.w_down);
+    torch::Tensor act = fused ? FusedSiluMul(g, u) : torch::Tensor();
+    if (!act.defined()) act = torch::silu(g) * u;
+    x = x + Linear(act, L.w_down, &P.w_down, &Q.w_down);
   }
   for (size_t s = 0; s < batch.size(); ++s) {
     if (batch[s].cache != nullptr) batch[s].cache->Advance(lens[s], pos_v[offsets[s] + lens[s] - 1] + 1);

@@ -731,6 +731,42 @@ TEST(CpuFusedTest, MaskedSoftmaxMatchesBiasedSoftmax) {
   EXPECT_FALSE(FusedMaskedSoftmax(f32, 4, 0, 0, 1.0));
 }
 
+// The fused MLP activation on the two halves of a stacked gate/up product (rows strided),
+// lengths around the kernel's blocks of 16: within one bf16 step of silu in float32, rounded to
+// bf16, times u (LibTorch's own bf16 silu is a step off that here: silu(-1.40625) = -0.275391
+// against float32's -0.276787 → bf16 -0.277344), within two of LibTorch's bf16 ops; NaN stays
+// NaN; what it does not take is refused.
+TEST(CpuFusedTest, SiluMulMatchesTensorOps) {
+  c10::InferenceMode guard;
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the fused SiLU·mul does not run";
+  torch::manual_seed(11);
+  for (int64_t inter : {1, 15, 16, 33, 704}) {
+    auto gu = (6 * torch::randn({7, 2 * inter})).to(torch::kBFloat16);
+    auto g = gu.narrow(1, 0, inter), u = gu.narrow(1, inter, inter);
+    auto ours = FusedSiluMul(g, u);
+    ASSERT_TRUE(ours.defined()) << inter;
+    ASSERT_TRUE(ours.is_contiguous());
+    auto y = ours.to(torch::kFloat32);
+    auto exact = (torch::silu(g.to(torch::kFloat32)).to(torch::kBFloat16).to(torch::kFloat32) * u.to(torch::kFloat32))
+                     .to(torch::kBFloat16).to(torch::kFloat32);
+    auto lib = (torch::silu(g) * u).to(torch::kFloat32);
+    // A bf16 step of the larger of the two results.
+    auto step = [&](const torch::Tensor& ref) { return torch::maximum(ref.abs(), y.abs()) / 128 + 1e-30; };
+    EXPECT_TRUE(((y - exact).abs() <= step(exact)).all().item<bool>()) << "intermediate " << inter;
+    EXPECT_TRUE(((y - lib).abs() <= 2 * step(lib)).all().item<bool>()) << "intermediate " << inter;
+  }
+  auto g = torch::tensor({0.0f, -90.0f, 90.0f, NAN, -1e-3f}).to(torch::kBFloat16).unsqueeze(0);
+  auto u = torch::ones_like(g);
+  auto y = FusedSiluMul(g, u).to(torch::kFloat32)[0];
+  EXPECT_EQ(y[0].item<float>(), 0.0f);
+  EXPECT_LE(std::abs(y[1].item<float>()), 1e-30f);  // silu(-90) = -90·e^-90
+  EXPECT_EQ(y[2].item<float>(), 90.0f);
+  EXPECT_TRUE(std::isnan(y[3].item<float>()));
+  EXPECT_NEAR(y[4].item<float>(), -5e-4f, 1e-5f);
+  EXPECT_FALSE(FusedSiluMul(g.to(torch::kFloat32), u.to(torch::kFloat32)).defined());
+  EXPECT_FALSE(FusedSiluMul(g, torch::ones({1, 4}, torch::kBFloat16)).defined());
+}
+
 // The fused decode attention against softmax(q·Kᵀ/√d)·V in float32, for lengths around the
 // kernel's blocks of 16 keys, with the keys given whole or split into runs (a shared prefix and
 // a sequence's own part): within bf16 rounding of the reference, and the same bits however the
