@@ -235,7 +235,8 @@ void Int8Gemm(const QuantizedInt8Weight& w, const float* x, int64_t m, float* y,
   const int8_t* xq = act.q.data();
   const float* xd = act.d.data();
   const int32_t* xbias = act.bias.data();
-  at::parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
+  // Chunks of 4 panels, claimed in turn (ParallelForDynamic).
+  ParallelForDynamic(panels, ParallelGrain(std::min(m, kMaxPackedRows) * 32 * k, 34 * k), 4, [&](int64_t b, int64_t e) {
     // The AVX-512 kernel keeps up to kMaxPackedRows rows' sums on its stack: more rows (a
     // prefill) go through a panel in chunks while it is in cache. Only whole panels ever go to
     // a thread, and each row's sums are its own, so neither the split nor the chunks change a
@@ -357,7 +358,8 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
     const float* xp = xbuf.data();
     const uint16_t* wp = packed->data();
-    at::parallel_for(0, (n + 31) / 32, ParallelGrain(m * 32 * k, 64 * k), [&](int64_t b, int64_t e) {
+    // Chunks of 4 panels: PanelRange's widest block at one row.
+    ParallelForDynamic((n + 31) / 32, ParallelGrain(m * 32 * k, 64 * k), 4, [&](int64_t b, int64_t e) {
       PackedGemmBf16Avx512(wp, n, k, xp, k, m, yp, n, b, e);
     });
     return y;

@@ -6,7 +6,11 @@
 #ifndef ICAE_COMMON_MODEL_CPU_GEMV_H_
 #define ICAE_COMMON_MODEL_CPU_GEMV_H_
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <atomic>
 
 namespace icae {
 
@@ -94,6 +98,25 @@ void Int8GemmForTest(const QuantizedInt8Weight& w, const float* x, int64_t m, fl
 // through the services: 2.2x one stream on 2 threads, 2.8-3.0x on 1). Large products still
 // split across every core.
 int64_t ParallelGrain(int64_t macs_per_item, int64_t bytes_per_item);
+
+// f(b, e) over [0, n) in chunks of `chunk` items that the threads of one parallel region claim
+// in turn from a shared counter, instead of at::parallel_for's fixed halves: a thread that
+// arrives late or runs slower (a decode step's weight stream shares the memory bus) takes
+// fewer chunks rather than leaving the others waiting at the join. With fewer than two tasks'
+// worth of items (grain, as ParallelGrain gives it) it runs on the calling thread. Which thread
+// computes an item never changes its result in our kernels.
+template <typename F>
+void ParallelForDynamic(int64_t n, int64_t grain, int64_t chunk, const F& f) {
+  const int64_t tasks = std::min<int64_t>(at::get_num_threads(), (n + grain - 1) / std::max<int64_t>(1, grain));
+  if (tasks <= 1 || at::in_parallel_region()) {
+    if (n > 0) f(0, n);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    for (int64_t b = next.fetch_add(chunk); b < n; b = next.fetch_add(chunk)) f(b, std::min(n, b + chunk));
+  });
+}
 
 // Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
 // sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
