@@ -17,6 +17,7 @@
 #include "common/slot_store/slot_id.h"
 #include "common/tokenizer/tokenizer.h"
 #include "common/util/status_macros.h"
+#include "decoder_service/step_threads.h"
 
 namespace icae::decoder {
 
@@ -294,9 +295,10 @@ void DecoderCore::Finish(Sequence& s, icae::v1::FinishReason reason, const std::
 
 void DecoderCore::Loop() {
   c10::InferenceMode guard;
-  all_threads_ = at::get_num_threads();
-  step_threads_.emplace(all_threads_, static_cast<int>(std::min<int64_t>(options_.decode_step_threads, all_threads_)));
-  int applied = all_threads_;
+  // The process's intra-op threads, as this thread sees them; decode-only steps may use fewer.
+  const int all_threads = at::get_num_threads();
+  StepThreads step_threads(all_threads, static_cast<int>(std::min<int64_t>(options_.decode_step_threads, all_threads)));
+  int applied = all_threads;
   std::vector<std::unique_ptr<Sequence>> running;  // admission order
   std::vector<std::unique_ptr<Sequence>> gone;     // left the queue this step
   while (true) {
@@ -365,7 +367,7 @@ void DecoderCore::Loop() {
       // streamed tokens); steps that prefill on all of them.
       const bool decode_only = plan.prefill.empty();
       const int64_t batch = static_cast<int64_t>(plan.decode.size());
-      const int threads = decode_only ? step_threads_->Choose(batch) : all_threads_;
+      const int threads = decode_only ? step_threads.Choose(batch) : all_threads;
       if (threads != applied) {
         StepThreads::Apply(threads);
         applied = threads;
@@ -375,7 +377,7 @@ void DecoderCore::Loop() {
       absl::StatusOr<torch::Tensor> logits = Execute(plan);
       if (logits.ok()) {
         Update(plan, *logits);
-        if (decode_only) step_threads_->Record(batch, threads, absl::ToDoubleSeconds(absl::Now() - t0));
+        if (decode_only) step_threads.Record(batch, threads, absl::ToDoubleSeconds(absl::Now() - t0));
       } else {
         LOG(ERROR) << "forward failed: " << logits.status();
         for (auto& s : running) {

@@ -44,7 +44,6 @@
 #include "common/tokenizer/tokenizer.h"
 #include "common/slot_store/slot_store.h"
 #include "decoder_service/sequence.h"
-#include "decoder_service/step_threads.h"
 #include "icae/v1/icae.pb.h"
 
 namespace icae::decoder {
@@ -122,8 +121,6 @@ class DecoderCore final : public server::ServingCore {
   int64_t kv_reserved_ = 0;        // the running sequences' kv_reserved (scheduler thread)
   PrefixKVCache prefix_cache_;  // used by the scheduler thread only
   absl::Duration last_forward_;  // the current step's forward pass (scheduler thread)
-  int all_threads_ = 1;          // the process's intra-op threads, seen by the scheduler thread
-  std::optional<StepThreads> step_threads_;  // made on the scheduler thread
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

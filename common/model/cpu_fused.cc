@@ -11,7 +11,14 @@
 namespace icae {
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+// The AVX-512 row kernels (cpu_gemv_avx512.cc).
 void RmsNormRowAvx512(const uint16_t* x, const uint16_t* w, int64_t h, float eps, uint16_t* y);
+void SiluMulRowAvx512(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y);
+void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
+                              const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
+                              float scale, float* scratch, uint16_t* out);
+void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t len, float scale,
+                            float* scratch);
 #endif
 
 bool UseFusedCpuOps(const torch::Tensor& x) {
@@ -107,14 +114,6 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 }
 
 
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-void SiluMulRowAvx512(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y);
-void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
-                              const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
-                              float scale, float* scratch, uint16_t* out);
-void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t len, float scale,
-                            float* scratch);
-#endif
 
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
                                    int64_t kv_heads, double scale) {

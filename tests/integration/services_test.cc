@@ -131,15 +131,20 @@ absl::StatusOr<double> BatchedSteps(const Service& decoder) {
 // Four streams sent while a long one runs are batched with it (steps with more than one
 // sequence appear; a decoder that ran requests one at a time would show none) and give exactly
 // what each gives alone.
+// The command line of a decoder on the golden model with one more flag (its port file in dir).
+std::string DecoderWithFlag(const std::string& dir, const std::string& flag) {
+  return ServiceBinary("decoder_service") + " --model=" + GoldenDir() + "/model --adapter=" + GoldenDir() +
+         "/icae_adapter.safetensors --dtype=float32 --threads=1 --store=memory:// --metrics_port=-1 --port_file=" +
+         dir + "/port " + flag;
+}
+
 // --decode_step_threads: 0 (auto) or a count (capped at --threads: server_scheduler_test
 // StepThreadsTest); below 0 it is a bad flag, named, before the decoder serves.
 TEST(ServicesFlagsTest, DecodeStepThreadsBelowZeroIsABadFlag) {
   ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
   const std::string dir = testing::MakeTempDir("icae-step-threads-flag");
   for (const std::string value : {"-1", "two"}) {
-    const std::string cmd = ServiceBinary("decoder_service") + " --model=" + GoldenDir() + "/model --adapter=" +
-                            GoldenDir() + "/icae_adapter.safetensors --dtype=float32 --threads=1 --store=memory:// " +
-                            "--metrics_port=-1 --port_file=" + dir + "/port --decode_step_threads=" + value;
+    const std::string cmd = DecoderWithFlag(dir, "--decode_step_threads=" + value);
     std::string out, err;
     EXPECT_NE(testing::RunCommand(cmd, &out, &err), 0) << cmd << "\n" << err;
     EXPECT_NE(err.find("decode_step_threads"), std::string::npos) << cmd << "\nstderr: " << err;
@@ -405,10 +410,7 @@ TEST(ServicesFlagsTest, KvCacheBytesOutOfRangeIsABadFlag) {
   ICAE_REQUIRE_TESTDATA(GoldenDir() + "/icae_adapter.safetensors");
   const std::string dir = testing::MakeTempDir("icae-kv-flag");
   for (const std::string value : {"0", "-1", "lots", "9223372036854775808"}) {
-    const std::string port_file = dir + "/port";
-    const std::string cmd = ServiceBinary("decoder_service") + " --model=" + GoldenDir() + "/model --adapter=" +
-                            GoldenDir() + "/icae_adapter.safetensors --dtype=float32 --threads=1 --store=memory:// " +
-                            "--metrics_port=-1 --port_file=" + port_file + " --kv_cache_bytes=" + value;
+    const std::string cmd = DecoderWithFlag(dir, "--kv_cache_bytes=" + value);
     std::string out, err;
     EXPECT_EQ(testing::RunCommand(cmd, &out, &err), 2) << cmd << "\n" << err;
     EXPECT_NE(err.find("--kv_cache_bytes"), std::string::npos) << cmd << "\nstderr: " << err;

@@ -20,6 +20,7 @@
 #include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_store.h"
 #include "decoder_service/decoder_core.h"
+#include "decoder_service/step_threads.h"
 #include "encoder_service/encoder_core.h"
 #include "tests/test_util.h"
 #include "tests/testing/reference.h"
