@@ -22,7 +22,7 @@ void PackedGemmInt8Avx512(const uint8_t* w, int64_t n, int64_t kb, const int8_t*
 void GemvBf16Avx512(const uint16_t* w, const float* x, int64_t ldx, int64_t m, float* y,
                     int64_t ldy, int64_t k, int64_t row_begin, int64_t row_end);
 void RoundToBf16Avx512(const float* src, uint16_t* dst, int64_t n);
-void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k, const float* x, int64_t ldx,
+void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx,
                           int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1);
 
 namespace {
@@ -81,26 +81,25 @@ bool PackableWeight(const torch::Tensor& w) {
 
 int64_t PackedBf16Weight::PackedBytes(const torch::Tensor& w) {
   if (!PackableWeight(w)) return 0;
-  return (w.size(0) + 31) / 32 * 32 * w.size(1) * 2;
+  return (w.size(0) + 31) / 32 * 32 * ((w.size(1) + 1) / 2 * 2) * 2;
 }
 
 PackedBf16Weight PackedBf16Weight::Pack(const torch::Tensor& w) {
   PackedBf16Weight p;
   if (!PackableWeight(w)) return p;
-  const int64_t n = w.size(0), k = w.size(1), panels = (n + 31) / 32;
+  const int64_t n = w.size(0), k = w.size(1), k2 = (k + 1) / 2 * 2, panels = (n + 31) / 32;
   auto wc = w.contiguous();
   const auto* src = reinterpret_cast<const uint16_t*>(wc.data_ptr<at::BFloat16>());
-  p.data_ = torch::zeros({panels * k * 32}, torch::kBFloat16);
+  p.data_ = torch::zeros({panels * k2 * 32}, torch::kBFloat16);
   auto* dst = reinterpret_cast<uint16_t*>(p.data_.data_ptr<at::BFloat16>());
-  // Element t of a panel's k-th 32: output row t / 2 for even t, 16 + t / 2 for odd t.
+  // Per input pair i of a panel, 64 values: output rows 0..15, each as its pair (w[r][2i],
+  // w[r][2i + 1]), then rows 16..31 the same way.
   at::parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
     for (int64_t pi = b; pi < e; ++pi) {
-      for (int64_t t = 0; t < 32; ++t) {
-        const int64_t row = pi * 32 + (t % 2 == 0 ? t / 2 : 16 + t / 2);
-        if (row >= n) continue;
-        const uint16_t* s = src + row * k;
-        uint16_t* d = dst + pi * k * 32 + t;
-        for (int64_t i = 0; i < k; ++i) d[i * 32] = s[i];
+      for (int64_t r = 0; r < 32 && pi * 32 + r < n; ++r) {
+        const uint16_t* s = src + (pi * 32 + r) * k;
+        uint16_t* d = dst + pi * k2 * 32 + (r / 16) * 32 + (r % 16) * 2;
+        for (int64_t i = 0; i < k; ++i) d[i / 2 * 64 + i % 2] = s[i];
       }
     }
   });
@@ -344,23 +343,22 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
   }
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
   if (packed != nullptr && packed->defined() && packed->rows() == w.size(0) && KernelInput(x, w, kMaxPackedRows)) {
-    const int64_t m = x.size(0), n = packed->rows(), k = packed->cols();
+    const int64_t m = x.size(0), n = packed->rows(), k = packed->cols(), k2 = (k + 1) / 2 * 2;
     auto xc = x.contiguous();
-    // The inputs widened to float32 once (each is broadcast into n / 16 FMAs).
-    thread_local std::vector<float> xbuf;
-    if (static_cast<int64_t>(xbuf.size()) < m * k) xbuf.resize(m * k);
-    const auto* xs = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
-    for (int64_t i = 0; i < m * k; ++i) {
-      const uint32_t u = uint32_t{xs[i]} << 16;
-      std::memcpy(&xbuf[i], &u, 4);
+    const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+    // The kernel reads inputs in pairs: an odd k gets a copy with a zero after each row.
+    thread_local std::vector<uint16_t> xbuf;
+    if (k2 != k) {
+      xbuf.assign(static_cast<size_t>(m * k2), 0);
+      for (int64_t j = 0; j < m; ++j) std::memcpy(xbuf.data() + j * k2, xp + j * k, static_cast<size_t>(k) * 2);
+      xp = xbuf.data();
     }
     auto y = torch::empty({m, n}, x.options());
     auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
-    const float* xp = xbuf.data();
     const uint16_t* wp = packed->data();
     // Chunks of 4 panels: PanelRange's widest block at one row.
-    ParallelForDynamic((n + 31) / 32, ParallelGrain(m * 32 * k, 64 * k), 4, [&](int64_t b, int64_t e) {
-      PackedGemmBf16Avx512(wp, n, k, xp, k, m, yp, n, b, e);
+    ParallelForDynamic((n + 31) / 32, ParallelGrain(m * 32 * k2, 64 * k2), 4, [&](int64_t b, int64_t e) {
+      PackedGemmBf16Avx512(wp, n, k2, xp, k2, m, yp, n, b, e);
     });
     return y;
   }

@@ -17,9 +17,9 @@ namespace icae {
 // True when this CPU (and build) can run the bf16 GEMV kernel.
 bool CpuBf16GemvAvailable();
 
-// A bf16 weight [n, k] repacked for few-row products: panels of 32 output rows, each stored
-// k-major (per input element, the panel's 32 weights in one cache line). Same size as the
-// weight (n rounded up to 32); a private copy beside it, so models pack only within a byte
+// A bf16 weight [n, k] repacked for few-row products: panels of 32 output rows, each stored by
+// input pair (per pair, the panel's 64 weights in two cache lines, for vdpbf16ps). Same size
+// as the weight (n rounded up to 32, k to even); a private copy beside it, so models pack only within a byte
 // budget (Transformer: ModelLoadOptions::max_packed_weight_bytes).
 class PackedBf16Weight {
  public:

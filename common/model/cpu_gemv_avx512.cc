@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 // GCC 12 reports the intrinsics' own "undefined" temporaries (_mm512_reduce_add_ps,
@@ -93,14 +94,16 @@ void GemvRows(const uint16_t* w, const float* x, int64_t ldx, float* y, int64_t 
 
 }  // namespace
 
-// Few-row products on packed weights (PackedBf16Weight): panels of 32 output rows, k-major,
-// each k's 32 bf16 values interleaved so that widening the even elements gives output rows
-// 0..15 and the odd ones rows 16..31. Per k the kernel loads a panel's 64 bytes once, widens
-// them (2 instructions) and does one FMA per input row and 16 outputs with the input element
-// broadcast: no horizontal sums and no input vector loads, which bounded the dot-product
-// kernel above for short rows (k 256: 2.3x faster at 8 rows). Each output is one float32 FMA
-// chain over k in order whatever the blocking, so a row's result does not depend on how many
-// rows are multiplied with it, nor on the thread split.
+// Few-row products on packed weights (PackedBf16Weight): panels of 32 output rows, stored by
+// input pair: per pair (2i, 2i + 1), rows 0..15's two weights each, then rows 16..31's (128
+// bytes). Per pair the kernel loads a panel's 128 bytes once and does one vdpbf16ps per input
+// row and 16 outputs with the row's bf16 pair broadcast: no widening, no horizontal sums and
+// no input vector loads, which bounded the dot-product kernel above for short rows. The
+// inputs are bf16 already (the products' operands), so the pairs lose nothing; each product
+// of two bf16 values is exact in float32. Each output is one float32 chain over the pairs in
+// order whatever the blocking, so a row's result does not depend on how many rows are
+// multiplied with it, nor on the thread split. At 8 rows (FMA-bound before) this did twice
+// the multiply-adds per instruction: the same instruction rate as vfmadd231ps here.
 namespace {
 
 // 16 floats → bf16 as LibTorch rounds (nearest even; NaN → 0x7FC0).
@@ -114,33 +117,36 @@ inline __m256i RoundBf16(__m512 f) {
   return _mm512_cvtepi32_epi16(r);
 }
 
-// MB input rows × NV panels (32·NV outputs); MB·2NV accumulators stay in registers.
+// MB input rows × NV panels (32·NV outputs); MB·2NV accumulators stay in registers. Per input
+// pair, one vdpbf16ps per input row and 16 outputs adds both pairs' products (exact in
+// float32) into the output's float32 sum, with the row's bf16 pair broadcast: twice the
+// multiply-adds per instruction of FMAs on widened weights, and no widening.
 template <int MB, int NV>
-inline void PanelBlock(const uint16_t* wp, int64_t k, const float* x, int64_t ldx, uint16_t* y,
+inline void PanelBlock(const uint16_t* wp, int64_t k2, const uint16_t* x, int64_t ldx, uint16_t* y,
                        int64_t ldy, int64_t col0, int64_t n) {
-  const __m512i odd_mask = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
   __m512 acc[MB][2 * NV];
 #pragma GCC unroll 16
   for (int j = 0; j < MB; ++j) {
 #pragma GCC unroll 16
     for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_setzero_ps();
   }
-  for (int64_t i = 0; i < k; ++i) {
-    __m512 w[2 * NV];
+  for (int64_t i = 0; i < k2; i += 2) {
+    __m512bh w[2 * NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
-      const uint16_t* src = wp + (v * k + i) * 32;
+      const uint16_t* src = wp + (v * k2 + i) * 32;
       // Weights that come from memory (large models) stream only with an explicit prefetch.
       _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchElements), ICAE_GEMV_HINT);
-      const __m512i raw = _mm512_loadu_si512(src);
-      w[2 * v] = _mm512_castsi512_ps(_mm512_slli_epi32(raw, 16));
-      w[2 * v + 1] = _mm512_castsi512_ps(_mm512_and_si512(raw, odd_mask));
+      w[2 * v] = (__m512bh)_mm512_loadu_si512(src);
+      w[2 * v + 1] = (__m512bh)_mm512_loadu_si512(src + 32);
     }
 #pragma GCC unroll 16
     for (int j = 0; j < MB; ++j) {
-      const __m512 xb = _mm512_set1_ps(x[j * ldx + i]);
+      int32_t pair;
+      std::memcpy(&pair, x + j * ldx + i, 4);
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 16
-      for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_fmadd_ps(w[v], xb, acc[j][v]);
+      for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], w[v], xb);
     }
   }
 #pragma GCC unroll 16
@@ -157,13 +163,13 @@ inline void PanelBlock(const uint16_t* wp, int64_t k, const float* x, int64_t ld
 }
 
 template <int MB>
-void PanelRange(const uint16_t* w, int64_t k, const float* x, int64_t ldx, uint16_t* y, int64_t ldy,
+void PanelRange(const uint16_t* w, int64_t k2, const uint16_t* x, int64_t ldx, uint16_t* y, int64_t ldy,
                 int64_t n, int64_t p0, int64_t p1) {
   // Enough independent FMA chains to cover the FMA latency, within 32 vector registers.
   constexpr int NV = MB >= 6 ? 1 : MB >= 3 ? 2 : 4;
   int64_t p = p0;
-  for (; p + NV <= p1; p += NV) PanelBlock<MB, NV>(w + p * k * 32, k, x, ldx, y, ldy, p * 32, n);
-  for (; p < p1; ++p) PanelBlock<MB, 1>(w + p * k * 32, k, x, ldx, y, ldy, p * 32, n);
+  for (; p + NV <= p1; p += NV) PanelBlock<MB, NV>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
+  for (; p < p1; ++p) PanelBlock<MB, 1>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
 }
 
 }  // namespace
@@ -176,28 +182,29 @@ void PanelRange(const uint16_t* w, int64_t k, const float* x, int64_t ldx, uint1
 #endif
 
 // y[j][c] (bf16, row stride ldy) for the outputs c of panels [p0, p1) of a packed weight with
-// n outputs and k inputs, and input rows x[j] (float32, row stride ldx), j < m; rows in
+// n outputs and k2 inputs (k rounded up to even), and input rows x[j] (bf16, zero-padded to k2,
+// row stride ldx), j < m; rows in
 // blocks of 8. Panels are the outer loop, in chunks of ICAE_GEMV_PANEL_CHUNK_BYTES: with the
 // rows outside, a 20-row prefill chunk streamed a large model's weights from memory three
 // times (once per block of 8 rows) instead of once.
-void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k, const float* x, int64_t ldx,
+void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx,
                           int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1) {
   // Multiples of 4 panels, so that PanelRange's blocks of NV panels run whole.
-  const int64_t chunk = m <= 8 ? p1 - p0 : std::max<int64_t>(4, ICAE_GEMV_PANEL_CHUNK_BYTES / (k * 64) / 4 * 4);
+  const int64_t chunk = m <= 8 ? p1 - p0 : std::max<int64_t>(4, ICAE_GEMV_PANEL_CHUNK_BYTES / (k2 * 64) / 4 * 4);
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
     const int64_t c1 = std::min(p1, c0 + chunk);
     for (int64_t r = 0; r < m; r += 8) {
-      const float* xr = x + r * ldx;
+      const uint16_t* xr = x + r * ldx;
       uint16_t* yr = y + r * ldy;
       switch (m - r < 8 ? m - r : 8) {
-        case 1: PanelRange<1>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 2: PanelRange<2>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 3: PanelRange<3>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 4: PanelRange<4>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 5: PanelRange<5>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 6: PanelRange<6>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 7: PanelRange<7>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
-        default: PanelRange<8>(w, k, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 1: PanelRange<1>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 2: PanelRange<2>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 3: PanelRange<3>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 4: PanelRange<4>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 5: PanelRange<5>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 6: PanelRange<6>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        case 7: PanelRange<7>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+        default: PanelRange<8>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
       }
     }
   }
