@@ -280,48 +280,103 @@ inline __m512 ExpNonPositive(__m512 x) {
 }
 
 // Scores of one query head against up to 16 keys at once: lane j = q · k_j · scale for
-// j < count (lanes past count repeat the last key). Every lane's sum runs in the same order, so
-// a key's score has the same bits wherever a block of 16 starts: the result does not depend on
-// how a cache's positions are split into runs.
-inline __m512 Scores16(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t count,
-                              int64_t hd, __m512 scale) {
-  const uint16_t* rows[16];
-  for (int64_t j = 0; j < 16; ++j) rows[j] = k + std::min(j, count - 1) * k_stride;
+// j < count (lanes past count repeat the last key), head_dim 32·HC. Every lane's sum runs in
+// the same order, so a key's score has the same bits wherever a block of 16 starts: the result
+// does not depend on how a cache's positions are split into runs. One pointer walks the keys
+// (16 row pointers spilled to the stack) and HC is a compile-time constant (the accumulators
+// stay in registers).
+template <int HC>
+inline __m512 Scores16(const uint16_t* q, const uint16_t* k, int64_t k_stride, int64_t count, __m512 scale) {
+  __m512bh qv[HC];
+#pragma GCC unroll 8
+  for (int h = 0; h < HC; ++h) qv[h] = (__m512bh)_mm512_loadu_si512(q + 32 * h);
   __m512 acc[16];
-  for (int j = 0; j < 16; ++j) acc[j] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < hd; i += 32) {
-    const __m512bh qi = (__m512bh)_mm512_loadu_si512(q + i);
-    for (int j = 0; j < 16; ++j) {
-      acc[j] = _mm512_dpbf16_ps(acc[j], qi, (__m512bh)_mm512_loadu_si512(rows[j] + i));
-    }
+  const uint16_t* row = k;
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    __m512 a = _mm512_dpbf16_ps(_mm512_setzero_ps(), qv[0], (__m512bh)_mm512_loadu_si512(row));
+#pragma GCC unroll 8
+    for (int h = 1; h < HC; ++h) a = _mm512_dpbf16_ps(a, qv[h], (__m512bh)_mm512_loadu_si512(row + 32 * h));
+    acc[j] = a;
+    row += j + 1 < count ? k_stride : 0;
   }
   return _mm512_mul_ps(Sum16(acc), scale);
 }
 
+// acc[c] += p · v[16c .. 16c + 15] for c < C (one value row, bf16 widened).
+template <int C>
+inline void AddRow(float p, const uint16_t* v, __m512* acc) {
+  const __m512 pv = _mm512_set1_ps(p);
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * c));
+    acc[c] = _mm512_fmadd_ps(pv, _mm512_cvtpbh_ps((__m256bh)raw), acc[c]);
+  }
+}
+
 // out = out_scale · Σ_j p_j · v_j over `segments` value blocks in order (v[i] with row stride
-// stride[i], len[i] rows; p runs on across them), float accumulation, written as bf16;
-// head_dim a multiple of 16.
+// stride[i], len[i] rows; p runs on across them), float accumulation, written as bf16, for
+// head_dim 16·C. Rows of even and odd index (counted across the blocks, so the result does not
+// depend on how the rows are split into blocks) go to two sets of accumulators, added at the
+// end. C is a compile-time constant so that the accumulators stay in registers: indexed by a
+// runtime count they lived on the stack, and the loop ran at the stack round trip's latency.
+template <int C>
+void WeightedSum(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
+                 int64_t segments, uint16_t* out, float out_scale) {
+  __m512 acc0[C], acc1[C];
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) acc0[c] = acc1[c] = _mm512_setzero_ps();
+  int64_t g = 0;  // rows so far, over every block
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    const uint16_t* vs = v[seg];
+    const int64_t n = len[seg], st = stride[seg];
+    int64_t j = 0;
+    if ((g & 1) != 0 && j < n) AddRow<C>(p[g++], vs + st * j++, acc1);
+    for (; j + 2 <= n; j += 2, g += 2) {
+      AddRow<C>(p[g], vs + st * j, acc0);
+      AddRow<C>(p[g + 1], vs + st * (j + 1), acc1);
+    }
+    if (j < n) AddRow<C>(p[g++], vs + st * j, acc0);
+  }
+  const __m512 vscale = _mm512_set1_ps(out_scale);
+#pragma GCC unroll 16
+  for (int c = 0; c < C; ++c) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * c),
+                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_add_ps(acc0[c], acc1[c]), vscale)));
+  }
+}
+
+// head_dim a multiple of 32, up to 256.
 void WeightedSum(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
                  int64_t segments, int64_t hd, uint16_t* out, float out_scale) {
-  constexpr int kMaxChunks = 16;  // head_dim up to 256
-  __m512 acc[kMaxChunks];
-  const int64_t chunks = hd / 16;
-  for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
+  switch (hd / 16) {
+    case 2: return WeightedSum<2>(p, v, stride, len, segments, out, out_scale);
+    case 4: return WeightedSum<4>(p, v, stride, len, segments, out, out_scale);
+    case 6: return WeightedSum<6>(p, v, stride, len, segments, out, out_scale);
+    case 8: return WeightedSum<8>(p, v, stride, len, segments, out, out_scale);
+    case 10: return WeightedSum<10>(p, v, stride, len, segments, out, out_scale);
+    case 12: return WeightedSum<12>(p, v, stride, len, segments, out, out_scale);
+    case 14: return WeightedSum<14>(p, v, stride, len, segments, out, out_scale);
+    default: return WeightedSum<16>(p, v, stride, len, segments, out, out_scale);
+  }
+}
+
+// Every key's score (scratch, in order over the runs); returns the number of keys.
+template <int HC>
+int64_t AllScores(const uint16_t* q, const uint16_t* const* k, const int64_t* stride, const int64_t* len,
+                  int64_t segments, float scale, float* scratch) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  int64_t total = 0;
   for (int64_t seg = 0; seg < segments; ++seg) {
-    for (int64_t j = 0; j < len[seg]; ++j) {
-      const __m512 pj = _mm512_set1_ps(*p++);
-      const uint16_t* vj = v[seg] + j * stride[seg];
-      for (int64_t c = 0; c < chunks; ++c) {
-        __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vj + 16 * c));
-        acc[c] = _mm512_fmadd_ps(pj, _mm512_cvtpbh_ps((__m256bh)raw), acc[c]);
-      }
+    float* row = scratch + total;
+    for (int64_t j = 0; j < len[seg]; j += 16) {
+      const int64_t count = std::min<int64_t>(16, len[seg] - j);
+      const __mmask16 valid = static_cast<__mmask16>((1u << count) - 1);
+      _mm512_mask_storeu_ps(row + j, valid, Scores16<HC>(q, k[seg] + j * stride[seg], stride[seg], count, vscale));
     }
+    total += len[seg];
   }
-  const __m512 vs = _mm512_set1_ps(out_scale);
-  for (int64_t c = 0; c < chunks; ++c) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16 * c),
-                        (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(acc[c], vs)));
-  }
+  return total;
 }
 
 }  // namespace
@@ -332,16 +387,16 @@ void WeightedSum(const float* p, const uint16_t* const* v, const int64_t* stride
 void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
                               const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
                               float scale, float* scratch, uint16_t* out) {
-  const __m512 vscale = _mm512_set1_ps(scale);
   int64_t total = 0;
-  for (int64_t seg = 0; seg < segments; ++seg) {
-    float* row = scratch + total;
-    for (int64_t j = 0; j < len[seg]; j += 16) {
-      const int64_t count = std::min<int64_t>(16, len[seg] - j);
-      const __mmask16 valid = static_cast<__mmask16>((1u << count) - 1);
-      _mm512_mask_storeu_ps(row + j, valid, Scores16(q, k[seg] + j * stride[seg], stride[seg], count, hd, vscale));
-    }
-    total += len[seg];
+  switch (hd / 32) {
+    case 1: total = AllScores<1>(q, k, stride, len, segments, scale, scratch); break;
+    case 2: total = AllScores<2>(q, k, stride, len, segments, scale, scratch); break;
+    case 3: total = AllScores<3>(q, k, stride, len, segments, scale, scratch); break;
+    case 4: total = AllScores<4>(q, k, stride, len, segments, scale, scratch); break;
+    case 5: total = AllScores<5>(q, k, stride, len, segments, scale, scratch); break;
+    case 6: total = AllScores<6>(q, k, stride, len, segments, scale, scratch); break;
+    case 7: total = AllScores<7>(q, k, stride, len, segments, scale, scratch); break;
+    default: total = AllScores<8>(q, k, stride, len, segments, scale, scratch); break;
   }
   __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
