@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/time/time.h"
 #include "common/server/auth.h"
 #include "common/server/metrics.h"
 #include "common/server/rpc_common.h"
@@ -21,24 +22,42 @@
 
 namespace icae::decoder {
 
-class GenerateStream;
-
 // One thread that performs the streams' gRPC writes, so that the scheduler thread only queues
 // messages: a write costs ~60-100 µs of serialisation and transport on the calling thread,
 // which at 8 streams was most of the scheduler's own time per step. Streams are written in
 // the order they were queued; a stream's messages keep their order (one queue per stream).
+// After its last write the thread keeps polling for a while (kPoll) before it sleeps, so that
+// the scheduler queues the next token without waking it: each wake-up (and each sleep) was a
+// system call, and system calls are slow in this VM.
 class StreamWriter {
  public:
-  StreamWriter();
+  // Longer than a decode step of one stream, so that a steady stream never sleeps.
+  static constexpr absl::Duration kPoll = absl::Microseconds(500);
+
+  // What the thread writes: a stream's queued messages (GenerateStream).
+  class Stream {
+   public:
+    virtual ~Stream() = default;
+    virtual void WritePending() = 0;
+  };
+
+  explicit StreamWriter(absl::Duration poll = kPoll);
   ~StreamWriter();  // stops and joins; queued writes are dropped (the server is shutting down)
-  void Enqueue(std::shared_ptr<GenerateStream> stream);
+  void Enqueue(std::shared_ptr<Stream> stream);
+  // Times Enqueue had to wake the thread, and whether it sleeps now (tests).
+  int64_t wakeups() const { return wakeups_.load(); }
+  bool sleeping();
 
  private:
   void Run();
+  const absl::Duration poll_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<GenerateStream>> queue_;
+  std::deque<std::shared_ptr<Stream>> queue_;
   bool stop_ = false;
+  bool sleeping_ = false;              // waiting on cv_ (guarded by mu_)
+  std::atomic<bool> has_work_{false};  // queue_ non-empty, polled without the lock
+  std::atomic<int64_t> wakeups_{0};
   std::thread thread_;  // last: starts after the rest is constructed
 };
 

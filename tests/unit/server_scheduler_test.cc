@@ -20,6 +20,7 @@
 #include "common/slot_store/slot_id.h"
 #include "common/slot_store/slot_store.h"
 #include "decoder_service/decoder_core.h"
+#include "decoder_service/decoder_service.h"
 #include "decoder_service/step_threads.h"
 #include "encoder_service/encoder_core.h"
 #include "tests/test_util.h"
@@ -940,6 +941,90 @@ TEST(StepThreadsTest, MedianIgnoresOutliersAndTheChoiceIsMeasuredAgain) {
   for (int64_t i = 0; i < StepThreads::kReprobeSteps; ++i) st.Record(4, st.Choose(4), 1e-3);
   Probe(st, 4, 2 * StepThreads::kSamples, [](int t) { return t == 1 ? 1e-3 : 3e-3; });
   EXPECT_EQ(st.Choose(4), 1);
+}
+
+// The service's writer thread (decoder::StreamWriter): streams are written in the order they
+// were queued; after a batch of one stream it polls (the next token of a lone stream is queued
+// without waking it), after a batch of several it sleeps and the next Enqueue wakes it.
+class CountingStream : public decoder::StreamWriter::Stream {
+ public:
+  CountingStream(int id, std::vector<int>* order, std::mutex* mu) : id_(id), order_(order), mu_(mu) {}
+  void WritePending() override {
+    std::unique_lock<std::mutex> lock(*mu_);
+    entered_ = true;
+    gate_cv_.wait(lock, [&] { return open_; });
+    order_->push_back(id_);
+  }
+  // Holds the writer inside WritePending until Open; entered() tells that it is there.
+  void Close() {
+    std::lock_guard<std::mutex> lock(*mu_);
+    open_ = false;
+    entered_ = false;
+  }
+  bool entered() {
+    std::lock_guard<std::mutex> lock(*mu_);
+    return entered_;
+  }
+  void Open() {
+    {
+      std::lock_guard<std::mutex> lock(*mu_);
+      open_ = true;
+    }
+    gate_cv_.notify_all();
+  }
+
+ private:
+  int id_;
+  std::vector<int>* order_;
+  std::mutex* mu_;
+  std::condition_variable gate_cv_;
+  bool open_ = true;
+  bool entered_ = false;
+};
+
+// Waits (up to 10 s) until pred() holds.
+template <typename P>
+bool Eventually(P pred) {
+  for (int i = 0; i < 10000 && !pred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return pred();
+}
+
+TEST(StreamWriterTest, PollsAfterOneStreamSleepsAfterSeveralAndKeepsTheOrder) {
+  std::mutex mu;
+  std::vector<int> order;
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return order.size();
+  };
+  auto a = std::make_shared<CountingStream>(1, &order, &mu);
+  auto b = std::make_shared<CountingStream>(2, &order, &mu);
+  auto c = std::make_shared<CountingStream>(3, &order, &mu);
+  // A poll much longer than the test: a batch of one never lets the thread sleep.
+  decoder::StreamWriter writer(absl::Seconds(60));
+  ASSERT_TRUE(Eventually([&] { return writer.sleeping(); }));  // nothing written yet: asleep
+  writer.Enqueue(a);
+  ASSERT_TRUE(Eventually([&] { return count() == 1; }));
+  EXPECT_EQ(writer.wakeups(), 1);
+  writer.Enqueue(a);  // a lone stream's next token: the thread is polling, no wake-up
+  ASSERT_TRUE(Eventually([&] { return count() == 2; }));
+  EXPECT_EQ(writer.wakeups(), 1);
+  EXPECT_FALSE(writer.sleeping());
+
+  // Held inside a's write, the thread finds b and c queued together: a batch of two.
+  a->Close();
+  writer.Enqueue(a);
+  ASSERT_TRUE(Eventually([&] { return a->entered(); }));
+  writer.Enqueue(b);
+  writer.Enqueue(c);
+  a->Open();
+  ASSERT_TRUE(Eventually([&] { return count() == 5; }));
+  ASSERT_TRUE(Eventually([&] { return writer.sleeping(); }));  // after several: asleep at once
+  const int64_t before = writer.wakeups();
+  writer.Enqueue(c);
+  ASSERT_TRUE(Eventually([&] { return count() == 6; }));
+  EXPECT_EQ(writer.wakeups(), before + 1);
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(order, (std::vector<int>{1, 1, 1, 2, 3, 3}));
 }
 
 }  // namespace
