@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -23,7 +24,8 @@ void GemvBf16Avx512(const uint16_t* w, const float* x, int64_t ldx, int64_t m, f
                     int64_t ldy, int64_t k, int64_t row_begin, int64_t row_end);
 void RoundToBf16Avx512(const float* src, uint16_t* dst, int64_t n);
 void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx,
-                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1);
+                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1, bool dot);
+bool PackedDotIsFasterAvx512();
 
 namespace {
 
@@ -52,6 +54,31 @@ int64_t ParallelGrain(int64_t macs_per_item, int64_t bytes_per_item) {
   const double item = std::max(static_cast<double>(macs_per_item) / kMacsPerNano,
                                static_cast<double>(bytes_per_item) / kBytesPerNano);
   return item >= kMinTaskNanos ? 1 : static_cast<int64_t>(std::ceil(kMinTaskNanos / std::max(item, 1.0)));
+}
+
+namespace {
+std::atomic<int> g_packed_kernel{static_cast<int>(PackedBf16Kernel::kAuto)};
+}  // namespace
+
+void SetPackedBf16Kernel(PackedBf16Kernel kernel) { g_packed_kernel.store(static_cast<int>(kernel)); }
+
+bool PackedBf16KernelIsDot() {
+  switch (static_cast<PackedBf16Kernel>(g_packed_kernel.load())) {
+    case PackedBf16Kernel::kDot: return true;
+    case PackedBf16Kernel::kFma: return false;
+    case PackedBf16Kernel::kAuto: break;
+  }
+  static const int from_env = [] {  // 1 dot, 0 fma, -1 unset (or another value)
+    const char* e = std::getenv("ICAE_PACKED_BF16_KERNEL");
+    if (e == nullptr) return -1;
+    return std::strcmp(e, "dot") == 0 ? 1 : std::strcmp(e, "fma") == 0 ? 0 : -1;
+  }();
+  if (from_env >= 0) return from_env == 1;
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  return CpuBf16GemvAvailable() && PackedDotIsFasterAvx512();
+#else
+  return false;
+#endif
 }
 
 bool CpuBf16GemvAvailable() {
@@ -356,9 +383,10 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     auto y = torch::empty({m, n}, x.options());
     auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
     const uint16_t* wp = packed->data();
+    const bool dot = PackedBf16KernelIsDot();
     // Chunks of 4 panels: PanelRange's widest block at one row.
     ParallelForDynamic((n + 31) / 32, ParallelGrain(m * 32 * k2, 64 * k2), 4, [&](int64_t b, int64_t e) {
-      PackedGemmBf16Avx512(wp, n, k2, xp, k2, m, yp, n, b, e);
+      PackedGemmBf16Avx512(wp, n, k2, xp, k2, m, yp, n, b, e, dot);
     });
     return y;
   }

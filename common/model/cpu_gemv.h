@@ -118,6 +118,13 @@ void ParallelForDynamic(int64_t n, int64_t grain, int64_t chunk, const F& f) {
   });
 }
 
+// The instruction of the packed kernel: vdpbf16ps (kDot) or FMAs on widened weights (kFma).
+// kAuto (the default): $ICAE_PACKED_BF16_KERNEL (dot | fma) where set, else whichever this
+// core runs faster, timed once per process (PackedBf16KernelIsDot). Both give each row the
+// same bits whatever the batch; the two differ from each other in rounding only.
+enum class PackedBf16Kernel { kAuto, kDot, kFma };
+void SetPackedBf16Kernel(PackedBf16Kernel kernel);
+bool PackedBf16KernelIsDot();
 // Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
 // sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
 inline constexpr int64_t kMaxPackedRows = 32;

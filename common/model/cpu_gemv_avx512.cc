@@ -13,6 +13,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -102,8 +103,12 @@ void GemvRows(const uint16_t* w, const float* x, int64_t ldx, float* y, int64_t 
 // inputs are bf16 already (the products' operands), so the pairs lose nothing; each product
 // of two bf16 values is exact in float32. Each output is one float32 chain over the pairs in
 // order whatever the blocking, so a row's result does not depend on how many rows are
-// multiplied with it, nor on the thread split. At 8 rows (FMA-bound before) this did twice
-// the multiply-adds per instruction: the same instruction rate as vfmadd231ps here.
+// multiplied with it, nor on the thread split. Where vdpbf16ps is slow (Intel cores have run
+// it at a quarter of the FMA rate) the same layout feeds FMAs instead: the 128 bytes widened
+// to float32 (the pairs' first elements by a shift, the second by a mask), two FMAs per input
+// row with x[2i] and x[2i + 1] broadcast. PackedBf16KernelIsDot() picks one per process, by
+// timing both instructions once (AMD EPYC here: the same instruction rate, so the dot kernel
+// does twice the multiply-adds).
 namespace {
 
 // 16 floats → bf16 as LibTorch rounds (nearest even; NaN → 0x7FC0).
@@ -118,10 +123,10 @@ inline __m256i RoundBf16(__m512 f) {
 }
 
 // MB input rows × NV panels (32·NV outputs); MB·2NV accumulators stay in registers. Per input
-// pair, one vdpbf16ps per input row and 16 outputs adds both pairs' products (exact in
-// float32) into the output's float32 sum, with the row's bf16 pair broadcast: twice the
-// multiply-adds per instruction of FMAs on widened weights, and no widening.
-template <int MB, int NV>
+// pair, kDot: one vdpbf16ps per input row and 16 outputs adds both pairs' products into the
+// output's float32 sum, with the row's bf16 pair broadcast; else the weights widened and two
+// FMAs (first elements, then second ones).
+template <int MB, int NV, bool kDot>
 inline void PanelBlock(const uint16_t* wp, int64_t k2, const uint16_t* x, int64_t ldx, uint16_t* y,
                        int64_t ldy, int64_t col0, int64_t n) {
   __m512 acc[MB][2 * NV];
@@ -130,23 +135,46 @@ inline void PanelBlock(const uint16_t* wp, int64_t k2, const uint16_t* x, int64_
 #pragma GCC unroll 16
     for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_setzero_ps();
   }
+  const __m512i second_mask = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
   for (int64_t i = 0; i < k2; i += 2) {
-    __m512bh w[2 * NV];
+    __m512i w[2 * NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const uint16_t* src = wp + (v * k2 + i) * 32;
       // Weights that come from memory (large models) stream only with an explicit prefetch.
       _mm_prefetch(reinterpret_cast<const char*>(src + kPrefetchElements), ICAE_GEMV_HINT);
-      w[2 * v] = (__m512bh)_mm512_loadu_si512(src);
-      w[2 * v + 1] = (__m512bh)_mm512_loadu_si512(src + 32);
+      w[2 * v] = _mm512_loadu_si512(src);
+      w[2 * v + 1] = _mm512_loadu_si512(src + 32);
     }
+    if constexpr (kDot) {
 #pragma GCC unroll 16
-    for (int j = 0; j < MB; ++j) {
-      int32_t pair;
-      std::memcpy(&pair, x + j * ldx + i, 4);
-      const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
+      for (int j = 0; j < MB; ++j) {
+        int32_t pair;
+        std::memcpy(&pair, x + j * ldx + i, 4);
+        const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 16
-      for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], w[v], xb);
+        for (int v = 0; v < 2 * NV; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], (__m512bh)w[v], xb);
+      }
+    } else {
+      __m512 first[2 * NV], second[2 * NV];
+#pragma GCC unroll 16
+      for (int v = 0; v < 2 * NV; ++v) {
+        first[v] = _mm512_castsi512_ps(_mm512_slli_epi32(w[v], 16));
+        second[v] = _mm512_castsi512_ps(_mm512_and_si512(w[v], second_mask));
+      }
+#pragma GCC unroll 16
+      for (int j = 0; j < MB; ++j) {
+        const uint32_t x0 = uint32_t{x[j * ldx + i]} << 16, x1 = uint32_t{x[j * ldx + i + 1]} << 16;
+        float f0, f1;
+        std::memcpy(&f0, &x0, 4);
+        std::memcpy(&f1, &x1, 4);
+        const __m512 xb0 = _mm512_set1_ps(f0), xb1 = _mm512_set1_ps(f1);
+#pragma GCC unroll 16
+        for (int v = 0; v < 2 * NV; ++v) {
+          acc[j][v] = _mm512_fmadd_ps(first[v], xb0, acc[j][v]);
+          acc[j][v] = _mm512_fmadd_ps(second[v], xb1, acc[j][v]);
+        }
+      }
     }
   }
 #pragma GCC unroll 16
@@ -162,17 +190,68 @@ inline void PanelBlock(const uint16_t* wp, int64_t k2, const uint16_t* x, int64_
   }
 }
 
-template <int MB>
+template <int MB, bool kDot>
 void PanelRange(const uint16_t* w, int64_t k2, const uint16_t* x, int64_t ldx, uint16_t* y, int64_t ldy,
                 int64_t n, int64_t p0, int64_t p1) {
-  // Enough independent FMA chains to cover the FMA latency, within 32 vector registers.
-  constexpr int NV = MB >= 6 ? 1 : MB >= 3 ? 2 : 4;
+  // Enough independent chains to cover the latency, within 32 vector registers.
+  constexpr int NV = MB >= 6 ? 1 : MB >= 3 ? 2 : kDot ? 4 : 2;
   int64_t p = p0;
-  for (; p + NV <= p1; p += NV) PanelBlock<MB, NV>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
-  for (; p < p1; ++p) PanelBlock<MB, 1>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
+  for (; p + NV <= p1; p += NV) PanelBlock<MB, NV, kDot>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
+  for (; p < p1; ++p) PanelBlock<MB, 1, kDot>(w + p * k2 * 32, k2, x, ldx, y, ldy, p * 32, n);
+}
+
+template <bool kDot>
+void PanelRows(const uint16_t* w, int64_t k2, const uint16_t* xr, int64_t ldx, uint16_t* yr, int64_t ldy,
+               int64_t n, int64_t c0, int64_t c1, int64_t rows) {
+  switch (rows) {
+    case 1: return PanelRange<1, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 2: return PanelRange<2, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 3: return PanelRange<3, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 4: return PanelRange<4, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 5: return PanelRange<5, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 6: return PanelRange<6, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    case 7: return PanelRange<7, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+    default: return PanelRange<8, kDot>(w, k2, xr, ldx, yr, ldy, n, c0, c1);
+  }
+}
+
+// Seconds for `reps` × 8 independent vdpbf16ps (dot) or vfmadd231ps chains.
+template <bool kDot>
+__attribute__((noinline)) double TimeChains(int64_t reps) {
+  __m512 a[8];
+  for (int i = 0; i < 8; ++i) a[i] = _mm512_set1_ps(1e-30f * static_cast<float>(i));
+  const __m512 f = _mm512_set1_ps(0.5f);
+  const __m512bh h = (__m512bh)_mm512_set1_epi16(0x3F00);  // 0.5 in bf16
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t r = 0; r < reps; ++r) {
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) a[i] = kDot ? _mm512_dpbf16_ps(a[i], h, h) : _mm512_fmadd_ps(a[i], f, f);
+    __asm__ volatile("" : "+v"(a[0]), "+v"(a[1]), "+v"(a[2]), "+v"(a[3]), "+v"(a[4]), "+v"(a[5]), "+v"(a[6]),
+                     "+v"(a[7]));
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  float sink[16];
+  _mm512_storeu_ps(sink, a[0]);
+  __asm__ volatile("" : : "r"(sink) : "memory");
+  return s;
 }
 
 }  // namespace
+
+// Whether vdpbf16ps runs at 0.6 or more of vfmadd231ps's instruction rate on this core (best
+// of 5 short runs each, ~1 ms in all, timed once): it does two multiply-adds per lane to
+// FMA's one and needs no widening, so the packed kernel uses it then.
+bool PackedDotIsFasterAvx512() {
+  static const bool dot = [] {
+    double t_dot = 1e9, t_fma = 1e9;
+    for (int i = 0; i < 5; ++i) {
+      t_dot = std::min(t_dot, TimeChains<true>(8192));
+      t_fma = std::min(t_fma, TimeChains<false>(8192));
+    }
+    return t_dot <= t_fma / 0.6;
+  }();
+  return dot;
+}
 
 // Bytes of packed weights that the row blocks of one product share while they stay in L2
 // (2 MiB per core here): a few panels at a time go through every row block before the next
@@ -188,7 +267,7 @@ void PanelRange(const uint16_t* w, int64_t k2, const uint16_t* x, int64_t ldx, u
 // rows outside, a 20-row prefill chunk streamed a large model's weights from memory three
 // times (once per block of 8 rows) instead of once.
 void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx,
-                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1) {
+                          int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1, bool dot) {
   // Multiples of 4 panels, so that PanelRange's blocks of NV panels run whole.
   const int64_t chunk = m <= 8 ? p1 - p0 : std::max<int64_t>(4, ICAE_GEMV_PANEL_CHUNK_BYTES / (k2 * 64) / 4 * 4);
   for (int64_t c0 = p0; c0 < p1; c0 += chunk) {
@@ -196,15 +275,11 @@ void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16
     for (int64_t r = 0; r < m; r += 8) {
       const uint16_t* xr = x + r * ldx;
       uint16_t* yr = y + r * ldy;
-      switch (m - r < 8 ? m - r : 8) {
-        case 1: PanelRange<1>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 2: PanelRange<2>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 3: PanelRange<3>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 4: PanelRange<4>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 5: PanelRange<5>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 6: PanelRange<6>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        case 7: PanelRange<7>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
-        default: PanelRange<8>(w, k2, xr, ldx, yr, ldy, n, c0, c1); break;
+      const int64_t rows = std::min<int64_t>(8, m - r);
+      if (dot) {
+        PanelRows<true>(w, k2, xr, ldx, yr, ldy, n, c0, c1, rows);
+      } else {
+        PanelRows<false>(w, k2, xr, ldx, yr, ldy, n, c0, c1, rows);
       }
     }
   }

@@ -296,17 +296,29 @@ namespace {
 
 // Both kernels: the dot-product one on the weight as stored (up to 8 rows) and the panel one
 // on its packed copy (up to kMaxPackedRows).
+// The packed one with each of its instructions (vdpbf16ps, FMA on widened weights).
 struct GemvCase {
   const char* name;
   bool packed;
   int64_t max_rows;
+  PackedBf16Kernel kernel;
 };
-const GemvCase kGemvCases[] = {{"unpacked", false, 8}, {"packed", true, kMaxPackedRows}};
+const GemvCase kGemvCases[] = {{"unpacked", false, 8, PackedBf16Kernel::kAuto},
+                               {"packed dot", true, kMaxPackedRows, PackedBf16Kernel::kDot},
+                               {"packed fma", true, kMaxPackedRows, PackedBf16Kernel::kFma}};
+
+// Sets the packed kernel's instruction for a scope.
+class KernelScope {
+ public:
+  explicit KernelScope(PackedBf16Kernel k) { SetPackedBf16Kernel(k); }
+  ~KernelScope() { SetPackedBf16Kernel(PackedBf16Kernel::kAuto); }
+};
 
 TEST(CpuGemvTest, MatchesTorchLinearInBFloat16) {
   c10::InferenceMode guard;
   torch::manual_seed(11);
   for (const GemvCase& c : kGemvCases) {
+    KernelScope kernel(c.kernel);
     for (int64_t k : {32, 100, 1024}) {
       for (int64_t m : {1, 3, 8, 9, 17, 32, 33}) {
         auto w = torch::randn({37, k}).to(torch::kBFloat16);
@@ -329,6 +341,7 @@ TEST(CpuGemvTest, RoundsLikeLibTorch) {
   c10::InferenceMode guard;
   torch::manual_seed(14);
   for (const GemvCase& c : kGemvCases) {
+    KernelScope kernel(c.kernel);
     for (int64_t k : {40, 256}) {
       auto w = (torch::eye(k) * (1 + std::ldexp(1.0, -8))).to(torch::kBFloat16);
       const PackedBf16Weight p = c.packed ? PackedBf16Weight::Pack(w) : PackedBf16Weight();
@@ -358,6 +371,7 @@ TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
   torch::manual_seed(13);
   const int threads = at::get_num_threads();
   for (const GemvCase& c : kGemvCases) {
+    KernelScope kernel(c.kernel);
     for (int64_t k : {16, 45, 256, 1000}) {
       auto w = torch::randn({300, k}).to(torch::kBFloat16);
       const PackedBf16Weight p = c.packed ? PackedBf16Weight::Pack(w) : PackedBf16Weight();
@@ -376,6 +390,29 @@ TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
       at::set_num_threads(threads);
     }
   }
+}
+
+// The two instructions of the packed kernel differ in rounding only: the same products within
+// bf16 output rounding of each other.
+TEST(CpuGemvTest, PackedDotAndFmaKernelsAgree) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  c10::InferenceMode guard;
+  torch::manual_seed(15);
+  auto w = torch::randn({300, 1000}).to(torch::kBFloat16);
+  const PackedBf16Weight p = PackedBf16Weight::Pack(w);
+  auto x = torch::randn({9, 1000}).to(torch::kBFloat16);
+  torch::Tensor dot, fma;
+  {
+    KernelScope k(PackedBf16Kernel::kDot);
+    EXPECT_TRUE(PackedBf16KernelIsDot());
+    dot = Linear(x, w, &p).to(torch::kFloat32);
+  }
+  {
+    KernelScope k(PackedBf16Kernel::kFma);
+    EXPECT_FALSE(PackedBf16KernelIsDot());
+    fma = Linear(x, w, &p).to(torch::kFloat32);
+  }
+  EXPECT_LT(((dot - fma).abs() / (fma.abs() + 1)).max().item<float>(), 1e-2f);
 }
 
 // What packs: bf16 2-D CPU weights; the copy is the weight rounded up to 32 rows; nothing else
