@@ -104,17 +104,20 @@ bool PackableWeight(const torch::Tensor& w) {
          (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled());
 }
 
+// Packed weights and their inputs go by input pairs: k rounded up to even.
+int64_t PairPadded(int64_t k) { return (k + 1) / 2 * 2; }
+
 }  // namespace
 
 int64_t PackedBf16Weight::PackedBytes(const torch::Tensor& w) {
   if (!PackableWeight(w)) return 0;
-  return (w.size(0) + 31) / 32 * 32 * ((w.size(1) + 1) / 2 * 2) * 2;
+  return (w.size(0) + 31) / 32 * 32 * PairPadded(w.size(1)) * 2;
 }
 
 PackedBf16Weight PackedBf16Weight::Pack(const torch::Tensor& w) {
   PackedBf16Weight p;
   if (!PackableWeight(w)) return p;
-  const int64_t n = w.size(0), k = w.size(1), k2 = (k + 1) / 2 * 2, panels = (n + 31) / 32;
+  const int64_t n = w.size(0), k = w.size(1), k2 = PairPadded(k), panels = (n + 31) / 32;
   auto wc = w.contiguous();
   const auto* src = reinterpret_cast<const uint16_t*>(wc.data_ptr<at::BFloat16>());
   p.data_ = torch::zeros({panels * k2 * 32}, torch::kBFloat16);
@@ -370,7 +373,7 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
   }
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
   if (packed != nullptr && packed->defined() && packed->rows() == w.size(0) && KernelInput(x, w, kMaxPackedRows)) {
-    const int64_t m = x.size(0), n = packed->rows(), k = packed->cols(), k2 = (k + 1) / 2 * 2;
+    const int64_t m = x.size(0), n = packed->rows(), k = packed->cols(), k2 = PairPadded(k);
     auto xc = x.contiguous();
     const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
     // The kernel reads inputs in pairs: an odd k gets a copy with a zero after each row.
