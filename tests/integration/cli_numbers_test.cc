@@ -96,6 +96,9 @@ TEST(CliNumbersTest, BenchJsonIsParsableAndComplete) {
   }
   EXPECT_EQ(d["dtype"], "bfloat16");
   EXPECT_EQ(d["decode_tok_s_each"].size(), 2u);
+  // Batched decode is repeated like batch 1 (the median reported), not a single run.
+  EXPECT_EQ(d["batch8_tok_s_each"].size(), 2u);
+  EXPECT_EQ(d["batch4_tok_s_each"].size(), 2u);
   EXPECT_NE(err.find("decode"), std::string::npos) << "the table should still reach stderr";
   ASSERT_EQ(RunCommand(IcaeBinary() + " bench compress --json --lora-r 4 --mem-size 8 --lengths 32,64" + tiny,
                        &out, &err), 0) << err;
