@@ -23,7 +23,8 @@ ABSL_FLAG(int64_t, prefill_chunk, 32,
           "longer prefills are split across their steps, bounding how much one step delays their "
           "next tokens (0 = whole prefills)");
 ABSL_FLAG(int64_t, decode_step_threads, 0,
-          "intra-op threads of decode-only steps (at most --threads): 0 = auto, per batch size the "
+          "intra-op threads of decode steps, and of steps prefilling at most 32 rows beside them (at "
+          "most --threads): 0 = auto, per batch size the "
           "faster of one thread and all, timed while serving (a small model's step is faster on one "
           "core when the other one streams the tokens); N = always N");
 ABSL_FLAG(int64_t, max_stop_sequences, 8, "bound on stop sequences per request");

@@ -11,9 +11,11 @@
 // 8-15, ...) it times decode steps on one thread and on all, alternating, takes the faster by
 // the median, uses it, and measures again every kReprobeSteps steps of that class.
 //
-// Only decode-only steps adapt: their products run on our own kernels, which give the same bits
-// for any split of the threads (tests/unit/model_test.cc), so greedy output does not depend on
-// the choice. Steps that prefill keep every thread.
+// Only decode-only steps adapt (and are timed): their products run on our own kernels, which
+// give the same bits for any split of the threads (tests/unit/model_test.cc), so greedy output
+// does not depend on the choice. Steps that prefill a short prompt (beside them or alone) with
+// no more rows than the packed kernel takes adapt the same way, timed apart from decode steps by
+// their row count; larger prefills keep every thread.
 #ifndef ICAE_DECODER_SERVICE_STEP_THREADS_H_
 #define ICAE_DECODER_SERVICE_STEP_THREADS_H_
 

@@ -945,5 +945,67 @@ TEST(SharedPrefixTest, ExtendingAPrefixEqualsCopyingIt) {
   }
 }
 
+// The decoder runs a step of at most kMaxPackedRows rows (a short prompt's prefill beside the
+// running sequences' decode rows) on as many threads as it times fastest, so such a step must
+// give the same bits on one thread as on all: its products run on the packed kernel, and its
+// attention, norms and softmax split by rows. (Checked to fail when a product splits its sums
+// by thread.)
+TEST(SharedPrefixTest, SmallMixedStepIsBitIdenticalOnOneThreadAndAll) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  const int default_threads = at::get_num_threads();
+  const int threads = std::max(2, default_threads);  // a team of two even on one core
+  c10::InferenceMode guard;
+  // The default model's widths: large enough that the products split across threads (a
+  // smaller model's step runs on the calling thread whatever the team, see ParallelGrain).
+  ModelConfig c = FusedKernelConfig();
+  c.hidden_size = 256;
+  c.intermediate_size = 704;
+  c.num_key_value_heads = 4;
+  c.head_dim = 64;
+  c.vocab_size = 512;
+  Transformer model(c, RandomWeights(c, torch::kBFloat16, 23));
+  torch::manual_seed(7);
+  const auto prefix_ids = torch::randint(0, 64, {19}, torch::kInt64);
+  KVCache computed = model.NewCache();
+  std::vector<SequenceInput> b(1);
+  b[0].ids = prefix_ids;
+  b[0].cache = &computed;
+  ASSERT_TRUE(model.Forward(b).ok());
+  auto entry = std::make_shared<const KVCache>(CopyKVPrefix(c, computed, 19, 19));
+  const auto prompt = torch::randint(0, 64, {kMaxPackedRows - 3}, torch::kInt64);
+  const auto earlier = torch::randint(0, 64, {3, 5}, torch::kInt64);
+  auto run = [&](int step_threads) {
+    // Three running sequences (5 positions each, prefilled on all threads), then one step:
+    // their decode rows and a new sequence's prompt after the shared prefix.
+    at::set_num_threads(threads);
+    std::vector<KVCache> caches;
+    for (int i = 0; i < 3; ++i) caches.push_back(model.NewCache(16));
+    caches.push_back(KVCache::Extending(entry, 19, 19 + prompt.size(0) + 4));
+    std::vector<SequenceInput> batch(3);
+    for (int i = 0; i < 3; ++i) {
+      batch[i].ids = earlier[i];
+      batch[i].cache = &caches[i];
+    }
+    EXPECT_TRUE(model.Forward(batch).ok());
+    batch.resize(4);
+    for (int i = 0; i < 3; ++i) {
+      batch[i] = SequenceInput();
+      batch[i].ids = torch::tensor({(7 * i + 3) % 64}, torch::kInt64);
+      batch[i].cache = &caches[i];
+    }
+    batch[3].ids = prompt;
+    batch[3].cache = &caches[3];
+    at::set_num_threads(step_threads);
+    auto logits = model.Forward(batch);
+    at::set_num_threads(threads);
+    EXPECT_TRUE(logits.ok());
+    return logits.ok() ? logits->clone() : torch::Tensor();
+  };
+  const torch::Tensor all = run(threads), one = run(1);
+  at::set_num_threads(default_threads);
+  ASSERT_TRUE(all.defined() && one.defined());
+  EXPECT_TRUE(torch::equal(all, one)) << "max diff " << (all - one).abs().max().item<float>();
+}
+
 }  // namespace
 }  // namespace icae
