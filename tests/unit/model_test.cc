@@ -885,18 +885,23 @@ namespace {
 // and gives the same logits, bit for bit, as a cache holding a copy of it — on the fused bf16
 // decode kernel (segments) and on the tensor-op path (float32, prefill), with two sequences
 // sharing one entry in a batch.
+// A cache holding `ids`, prefilled by one Forward of one sequence.
+KVCache Prefilled(const Transformer& model, const torch::Tensor& ids) {
+  KVCache cache = model.NewCache();
+  std::vector<SequenceInput> b(1);
+  b[0].ids = ids;
+  b[0].cache = &cache;
+  EXPECT_TRUE(model.Forward(b).ok());
+  return cache;
+}
+
 TEST(SharedPrefixTest, ExtendingAPrefixEqualsCopyingIt) {
   c10::InferenceMode guard;
   const ModelConfig c = FusedKernelConfig();
   for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
     Transformer model(c, RandomWeights(c, dtype, 22));
     torch::manual_seed(5);
-    const auto prefix_ids = torch::randint(0, 64, {19}, torch::kInt64);
-    KVCache computed = model.NewCache();
-    std::vector<SequenceInput> b(1);
-    b[0].ids = prefix_ids;
-    b[0].cache = &computed;
-    ASSERT_TRUE(model.Forward(b).ok());
+    KVCache computed = Prefilled(model, torch::randint(0, 64, {19}, torch::kInt64));
     PrefixKVCache entries(int64_t{1} << 30);
     ASSERT_TRUE(entries.Insert("p", CopyKVPrefix(c, computed, 19, 19)));
     std::shared_ptr<const KVCache> entry = entries.Lookup("p");
@@ -965,12 +970,7 @@ TEST(SharedPrefixTest, SmallMixedStepIsBitIdenticalOnOneThreadAndAll) {
   c.vocab_size = 512;
   Transformer model(c, RandomWeights(c, torch::kBFloat16, 23));
   torch::manual_seed(7);
-  const auto prefix_ids = torch::randint(0, 64, {19}, torch::kInt64);
-  KVCache computed = model.NewCache();
-  std::vector<SequenceInput> b(1);
-  b[0].ids = prefix_ids;
-  b[0].cache = &computed;
-  ASSERT_TRUE(model.Forward(b).ok());
+  KVCache computed = Prefilled(model, torch::randint(0, 64, {19}, torch::kInt64));
   auto entry = std::make_shared<const KVCache>(CopyKVPrefix(c, computed, 19, 19));
   const auto prompt = torch::randint(0, 64, {kMaxPackedRows - 3}, torch::kInt64);
   const auto earlier = torch::randint(0, 64, {3, 5}, torch::kInt64);
