@@ -20,6 +20,12 @@ void DecodeAttentionRowAvx512(const uint16_t* q, const uint16_t* const* k, const
 void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t len, float scale,
                             float* scratch);
 #endif
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+// The AVX2 one (cpu_gemv_avx2.cc), where AVX-512 BF16 is missing.
+void DecodeAttentionRowAvx2(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
+                            const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
+                            float scale, float* scratch, uint16_t* out);
+#endif
 
 bool UseFusedCpuOps(const torch::Tensor& x) {
   return x.device().is_cpu() && x.scalar_type() == torch::kBFloat16 &&
@@ -117,9 +123,11 @@ torch::Tensor FusedRope(torch::Tensor x, const torch::Tensor& positions, const t
 
 torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std::vector<KVCache::Span>>& spans,
                                    int64_t kv_heads, double scale) {
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL) || defined(ICAE_HAVE_AVX2_BF16_KERNEL)
   const int64_t B = q.size(0), heads = q.size(1), hd = q.size(2);
-  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(q) || hd % 32 != 0 || hd > 256 ||
+  // The AVX-512 kernel takes head_dim a multiple of 32, the AVX2 one a multiple of 8.
+  const bool avx512 = CpuBf16GemvAvailable();
+  if (!(avx512 || CpuAvx2KernelsAvailable()) || !UseFusedCpuOps(q) || hd % (avx512 ? 32 : 8) != 0 || hd > 256 ||
       q.stride(2) != 1 || static_cast<int64_t>(spans.size()) != B || kv_heads < 1 || heads % kv_heads != 0) {
     return torch::Tensor();
   }
@@ -154,9 +162,18 @@ torch::Tensor FusedDecodeAttention(const torch::Tensor& q, const std::vector<std
         strides[i] = S[i].row_stride;
         lens[i] = S[i].length;
       }
-      DecodeAttentionRowAvx512(qp + s * q_stride0 + h * q_stride1, kps, vps, strides, lens,
-                               static_cast<int64_t>(S.size()), hd, inv_scale, scratch.data(),
-                               op + s * heads * hd + h * hd);
+      const uint16_t* qr = qp + s * q_stride0 + h * q_stride1;
+      uint16_t* orow = op + s * heads * hd + h * hd;
+      const auto segments = static_cast<int64_t>(S.size());
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+      if (avx512) {
+        DecodeAttentionRowAvx512(qr, kps, vps, strides, lens, segments, hd, inv_scale, scratch.data(), orow);
+        continue;
+      }
+#endif
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+      DecodeAttentionRowAvx2(qr, kps, vps, strides, lens, segments, hd, inv_scale, scratch.data(), orow);
+#endif
     }
   });
   return out;

@@ -9,6 +9,10 @@
 #include <limits>
 #include <vector>
 
+#if defined(ICAE_HAVE_AMX_BF16_KERNEL)
+#include <cpuid.h>
+#endif
+
 namespace icae {
 
 #if defined(ICAE_HAVE_AVX512VNNI_KERNEL)
@@ -16,6 +20,13 @@ namespace icae {
 void PackedGemmInt8Avx512(const uint8_t* w, int64_t n, int64_t kb, const int8_t* xq,
                           const float* xd, const int32_t* xbias, int64_t m, float* y, int64_t ldy,
                           int64_t p0, int64_t p1);
+#endif
+
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+// Defined in cpu_gemv_avx2.cc (compiled with -mavx2 -mfma).
+void PackedGemmBf16Avx2(const uint16_t* w, int64_t n, int64_t k2, const float* x, int64_t ldx, int64_t m,
+                        uint16_t* y, int64_t ldy, int64_t p0, int64_t p1);
+void WidenBf16Avx2(const uint16_t* x, float* y, int64_t n);
 #endif
 
 #if defined(ICAE_HAVE_AVX512BF16_KERNEL)
@@ -26,6 +37,12 @@ void RoundToBf16Avx512(const float* src, uint16_t* dst, int64_t n);
 void PackedGemmBf16Avx512(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx,
                           int64_t m, uint16_t* y, int64_t ldy, int64_t p0, int64_t p1, bool dot);
 bool PackedDotIsFasterAvx512();
+#if defined(ICAE_HAVE_AMX_BF16_KERNEL)
+// Defined in cpu_gemv_amx.cc (compiled with -mamx-tile -mamx-bf16).
+bool RequestAmxPermission();
+void PackedGemmBf16Amx(const uint16_t* w, int64_t n, int64_t k2, const uint16_t* x, int64_t ldx, int64_t m,
+                       uint16_t* y, int64_t ldy, int64_t p0, int64_t p1);
+#endif
 
 namespace {
 
@@ -62,22 +79,50 @@ std::atomic<int> g_packed_kernel{static_cast<int>(PackedBf16Kernel::kAuto)};
 
 void SetPackedBf16Kernel(PackedBf16Kernel kernel) { g_packed_kernel.store(static_cast<int>(kernel)); }
 
-bool PackedBf16KernelIsDot() {
-  switch (static_cast<PackedBf16Kernel>(g_packed_kernel.load())) {
-    case PackedBf16Kernel::kDot: return true;
-    case PackedBf16Kernel::kFma: return false;
-    case PackedBf16Kernel::kAuto: break;
-  }
-  static const int from_env = [] {  // 1 dot, 0 fma, -1 unset (or another value)
-    const char* e = std::getenv("ICAE_PACKED_BF16_KERNEL");
-    if (e == nullptr) return -1;
-    return std::strcmp(e, "dot") == 0 ? 1 : std::strcmp(e, "fma") == 0 ? 0 : -1;
+bool CpuAmxAvailable() {
+#if defined(ICAE_HAVE_AMX_BF16_KERNEL)
+  static const bool ok = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!CpuBf16GemvAvailable() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool tile = (edx >> 24) & 1u, bf16 = (edx >> 22) & 1u;
+    return tile && bf16 && RequestAmxPermission();
   }();
-  if (from_env >= 0) return from_env == 1;
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-  return CpuBf16GemvAvailable() && PackedDotIsFasterAvx512();
+  return ok;
 #else
   return false;
+#endif
+}
+
+const char* PackedBf16KernelName(PackedBf16Kernel kernel) {
+  switch (kernel) {
+    case PackedBf16Kernel::kDot: return "dot";
+    case PackedBf16Kernel::kFma: return "fma";
+    case PackedBf16Kernel::kAmx: return "amx";
+    case PackedBf16Kernel::kAuto: break;
+  }
+  return "auto";
+}
+
+PackedBf16Kernel PackedBf16KernelInUse() {
+  PackedBf16Kernel k = static_cast<PackedBf16Kernel>(g_packed_kernel.load());
+  if (k == PackedBf16Kernel::kAuto) {
+    static const PackedBf16Kernel from_env = [] {
+      const char* e = std::getenv("ICAE_PACKED_BF16_KERNEL");
+      if (e == nullptr) return PackedBf16Kernel::kAuto;
+      for (PackedBf16Kernel c : {PackedBf16Kernel::kDot, PackedBf16Kernel::kFma, PackedBf16Kernel::kAmx}) {
+        if (std::strcmp(e, PackedBf16KernelName(c)) == 0) return c;
+      }
+      return PackedBf16Kernel::kAuto;
+    }();
+    k = from_env;
+  }
+  if (k == PackedBf16Kernel::kAmx && !CpuAmxAvailable()) k = PackedBf16Kernel::kAuto;
+  if (k != PackedBf16Kernel::kAuto) return k;
+  if (CpuAmxAvailable()) return PackedBf16Kernel::kAmx;
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+  return CpuBf16GemvAvailable() && PackedDotIsFasterAvx512() ? PackedBf16Kernel::kDot : PackedBf16Kernel::kFma;
+#else
+  return PackedBf16Kernel::kFma;
 #endif
 }
 
@@ -90,12 +135,26 @@ bool CpuBf16GemvAvailable() {
 #endif
 }
 
+bool CpuAvx2KernelsAvailable() {
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool CpuPackedBf16Available() { return CpuBf16GemvAvailable() || CpuAvx2KernelsAvailable(); }
+
 namespace {
 
-bool PackableWeight(const torch::Tensor& w) {
+bool Bf16CpuWeight(const torch::Tensor& w) {
   return w.defined() && w.dim() == 2 && w.scalar_type() == torch::kBFloat16 && w.device().is_cpu() &&
-         w.size(0) > 0 && w.size(1) > 0 && CpuBf16GemvAvailable();
+         w.size(0) > 0 && w.size(1) > 0;
 }
+
+// Weights PackedBf16Weight takes: the AVX-512 kernels or the AVX2 one multiply them.
+bool PackableWeight(const torch::Tensor& w) { return Bf16CpuWeight(w) && CpuPackedBf16Available(); }
 
 // Rows and inputs the kernels can take now: few bf16 rows on CPU, no autograd recording.
 [[maybe_unused]] bool KernelInput(const torch::Tensor& x, const torch::Tensor& w, int64_t max_rows) {
@@ -371,11 +430,33 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     // bf16 outputs rounded as LibTorch rounds (nearest even), as the bf16 kernels do.
     return y.to(x.scalar_type());
   }
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-  if (packed != nullptr && packed->defined() && packed->rows() == w.size(0) && KernelInput(x, w, kMaxPackedRows)) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL) || defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+  // The AVX2 kernel takes any number of rows (a prefill too): LibTorch's bf16 products have no
+  // fast path on such CPUs. The AVX-512 ones take decode-sized products; oneDNN does the rest.
+  const int64_t max_packed_rows = CpuBf16GemvAvailable() ? kMaxPackedRows : std::numeric_limits<int64_t>::max();
+  if (packed != nullptr && packed->defined() && packed->rows() == w.size(0) && KernelInput(x, w, max_packed_rows)) {
     const int64_t m = x.size(0), n = packed->rows(), k = packed->cols(), k2 = PairPadded(k);
     auto xc = x.contiguous();
     const auto* xp = reinterpret_cast<const uint16_t*>(xc.data_ptr<at::BFloat16>());
+    auto y = torch::empty({m, n}, x.options());
+    auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
+    const uint16_t* wp = packed->data();
+    // Chunks of 4 panels: the widest block at one row.
+    const int64_t panels = (n + 31) / 32, grain = ParallelGrain(m * 32 * k2, 64 * k2);
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+    if (!CpuBf16GemvAvailable()) {
+      // The AVX2 kernel broadcasts float32 inputs: the rows widened once, zero-padded to k2.
+      thread_local std::vector<float> xf;
+      xf.assign(static_cast<size_t>(m * k2), 0.0f);
+      for (int64_t j = 0; j < m; ++j) WidenBf16Avx2(xp + j * k, xf.data() + j * k2, k);
+      const float* xfp = xf.data();
+      ParallelForDynamic(panels, grain, 4, [&](int64_t b, int64_t e) {
+        PackedGemmBf16Avx2(wp, n, k2, xfp, k2, m, yp, n, b, e);
+      });
+      return y;
+    }
+#endif
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
     // The kernel reads inputs in pairs: an odd k gets a copy with a zero after each row.
     thread_local std::vector<uint16_t> xbuf;
     if (k2 != k) {
@@ -383,20 +464,22 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
       for (int64_t j = 0; j < m; ++j) std::memcpy(xbuf.data() + j * k2, xp + j * k, static_cast<size_t>(k) * 2);
       xp = xbuf.data();
     }
-    auto y = torch::empty({m, n}, x.options());
-    auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
-    const uint16_t* wp = packed->data();
-    const bool dot = PackedBf16KernelIsDot();
-    // Chunks of 4 panels: PanelRange's widest block at one row.
-    ParallelForDynamic((n + 31) / 32, ParallelGrain(m * 32 * k2, 64 * k2), 4, [&](int64_t b, int64_t e) {
-      PackedGemmBf16Avx512(wp, n, k2, xp, k2, m, yp, n, b, e, dot);
+    const PackedBf16Kernel kernel = PackedBf16KernelInUse();
+    ParallelForDynamic(panels, grain, 4, [&](int64_t b, int64_t e) {
+#if defined(ICAE_HAVE_AMX_BF16_KERNEL)
+      if (kernel == PackedBf16Kernel::kAmx) return PackedGemmBf16Amx(wp, n, k2, xp, k2, m, yp, n, b, e);
+#endif
+      PackedGemmBf16Avx512(wp, n, k2, xp, k2, m, yp, n, b, e, kernel == PackedBf16Kernel::kDot);
     });
     return y;
+#endif
   }
+#endif
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
   // Up to 8 rows (sequences in a decode step) share one pass over the weights; the kernel is
   // FMA-bound only past that. Its arithmetic per row does not depend on the number of rows.
   constexpr int64_t kMaxRows = 8;
-  if (PackableWeight(w) && w.is_contiguous() && KernelInput(x, w, kMaxRows)) {
+  if (Bf16CpuWeight(w) && CpuBf16GemvAvailable() && w.is_contiguous() && KernelInput(x, w, kMaxRows)) {
     const int64_t m = x.size(0), n = w.size(0), k = w.size(1);
     const int64_t ldx = (k + 31) / 32 * 32;
     auto xc = x.contiguous();
@@ -423,6 +506,18 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     return y;
   }
 #endif
+  return PlainLinear(x, w);
+}
+
+bool UpcastBf16Products(const torch::Tensor& x) {
+  return x.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && !CpuBf16GemvAvailable() &&
+         (c10::InferenceMode::is_enabled() || !torch::GradMode::is_enabled());
+}
+
+torch::Tensor PlainLinear(const torch::Tensor& x, const torch::Tensor& w) {
+  if (UpcastBf16Products(x) && w.scalar_type() == torch::kBFloat16) {
+    return torch::linear(x.to(torch::kFloat32), w.to(torch::kFloat32)).to(torch::kBFloat16);
+  }
   return torch::linear(x, w);
 }
 

@@ -17,6 +17,14 @@ namespace icae {
 // True when this CPU (and build) can run the bf16 GEMV kernel.
 bool CpuBf16GemvAvailable();
 
+// True when this CPU (and build) multiplies packed bf16 weights (PackedBf16Weight): with the
+// AVX-512 kernels, or else with the AVX2 + FMA one, whose bits equal the AVX-512 FMA variant's.
+bool CpuPackedBf16Available();
+
+// True when this CPU (and build) has the AVX2 + FMA kernels (cpu_gemv_avx2.cc), which serve
+// where CpuBf16GemvAvailable() is false.
+bool CpuAvx2KernelsAvailable();
+
 // A bf16 weight [n, k] repacked for few-row products: panels of 32 output rows, each stored by
 // input pair (per pair, the panel's 64 weights in two cache lines, for vdpbf16ps). Same size
 // as the weight (n rounded up to 32, k to even); a private copy beside it, so models pack only within a byte
@@ -25,7 +33,7 @@ class PackedBf16Weight {
  public:
   PackedBf16Weight() = default;
   // The packed copy of w, or an empty object where the kernel does not apply (not bf16, not
-  // 2-D, not on CPU, or this CPU lacks AVX-512 BF16).
+  // 2-D, not on CPU, or !CpuPackedBf16Available()).
   static PackedBf16Weight Pack(const torch::Tensor& w);
   // Bytes the packed copy of w would take (0 where Pack would give an empty object).
   static int64_t PackedBytes(const torch::Tensor& w);
@@ -118,26 +126,45 @@ void ParallelForDynamic(int64_t n, int64_t grain, int64_t chunk, const F& f) {
   });
 }
 
-// The instruction of the packed kernel: vdpbf16ps (kDot) or FMAs on widened weights (kFma).
-// kAuto (the default): $ICAE_PACKED_BF16_KERNEL (dot | fma) where set, else whichever this
-// core runs faster, timed once per process (PackedBf16KernelIsDot). Both give each row the
-// same bits whatever the batch; the two differ from each other in rounding only.
-enum class PackedBf16Kernel { kAuto, kDot, kFma };
+// The instruction of the packed kernel: vdpbf16ps (kDot), FMAs on widened weights (kFma), or
+// AMX tdpbf16ps on tiles of up to 16 rows (kAmx, where CpuAmxAvailable()). kAuto (the
+// default): $ICAE_PACKED_BF16_KERNEL (dot | fma | amx) where set and usable, else AMX where
+// available, else whichever of dot and FMA this core runs faster, timed once per process.
+// Each gives a row the same bits whatever the batch; they differ from each other in rounding
+// only. One process uses one (PackedBf16KernelInUse), so streams never mix them.
+enum class PackedBf16Kernel { kAuto, kDot, kFma, kAmx };
 void SetPackedBf16Kernel(PackedBf16Kernel kernel);
-bool PackedBf16KernelIsDot();
-// Rows up to which a packed weight's kernel serves a product (decode steps of up to this many
-// sequences, prefill chunks of up to this many positions); more rows go to torch::linear.
+// The kernel products run on now (never kAuto); a forced kAmx without AMX runs kAuto's choice.
+PackedBf16Kernel PackedBf16KernelInUse();
+const char* PackedBf16KernelName(PackedBf16Kernel kernel);
+// True when this CPU has AMX-BF16, the build has the kernel, and the OS let this process use
+// the tile registers (asked once per process).
+bool CpuAmxAvailable();
+// Rows up to which a packed weight's AVX-512 kernel serves a product (decode steps of up to
+// this many sequences, prefill chunks of up to this many positions); more rows go to
+// torch::linear. The AVX2 kernel takes any number.
 inline constexpr int64_t kMaxPackedRows = 32;
 
 // y = x · wᵀ for few-row x ([m, k], m <= 8; more rows go to torch::linear) and w [n, k], both bf16, contiguous, on CPU.
-// With `packed` (w's PackedBf16Weight) and m <= kMaxPackedRows, the packed kernel computes it.
-// Falls back to torch::linear when no kernel applies (other dtypes/devices, many rows,
+// With `packed` (w's PackedBf16Weight) and m <= kMaxPackedRows (any m with the AVX2 kernel),
+// the packed kernel computes it.
+// Falls back to PlainLinear when no kernel applies (other dtypes/devices, many rows,
 // autograd recording).
 // With `q8` (w's QuantizedInt8Weight) and float32 or bf16 x, the int8 kernel computes it
 // instead (output in x's dtype): any number of rows where CpuInt8GemvAvxAvailable(), else up
 // to kMaxPackedRows (more rows use w itself).
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const PackedBf16Weight* packed = nullptr,
                      const QuantizedInt8Weight* q8 = nullptr);
+
+// Without AVX-512 BF16, LibTorch multiplies bf16 matrices in a reference loop (a 144-token
+// prefill of the default model ran at 180 tokens/s on an AVX2 EPYC): true for bf16 CPU
+// tensors there outside autograd, where products go through float32 instead (exact operands,
+// as every bf16 is a float32; float32 sums, rounded once to bf16).
+bool UpcastBf16Products(const torch::Tensor& x);
+
+// torch::linear(x, w), in float32 where UpcastBf16Products(x): products no kernel takes
+// (LoRA's low-rank factors, weights beyond the packing budget).
+torch::Tensor PlainLinear(const torch::Tensor& x, const torch::Tensor& w);
 
 }  // namespace icae
 

@@ -106,7 +106,7 @@ void GemvRows(const uint16_t* w, const float* x, int64_t ldx, float* y, int64_t 
 // multiplied with it, nor on the thread split. Where vdpbf16ps is slow (Intel cores have run
 // it at a quarter of the FMA rate) the same layout feeds FMAs instead: the 128 bytes widened
 // to float32 (the pairs' first elements by a shift, the second by a mask), two FMAs per input
-// row with x[2i] and x[2i + 1] broadcast. PackedBf16KernelIsDot() picks one per process, by
+// row with x[2i] and x[2i + 1] broadcast. PackedBf16KernelInUse() picks one per process, by
 // timing both instructions once (AMD EPYC here: the same instruction rate, so the dot kernel
 // does twice the multiply-adds).
 namespace {

@@ -8,6 +8,8 @@
 
 #include <torch/torch.h>
 
+#include "common/model/cpu_gemv.h"
+
 namespace icae {
 
 struct LoraLayer {
@@ -21,11 +23,12 @@ struct LoraWeights {
   double scaling = 1.0;           // alpha / r
 };
 
-// Adds the LoRA term of (a, b) for input x to y: y + linear(linear(x, a), b) * scaling.
+// Adds the LoRA term of (a, b) for input x to y: y + linear(linear(x, a), b) * scaling
+// (PlainLinear: in float32 for bf16 on CPUs without AVX-512 BF16).
 inline torch::Tensor ApplyLora(const torch::Tensor& y, const torch::Tensor& x,
                                const torch::Tensor& a, const torch::Tensor& b, double scaling) {
   if (!a.defined()) return y;
-  return y + torch::linear(torch::linear(x, a), b) * scaling;
+  return y + PlainLinear(PlainLinear(x, a), b) * scaling;
 }
 
 }  // namespace icae

@@ -344,6 +344,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   // (UseFusedCpuOps checks the device), CUDA attention goes through the fused op.
   const bool fused = UseFusedCpuOps(x);
   const bool fused_softmax = fused && CpuBf16GemvAvailable();
+  const bool upcast = UpcastBf16Products(x);
   const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
 
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
@@ -476,14 +477,21 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
         continue;
       }
       torch::Tensor scores;  // [nkv, group·n, kv_len]
+      // bf16 products in float32 where LibTorch has no fast bf16 path (UpcastBf16Products).
+      const torch::Dtype product_dtype = upcast ? torch::kFloat32 : dtype();
+      if (upcast) {
+        qs = qs.to(product_dtype);
+        K = K.to(product_dtype);
+        Vv = Vv.to(product_dtype);
+      }
       if (bias[s].defined()) {
-        scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}), qs,
+        scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}).to(product_dtype), qs,
                                 K.transpose(1, 2), /*beta=*/1.0, /*alpha=*/1.0 / scale);
       } else {
         scores = torch::bmm(qs, K.transpose(1, 2)) / scale;
       }
-      auto probs = torch::softmax(scores, -1, torch::kFloat32).to(dtype());
-      auto o = torch::bmm(probs, Vv);  // [nkv, group·n, hd]
+      auto probs = torch::softmax(scores, -1, torch::kFloat32).to(product_dtype);
+      auto o = torch::bmm(probs, Vv).to(dtype());  // [nkv, group·n, hd]
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -305,9 +306,11 @@ struct GemvCase {
 };
 const GemvCase kGemvCases[] = {{"unpacked", false, 8, PackedBf16Kernel::kAuto},
                                {"packed dot", true, kMaxPackedRows, PackedBf16Kernel::kDot},
-                               {"packed fma", true, kMaxPackedRows, PackedBf16Kernel::kFma}};
+                               {"packed fma", true, kMaxPackedRows, PackedBf16Kernel::kFma},
+                               {"packed amx", true, kMaxPackedRows, PackedBf16Kernel::kAmx}};
 
-// Sets the packed kernel's instruction for a scope.
+// Sets the packed kernel's instruction for a scope (where this CPU has no AMX, the "packed amx"
+// case runs the kernel kAuto picks: AmxKernelRunsWhereAvailable says which).
 class KernelScope {
  public:
   explicit KernelScope(PackedBf16Kernel k) { SetPackedBf16Kernel(k); }
@@ -366,11 +369,14 @@ TEST(CpuGemvTest, RoundsLikeLibTorch) {
 // A sequence's product is the same bits whether it is alone or one of the rows of a decode
 // step (continuous batching must not change a greedy stream), and whatever the thread split.
 TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the kernel is not used";
+  if (!CpuPackedBf16Available()) GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: no kernel is used";
   c10::InferenceMode guard;
   torch::manual_seed(13);
   const int threads = at::get_num_threads();
   for (const GemvCase& c : kGemvCases) {
+    // Without AVX-512 BF16 only packed weights have a kernel (the AVX2 one); the unpacked
+    // weight goes to torch::linear, which promises nothing about batches.
+    if (!c.packed && !CpuBf16GemvAvailable()) continue;
     KernelScope kernel(c.kernel);
     for (int64_t k : {16, 45, 256, 1000}) {
       auto w = torch::randn({300, k}).to(torch::kBFloat16);
@@ -392,34 +398,83 @@ TEST(CpuGemvTest, RowsAreBitIdenticalWhateverTheBatch) {
   }
 }
 
-// The two instructions of the packed kernel differ in rounding only: the same products within
-// bf16 output rounding of each other.
-TEST(CpuGemvTest, PackedDotAndFmaKernelsAgree) {
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+// The packed kernel's instructions differ in rounding only: the same products within bf16
+// output rounding of each other.
+TEST(CpuGemvTest, PackedKernelsAgree) {
+  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the dot and AMX variants do not run";
   c10::InferenceMode guard;
   torch::manual_seed(15);
   auto w = torch::randn({300, 1000}).to(torch::kBFloat16);
   const PackedBf16Weight p = PackedBf16Weight::Pack(w);
   auto x = torch::randn({9, 1000}).to(torch::kBFloat16);
-  torch::Tensor dot, fma;
-  {
-    KernelScope k(PackedBf16Kernel::kDot);
-    EXPECT_TRUE(PackedBf16KernelIsDot());
-    dot = Linear(x, w, &p).to(torch::kFloat32);
-  }
+  torch::Tensor fma;
   {
     KernelScope k(PackedBf16Kernel::kFma);
-    EXPECT_FALSE(PackedBf16KernelIsDot());
+    EXPECT_EQ(PackedBf16KernelInUse(), PackedBf16Kernel::kFma);
     fma = Linear(x, w, &p).to(torch::kFloat32);
   }
-  EXPECT_LT(((dot - fma).abs() / (fma.abs() + 1)).max().item<float>(), 1e-2f);
+  for (PackedBf16Kernel kernel : {PackedBf16Kernel::kDot, PackedBf16Kernel::kAmx}) {
+    KernelScope k(kernel);
+    if (kernel == PackedBf16Kernel::kDot || CpuAmxAvailable()) {
+      EXPECT_EQ(PackedBf16KernelInUse(), kernel);
+    }
+    auto other = Linear(x, w, &p).to(torch::kFloat32);
+    EXPECT_LT(((other - fma).abs() / (fma.abs() + 1)).max().item<float>(), 1e-2f) << PackedBf16KernelName(kernel);
+  }
+}
+
+// The FMA variant's arithmetic, which the AVX-512 and the AVX2 kernels share: per output one
+// float32 chain over the input pairs in order, w[2i]·x[2i] then w[2i+1]·x[2i+1], each a fused
+// multiply-add, the sum rounded once to bf16. Bit for bit, so a CPU with either kernel gives
+// a stream the same tokens.
+TEST(CpuGemvTest, FmaKernelIsItsScalarChainBitForBit) {
+  if (!CpuPackedBf16Available()) GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: nothing packs";
+  c10::InferenceMode guard;
+  torch::manual_seed(16);
+  KernelScope kernel(PackedBf16Kernel::kFma);
+  for (int64_t k : {7, 64, 333}) {
+    for (int64_t m : {1, 2, 5, 8, 13, 32}) {
+      auto w = torch::randn({75, k}).to(torch::kBFloat16);
+      auto x = torch::randn({m, k}).to(torch::kBFloat16);
+      const PackedBf16Weight p = PackedBf16Weight::Pack(w);
+      auto y = Linear(x, w, &p);
+      auto wf = w.to(torch::kFloat32).contiguous(), xf = x.to(torch::kFloat32).contiguous();
+      const float* wd = wf.data_ptr<float>();
+      const float* xd = xf.data_ptr<float>();
+      for (int64_t j = 0; j < m; ++j) {
+        for (int64_t r = 0; r < 75; ++r) {
+          float acc = 0.0f;
+          for (int64_t i = 0; i < k; ++i) acc = std::fma(wd[r * k + i], xd[j * k + i], acc);
+          ASSERT_EQ(y[j][r].item<at::BFloat16>().x, at::BFloat16(acc).x) << "k=" << k << " m=" << m << " row " << j
+                                                                          << " out " << r;
+        }
+      }
+    }
+  }
+}
+
+// Where the CPU has AMX, kAuto uses it, and the "packed amx" cases above ran tdpbf16ps, not a
+// fallback: AMX (like vdpbf16ps) reads bf16 subnormal inputs as zero, where the FMA kernel
+// multiplies them (2^-130 · 2^100 = 2^-30).
+TEST(CpuGemvTest, AmxKernelRunsWhereAvailable) {
+  if (!CpuAmxAvailable()) GTEST_SKIP() << "no AMX-BF16 on this CPU (or kernel permission refused): kernel not used";
+  c10::InferenceMode guard;
+  EXPECT_EQ(PackedBf16KernelInUse(), PackedBf16Kernel::kAmx);
+  auto w = torch::full({32, 64}, std::ldexp(1.0, 100)).to(torch::kBFloat16);
+  const PackedBf16Weight p = PackedBf16Weight::Pack(w);
+  auto x = torch::zeros({2, 64}, torch::kBFloat16);
+  x[1][5] = std::ldexp(1.0, -130);
+  ASSERT_EQ(x[1][5].item<float>(), std::ldexp(1.0f, -130)) << "bf16 keeps subnormals";
+  EXPECT_EQ(Linear(x, w, &p)[1][7].item<float>(), 0.0f);
+  KernelScope k(PackedBf16Kernel::kFma);
+  EXPECT_EQ(Linear(x, w, &p)[1][7].item<float>(), std::ldexp(1.0f, -30));
 }
 
 // What packs: bf16 2-D CPU weights; the copy is the weight rounded up to 32 rows; nothing else
 // (float32, 1-D) gets a packed copy, and a model packs all its products or none, within its
 // byte bound (at the bound: packed; one byte under: not).
 TEST(CpuGemvTest, PackingAndTheModelsByteBound) {
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  if (!CpuPackedBf16Available()) GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: nothing packs";
   c10::InferenceMode guard;
   auto w = torch::randn({37, 64}).to(torch::kBFloat16);
   EXPECT_EQ(PackedBf16Weight::PackedBytes(w), 64 * 64 * 2);
@@ -462,7 +517,7 @@ torch::Tensor PromptThenOneDecodeStep(const Transformer& m, int64_t n) {
 // alone (the packed kernel is used for every product of the model, lm_head included), and the
 // packed model's logits stay close to the unpacked one's.
 TEST(CpuGemvTest, PackedModelDecodesLikeTheUnpackedOne) {
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  if (!CpuPackedBf16Available()) GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: nothing packs";
   c10::InferenceMode guard;
   ModelConfig c = ::icae::testing::TinyConfig();
   ModelWeights weights = RandomWeights(c, torch::kBFloat16, 6);
@@ -810,35 +865,45 @@ TEST(CpuFusedTest, SiluMulMatchesTensorOps) {
 // positions are split.
 TEST(CpuFusedTest, DecodeAttentionMatchesSoftmaxAndIgnoresHowKeysAreSplit) {
   c10::InferenceMode guard;
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: the fused decode attention does not run";
+  if (!CpuPackedBf16Available()) {
+    GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: the fused decode attention does not run";
+  }
   torch::manual_seed(9);
-  const int64_t heads = 4, kv_heads = 2, hd = 64;
-  for (int64_t len : {1, 15, 16, 17, 33, 200}) {
-    auto q = torch::randn({1, heads, hd}).to(torch::kBFloat16);
-    auto k = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
-    auto v = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
-    auto span = [&](int64_t b, int64_t e) {
-      KVCache::Span sp;
-      sp.keys = k.data_ptr<at::BFloat16>() + b * hd;
-      sp.values = v.data_ptr<at::BFloat16>() + b * hd;
-      sp.length = e - b;
-      sp.head_stride = len * hd;
-      sp.row_stride = hd;
-      return sp;
-    };
-    auto whole = FusedDecodeAttention(q, {{span(0, len)}}, kv_heads, std::sqrt(64.0));
-    ASSERT_TRUE(whole.defined());
-    // Reference in float32: query head h reads kv head h / 2.
-    auto kf = k.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
-    auto vf = v.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
-    auto qf = q.to(torch::kFloat32)[0].unsqueeze(1);                       // [heads, 1, hd]
-    auto p = torch::softmax(torch::bmm(qf, kf.transpose(1, 2)) / 8.0, -1);  // [heads, 1, len]
-    auto ref = torch::bmm(p, vf).reshape({1, heads * hd});
-    EXPECT_LT((whole.to(torch::kFloat32) - ref).abs().max().item<float>(), 2e-2f) << "len " << len;
-    for (int64_t cut : {int64_t{1}, int64_t{7}, len / 2, len - 1}) {
-      if (cut <= 0 || cut >= len) continue;
-      auto split = FusedDecodeAttention(q, {{span(0, cut), span(cut, len)}}, kv_heads, std::sqrt(64.0));
-      EXPECT_TRUE(torch::equal(split, whole)) << "len " << len << " cut " << cut;
+  const int64_t heads = 4, kv_heads = 2;
+  // 40: a head_dim only the AVX2 kernel takes (the AVX-512 one needs a multiple of 32).
+  for (int64_t hd : {64, 40}) {
+    const double scale = std::sqrt(static_cast<double>(hd));
+    for (int64_t len : {1, 15, 16, 17, 33, 200}) {
+      auto q = torch::randn({1, heads, hd}).to(torch::kBFloat16);
+      auto k = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
+      auto v = torch::randn({kv_heads, len, hd}).to(torch::kBFloat16);
+      auto span = [&](int64_t b, int64_t e) {
+        KVCache::Span sp;
+        sp.keys = k.data_ptr<at::BFloat16>() + b * hd;
+        sp.values = v.data_ptr<at::BFloat16>() + b * hd;
+        sp.length = e - b;
+        sp.head_stride = len * hd;
+        sp.row_stride = hd;
+        return sp;
+      };
+      auto whole = FusedDecodeAttention(q, {{span(0, len)}}, kv_heads, scale);
+      if (hd % 32 != 0 && CpuBf16GemvAvailable()) {
+        EXPECT_FALSE(whole.defined()) << "the AVX-512 kernel takes head_dim a multiple of 32";
+        continue;
+      }
+      ASSERT_TRUE(whole.defined()) << "hd " << hd;
+      // Reference in float32: query head h reads kv head h / 2.
+      auto kf = k.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
+      auto vf = v.to(torch::kFloat32).repeat_interleave(heads / kv_heads, 0);
+      auto qf = q.to(torch::kFloat32)[0].unsqueeze(1);                         // [heads, 1, hd]
+      auto p = torch::softmax(torch::bmm(qf, kf.transpose(1, 2)) / scale, -1);  // [heads, 1, len]
+      auto ref = torch::bmm(p, vf).reshape({1, heads * hd});
+      EXPECT_LT((whole.to(torch::kFloat32) - ref).abs().max().item<float>(), 2e-2f) << "hd " << hd << " len " << len;
+      for (int64_t cut : {int64_t{1}, int64_t{7}, len / 2, len - 1}) {
+        if (cut <= 0 || cut >= len) continue;
+        auto split = FusedDecodeAttention(q, {{span(0, cut), span(cut, len)}}, kv_heads, scale);
+        EXPECT_TRUE(torch::equal(split, whole)) << "hd " << hd << " len " << len << " cut " << cut;
+      }
     }
   }
 }
@@ -956,7 +1021,7 @@ TEST(SharedPrefixTest, ExtendingAPrefixEqualsCopyingIt) {
 // attention, norms and softmax split by rows. (Checked to fail when a product splits its sums
 // by thread.)
 TEST(SharedPrefixTest, SmallMixedStepIsBitIdenticalOnOneThreadAndAll) {
-  if (!CpuBf16GemvAvailable()) GTEST_SKIP() << "no AVX-512 BF16 on this CPU: nothing packs";
+  if (!CpuPackedBf16Available()) GTEST_SKIP() << "neither AVX-512 BF16 nor AVX2 + FMA on this CPU: nothing packs";
   const int default_threads = at::get_num_threads();
   const int threads = std::max(2, default_threads);  // a team of two even on one core
   c10::InferenceMode guard;
