@@ -447,8 +447,11 @@ torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const Packe
     if (!CpuBf16GemvAvailable()) {
       // The AVX2 kernel broadcasts float32 inputs: the rows widened once, zero-padded to k2.
       thread_local std::vector<float> xf;
-      xf.assign(static_cast<size_t>(m * k2), 0.0f);
-      for (int64_t j = 0; j < m; ++j) WidenBf16Avx2(xp + j * k, xf.data() + j * k2, k);
+      xf.resize(static_cast<size_t>(m * k2));
+      for (int64_t j = 0; j < m; ++j) {
+        WidenBf16Avx2(xp + j * k, xf.data() + j * k2, k);
+        if (k2 != k) xf[j * k2 + k] = 0.0f;
+      }
       const float* xfp = xf.data();
       ParallelForDynamic(panels, grain, 4, [&](int64_t b, int64_t e) {
         PackedGemmBf16Avx2(wp, n, k2, xfp, k2, m, yp, n, b, e);

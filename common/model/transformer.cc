@@ -344,11 +344,13 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   // (UseFusedCpuOps checks the device), CUDA attention goes through the fused op.
   const bool fused = UseFusedCpuOps(x);
   const bool fused_softmax = fused && CpuBf16GemvAvailable();
+  // bf16 attention products in float32 where LibTorch has no fast bf16 path (UpcastBf16Products).
   const bool upcast = UpcastBf16Products(x);
+  const torch::Dtype product_dtype = upcast ? torch::kFloat32 : dtype();
   const bool cuda_attention = kHaveFusedAttention && x.device().is_cuda();
 
   // Causal (and sliding-window) attention bias per sequence, shared by every layer:
-  // [group·n, kv_len] of 0 / -inf in the compute dtype, added inside the score product.
+  // [group·n, kv_len] of 0 / -inf in the products' dtype, added inside the score product.
   // Query i (cache index past + i) sees keys 0..past + i. The fused CPU softmax masks by
   // itself: no bias then.
   std::vector<torch::Tensor> bias(batch.size());
@@ -362,7 +364,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     auto kj = torch::arange(0, kv_len, pos.options()).unsqueeze(0);
     auto masked = kj > qi;
     if (windowed) masked = masked.logical_or(qi - kj >= c.sliding_window);
-    auto b = torch::zeros({n, kv_len}, x.options())
+    auto b = torch::zeros({n, kv_len}, x.options().dtype(product_dtype))
                  .masked_fill(masked, -std::numeric_limits<float>::infinity());
     bias[s] = b.unsqueeze(0).expand({group, n, kv_len}).reshape({group * n, kv_len});
   }
@@ -477,15 +479,13 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
         continue;
       }
       torch::Tensor scores;  // [nkv, group·n, kv_len]
-      // bf16 products in float32 where LibTorch has no fast bf16 path (UpcastBf16Products).
-      const torch::Dtype product_dtype = upcast ? torch::kFloat32 : dtype();
       if (upcast) {
         qs = qs.to(product_dtype);
         K = K.to(product_dtype);
         Vv = Vv.to(product_dtype);
       }
       if (bias[s].defined()) {
-        scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}).to(product_dtype), qs,
+        scores = torch::baddbmm(bias[s].unsqueeze(0).expand({nkv, group * n, kv_len}), qs,
                                 K.transpose(1, 2), /*beta=*/1.0, /*alpha=*/1.0 / scale);
       } else {
         scores = torch::bmm(qs, K.transpose(1, 2)) / scale;
