@@ -30,6 +30,8 @@
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
 # stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
 # FT2_STOP / FT2_AE_RATIO (the second wave's schedules and where the shipped run stopped),
+# PT5_LR / PT5_SEED / PT5_EVAL_EVERY (stage 9's peak learning rate, data seed, curve spacing;
+# a continuation of a shipped model takes a lower rate and another seed),
 # PT6_STEPS (stage 9b, default 0 = skipped), SPREAD_STEPS / SPREAD_STOP (stage 9c, default 0 =
 # skipped), CONTINUE_FROM (a
 # model folder with base + adapter, e.g. a copy of the first wave's models/default: skips
@@ -214,7 +216,8 @@ split2_pretrain() {
 # 9. pretrain5: the first wave's base and adapter on split2 (11x the text).
 PT5_STEPS="${PT5_STEPS:-2400}" PT5_STOP="${PT5_STOP:-0}"
 PT5_TARGET=$(( PT5_STOP > 0 ? PT5_STOP : PT5_STEPS ))
-split2_pretrain "$WORK/pretrain5" "$BASE1" "$ADAPTER1" "$PT5_STEPS" "$PT5_TARGET" 5 6e-4 100 0.1 300
+split2_pretrain "$WORK/pretrain5" "$BASE1" "$ADAPTER1" "$PT5_STEPS" "$PT5_TARGET" "${PT5_SEED:-5}" \
+  "${PT5_LR:-6e-4}" 100 0.1 "${PT5_EVAL_EVERY:-300}"
 PT_LAST="$WORK/pretrain5" FT_OUT="$WORK/finetune2"
 
 # 9b. (not part of the shipped model; PT6_STEPS > 0 runs it) pretrain6: pretrain5's held-out AE

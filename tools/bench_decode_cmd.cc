@@ -104,7 +104,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const std::set<std::string> flags = {"threads", "dtype", "device", "prompt-tokens", "decode-tokens",
                                        "hidden", "layers", "heads", "kv-heads", "intermediate", "vocab",
                                        "reps", "layout", "bandwidth-gbs", "peak-tflops",
-                                       "max-packed-weight-bytes", "weights"};
+                                       "max-packed-weight-bytes", "weights", "mixed-chunk-tokens"};
   auto args = Args::Parse(argv, flags, {"json"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
   std::vector<std::string> argv2 = argv;
@@ -124,6 +124,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
   const int64_t prompt = num.Int("prompt-tokens", 512);
   const int64_t decode = num.Int("decode-tokens", 128);
   const int64_t reps = std::max<int64_t>(1, num.Int("reps", 3));
+  // Prompt positions of the admitted request in the mixed-step measurement (0: skipped).
+  const int64_t mixed_chunk = num.Int("mixed-chunk-tokens", 24);
   const double given_bw = num.Double("bandwidth-gbs", 0) * 1e9;
   const double peak_flops = num.Double("peak-tflops", 0) * 1e12;
   // Packed weight copies for few-row products (0: the unpacked kernel, for a side-by-side).
@@ -137,6 +139,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
     return Fail(cmd, "--weights int8 runs on the CPU only", 2);
   }
   if (given_bw < 0 || peak_flops < 0) return Fail(cmd, "--bandwidth-gbs and --peak-tflops must be >= 0", 2);
+  if (mixed_chunk < 0) return Fail(cmd, "--mixed-chunk-tokens must be >= 0 (0 skips the mixed step)", 2);
   if (c.hidden_size < 1 || c.num_hidden_layers < 1 || c.num_attention_heads < 1 || c.num_key_value_heads < 1 ||
       c.num_attention_heads % c.num_key_value_heads != 0 || c.hidden_size % c.num_attention_heads != 0 ||
       c.intermediate_size < 1 || c.vocab_size < 2 || prompt < 1 || decode < 1) {
@@ -294,6 +297,48 @@ int BenchDecode(const std::vector<std::string>& argv) {
                   (long long)B, tps, tps / decode_tps, (long long)reps);
       run["batch" + std::to_string(B) + "_tok_s"] = tps;
       run["batch" + std::to_string(B) + "_tok_s_each"] = each_b;
+    }
+    // A continuous-batching step that admits a request: 7 sequences' decode rows beside a new
+    // sequence's --mixed-chunk-tokens prompt positions after a cached prefix (the services'
+    // step when a request whose slots are in the prefix cache arrives), against a decode-only
+    // step of 8. Forward time per step, the median over reps × decode steps.
+    if (mixed_chunk > 0) {
+      std::vector<double> mixed, plain;
+      const auto chunk_ids = torch::randint(0, c.vocab_size, {mixed_chunk}, torch::kInt64);
+      for (int64_t r = 0; r < reps; ++r) {
+        std::vector<KVCache> caches;
+        for (int64_t i = 0; i < 8; ++i) caches.push_back(CopyKVPrefix(c, prefilled, prompt, prompt + 2 * decode));
+        torch::Tensor next = first_next.expand({8}).contiguous();
+        for (int64_t step = 0; step < decode; ++step) {
+          for (bool with_chunk : {false, true}) {
+            KVCache fresh = CopyKVPrefix(c, prefilled, prompt, prompt + mixed_chunk);
+            std::vector<SequenceInput> b(8);
+            for (int64_t i = 0; i < 8; ++i) {
+              b[i].ids = next.narrow(0, i, 1);
+              b[i].cache = &caches[i];
+            }
+            if (with_chunk) {
+              b[7] = SequenceInput();
+              b[7].ids = chunk_ids;
+              b[7].cache = &fresh;
+            }
+            SynchronizeDevice(device);
+            const double t0 = Now();
+            auto l = model.Forward(b);
+            SynchronizeDevice(device);
+            (with_chunk ? mixed : plain).push_back(Now() - t0);
+            if (!l.ok()) return Fail(cmd, std::string(l.status().message()));
+            if (!with_chunk) next = l->argmax(-1);
+          }
+        }
+      }
+      std::sort(mixed.begin(), mixed.end());
+      std::sort(plain.begin(), plain.end());
+      const double tm = mixed[mixed.size() / 2], tp = plain[plain.size() / 2];
+      std::fprintf(out, "  step: 7 decode rows + %lld-token prompt %8.1f us   decode-only batch 8 %8.1f us  (%.2fx)\n",
+                   (long long)mixed_chunk, tm * 1e6, tp * 1e6, tm / tp);
+      run["mixed_step_us"] = tm * 1e6;
+      run["decode8_step_us"] = tp * 1e6;
     }
     runs.push_back(std::move(run));
   }

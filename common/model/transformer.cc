@@ -382,11 +382,23 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   }
   const double scale = std::sqrt(static_cast<double>(hd));
   const bool use_int8 = !int8_.layers.empty() && !options.full_precision_weights;
-  bool all_single_cached = true;
+  // Decode rows: one new token after a cache (within the window). They take the fused kernel
+  // whatever else the step holds, so a decoding sequence's token has the same bits whether or
+  // not another sequence prefills beside it; through the tensor ops, the 7 decode rows of a
+  // step that also prefilled a 24-token prompt cost 6x the whole step without it.
+  std::vector<char> single_cached(batch.size());
+  std::vector<int64_t> single_rows;  // their rows in x, in batch order
   for (size_t s = 0; s < batch.size(); ++s) {
-    all_single_cached = all_single_cached && lens[s] == 1 && batch[s].cache != nullptr &&
-                        (c.sliding_window == 0 || batch[s].cache->length() < c.sliding_window);
+    single_cached[s] = lens[s] == 1 && batch[s].cache != nullptr &&
+                       (c.sliding_window == 0 || batch[s].cache->length() < c.sliding_window);
+    if (single_cached[s]) single_rows.push_back(offsets[s]);
   }
+  const int64_t n_single = static_cast<int64_t>(single_rows.size());
+  const bool all_single_cached = n_single == static_cast<int64_t>(batch.size());
+  // Whether they are rows 0 … n_single-1 (the scheduler puts decode rows first).
+  const bool singles_lead = n_single == 0 || single_rows.back() == n_single - 1;
+  const torch::Tensor single_index =
+      fused && n_single > 0 && !singles_lead ? torch::tensor(single_rows, torch::kInt64) : torch::Tensor();
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
@@ -423,28 +435,33 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
     }
     auto v3 = v.reshape({total, nkv, hd});
 
-    // Decode steps (one new token per sequence, all cached) take the fused kernel: one call for
-    // the whole batch instead of ~20 tensor ops per sequence.
+    // Decode rows take the fused kernel: one call for all of them instead of ~20 tensor ops
+    // per sequence. fused_attn: their outputs [n_single, nh·hd] in batch order.
     torch::Tensor fused_attn;
-    if (fused && all_single_cached) {
+    if (fused && n_single > 0) {
       // A cache extending a shared prefix is read in place, run by run; raw pointers, not
       // tensor ops: per sequence and layer those cost more than the attention itself.
-      std::vector<std::vector<KVCache::Span>> spans(batch.size());
+      std::vector<std::vector<KVCache::Span>> spans(n_single);
       if (k3.stride(2) != 1) k3 = k3.contiguous();
       if (v3.stride(2) != 1) v3 = v3.contiguous();
       const char* kb = static_cast<const char*>(k3.data_ptr());
       const char* vb = static_cast<const char*>(v3.data_ptr());
       const int64_t es = static_cast<int64_t>(k3.element_size());
-      for (size_t s = 0; s < batch.size(); ++s) {
+      for (size_t s = 0, i = 0; s < batch.size(); ++s) {
+        if (!single_cached[s]) continue;
         batch[s].cache->WriteOne(l, kb + offsets[s] * k3.stride(0) * es, k3.stride(1),
                                  vb + offsets[s] * v3.stride(0) * es, v3.stride(1));
-        batch[s].cache->Spans(l, 1, &spans[s]);
+        batch[s].cache->Spans(l, 1, &spans[i++]);
       }
-      fused_attn = FusedDecodeAttention(q3, spans, nkv, scale);
+      const torch::Tensor qd = all_single_cached ? q3
+                               : singles_lead    ? q3.narrow(0, 0, n_single)
+                                                 : q3.index_select(0, single_index.to(q3.device()));
+      fused_attn = FusedDecodeAttention(qd, spans, nkv, scale);
     }
-    std::vector<torch::Tensor> outs;
+    std::vector<torch::Tensor> outs;  // per sequence the tensor ops took
     outs.reserve(batch.size());
-    for (size_t s = 0; s < batch.size() && !fused_attn.defined(); ++s) {
+    for (size_t s = 0; s < batch.size() && !(fused_attn.defined() && all_single_cached); ++s) {
+      if (fused_attn.defined() && single_cached[s]) continue;
       const int64_t n = lens[s], off = offsets[s];
       // [n, nkv, hd] → [nkv, n, hd]
       auto ks = k3.narrow(0, off, n).transpose(0, 1);
@@ -453,7 +470,8 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       int64_t past = 0;
       if (batch[s].cache != nullptr) {
         past = batch[s].cache->length();
-        if (!(fused && all_single_cached)) batch[s].cache->Write(l, ks, vs);
+        // A decode row's key and value are in the cache already (WriteOne above).
+        if (!(fused && n_single > 0 && single_cached[s])) batch[s].cache->Write(l, ks, vs);
         K = batch[s].cache->Keys(l, n);
         Vv = batch[s].cache->Values(l, n);
       } else {
@@ -494,7 +512,24 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       auto o = torch::bmm(probs, Vv).to(dtype());  // [nkv, group·n, hd]
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
-    auto attn = fused_attn.defined() ? fused_attn : outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
+    torch::Tensor attn;
+    if (fused_attn.defined() && all_single_cached) {
+      attn = fused_attn;
+    } else if (!fused_attn.defined()) {
+      attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
+    } else {  // decode rows and others, back in batch order
+      std::vector<torch::Tensor> parts;
+      parts.reserve(batch.size());
+      if (singles_lead) {
+        parts.push_back(fused_attn);
+        parts.insert(parts.end(), outs.begin(), outs.end());
+      } else {
+        for (size_t s = 0, i = 0, o = 0; s < batch.size(); ++s) {
+          parts.push_back(single_cached[s] ? fused_attn.narrow(0, static_cast<int64_t>(i++), 1) : outs[o++]);
+        }
+      }
+      attn = torch::cat(parts, 0);
+    }
     x = x + Linear(attn, L.wo, &P.wo, &Q.wo);
 
     auto h2 = RmsNorm(x, L.mlp_norm);

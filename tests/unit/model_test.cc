@@ -1072,5 +1072,55 @@ TEST(SharedPrefixTest, SmallMixedStepIsBitIdenticalOnOneThreadAndAll) {
   EXPECT_TRUE(torch::equal(all, one)) << "max diff " << (all - one).abs().max().item<float>();
 }
 
+// A decode row (one new token after a cache) takes the fused decode kernel whatever else its
+// step holds: beside another sequence's prefill chunk, before or after it in the batch, its
+// logits have the same bits as in a decode-only step. (Through the tensor ops, as the decode
+// rows of a mixed step went before, they differ in the last bits: scores rounded to bf16.)
+TEST(SharedPrefixTest, DecodeRowsHaveTheSameBitsBesideAPrefill) {
+  c10::InferenceMode guard;
+  const ModelConfig c = FusedKernelConfig();
+  Transformer model(c, RandomWeights(c, torch::kBFloat16, 24));
+  torch::manual_seed(8);
+  KVCache computed = Prefilled(model, torch::randint(0, 64, {19}, torch::kInt64));
+  auto entry = std::make_shared<const KVCache>(CopyKVPrefix(c, computed, 19, 19));
+  const auto earlier = torch::randint(0, 64, {3, 6}, torch::kInt64);
+  const auto prompt = torch::randint(0, 64, {9}, torch::kInt64);
+  // where: -1 no prefill, 0 the prefill chunk first in the batch, 3 after the decode rows.
+  auto run = [&](int where) {
+    std::vector<KVCache> caches;
+    for (int i = 0; i < 3; ++i) caches.push_back(KVCache::Extending(entry, 19, 40));
+    caches.push_back(KVCache::Extending(entry, 19, 40));
+    std::vector<SequenceInput> batch(3);
+    for (int i = 0; i < 3; ++i) {
+      batch[i].ids = earlier[i];
+      batch[i].cache = &caches[i];
+    }
+    EXPECT_TRUE(model.Forward(batch).ok());
+    std::vector<SequenceInput> step;
+    for (int i = 0; i < 3; ++i) {
+      SequenceInput in;
+      in.ids = torch::tensor({(5 * i + 2) % 64}, torch::kInt64);
+      in.cache = &caches[i];
+      step.push_back(std::move(in));
+    }
+    if (where >= 0) {
+      SequenceInput in;
+      in.ids = prompt;
+      in.cache = &caches[3];
+      step.insert(step.begin() + where, std::move(in));
+    }
+    auto logits = model.Forward(step);
+    EXPECT_TRUE(logits.ok());
+    if (!logits.ok()) return torch::Tensor();
+    if (where == 0) return logits->narrow(0, 1, 3).clone();
+    return logits->narrow(0, 0, 3).clone();
+  };
+  const torch::Tensor alone = run(-1), before = run(0), after = run(3);
+  ASSERT_TRUE(alone.defined() && before.defined() && after.defined());
+  EXPECT_TRUE(torch::equal(alone, after)) << "max diff " << (alone - after).abs().max().item<float>();
+  EXPECT_TRUE(torch::equal(alone, before)) << "max diff " << (alone - before).abs().max().item<float>();
+  EXPECT_GT(alone.abs().max().item<float>(), 0.1f);
+}
+
 }  // namespace
 }  // namespace icae
