@@ -273,12 +273,23 @@ fi
 mkdir -p "$OUT"
 cp "$FT_OUT/config.json" "$FT_OUT/model.safetensors" "$FT_OUT/tokenizer.model" "$OUT/"
 cp "$FT_OUT/icae_adapter.safetensors" "$FT_OUT/icae_config.json" "$OUT/"
-# the learning curve: pretrain5's points, then pretrain6's (if run) with steps after pretrain5's
-{ cat "$WORK/pretrain5/curve.csv"
-  if [[ "$PT_LAST" == "$WORK/pretrain6" ]]; then
-    awk -F, -v off="$PT5_TARGET" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain6/curve.csv"
+# the learning curve: the continued model's own curve first (CONTINUE_FROM's curve.csv, if it
+# has one), then pretrain5's points after it, then pretrain6's (if run) after pretrain5's
+CURVE_BASE="${CONTINUE_FROM:+$CONTINUE_FROM/curve.csv}"
+[[ -n "$CURVE_BASE" && -f "$CURVE_BASE" ]] || CURVE_BASE=""
+BASE_STEPS=0
+if [[ -n "$CURVE_BASE" ]]; then BASE_STEPS=$(tail -n 1 "$CURVE_BASE" | cut -d, -f1); fi
+{ if [[ -n "$CURVE_BASE" ]]; then
+    cat "$CURVE_BASE"
+    awk -F, -v off="$BASE_STEPS" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain5/curve.csv"
+  else
+    cat "$WORK/pretrain5/curve.csv"
   fi
-} > "$OUT/curve.csv"
+  if [[ "$PT_LAST" == "$WORK/pretrain6" ]]; then
+    awk -F, -v off="$((BASE_STEPS + PT5_TARGET))" 'NR > 1 { $1 += off; print }' OFS=, "$WORK/pretrain6/curve.csv"
+  fi
+} > "$OUT/curve.csv.tmp"
+mv "$OUT/curve.csv.tmp" "$OUT/curve.csv"
 # --model/--adapter name what was just installed: the icae binary's own default model folder is
 # another one when the binary or this script runs from a copy.
 EVAL_FLAGS=(--model "$OUT" --adapter "$OUT/icae_adapter.safetensors"
