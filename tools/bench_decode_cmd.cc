@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -311,7 +312,8 @@ int BenchDecode(const std::vector<std::string>& argv) {
         torch::Tensor next = first_next.expand({8}).contiguous();
         for (int64_t step = 0; step < decode; ++step) {
           for (bool with_chunk : {false, true}) {
-            KVCache fresh = CopyKVPrefix(c, prefilled, prompt, prompt + mixed_chunk);
+            std::optional<KVCache> fresh;  // the admitted sequence's cache: the prefix copied
+            if (with_chunk) fresh.emplace(CopyKVPrefix(c, prefilled, prompt, prompt + mixed_chunk));
             std::vector<SequenceInput> b(8);
             for (int64_t i = 0; i < 8; ++i) {
               b[i].ids = next.narrow(0, i, 1);
@@ -320,7 +322,7 @@ int BenchDecode(const std::vector<std::string>& argv) {
             if (with_chunk) {
               b[7] = SequenceInput();
               b[7].ids = chunk_ids;
-              b[7].cache = &fresh;
+              b[7].cache = &*fresh;
             }
             SynchronizeDevice(device);
             const double t0 = Now();

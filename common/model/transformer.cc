@@ -395,10 +395,9 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
   }
   const int64_t n_single = static_cast<int64_t>(single_rows.size());
   const bool all_single_cached = n_single == static_cast<int64_t>(batch.size());
-  // Whether they are rows 0 … n_single-1 (the scheduler puts decode rows first).
-  const bool singles_lead = n_single == 0 || single_rows.back() == n_single - 1;
-  const torch::Tensor single_index =
-      fused && n_single > 0 && !singles_lead ? torch::tensor(single_rows, torch::kInt64) : torch::Tensor();
+  const torch::Tensor single_index = fused && n_single > 0 && !all_single_cached
+                                         ? torch::tensor(single_rows, torch::kInt64).to(device())
+                                         : torch::Tensor();
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const auto& L = weights_.layers[l];
@@ -453,14 +452,11 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
                                  vb + offsets[s] * v3.stride(0) * es, v3.stride(1));
         batch[s].cache->Spans(l, 1, &spans[i++]);
       }
-      const torch::Tensor qd = all_single_cached ? q3
-                               : singles_lead    ? q3.narrow(0, 0, n_single)
-                                                 : q3.index_select(0, single_index.to(q3.device()));
-      fused_attn = FusedDecodeAttention(qd, spans, nkv, scale);
+      fused_attn = FusedDecodeAttention(all_single_cached ? q3 : q3.index_select(0, single_index), spans, nkv, scale);
     }
     std::vector<torch::Tensor> outs;  // per sequence the tensor ops took
     outs.reserve(batch.size());
-    for (size_t s = 0; s < batch.size() && !(fused_attn.defined() && all_single_cached); ++s) {
+    for (size_t s = 0; s < batch.size(); ++s) {
       if (fused_attn.defined() && single_cached[s]) continue;
       const int64_t n = lens[s], off = offsets[s];
       // [n, nkv, hd] → [nkv, n, hd]
@@ -471,7 +467,7 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       if (batch[s].cache != nullptr) {
         past = batch[s].cache->length();
         // A decode row's key and value are in the cache already (WriteOne above).
-        if (!(fused && n_single > 0 && single_cached[s])) batch[s].cache->Write(l, ks, vs);
+        if (!(fused && single_cached[s])) batch[s].cache->Write(l, ks, vs);
         K = batch[s].cache->Keys(l, n);
         Vv = batch[s].cache->Values(l, n);
       } else {
@@ -513,20 +509,15 @@ absl::StatusOr<torch::Tensor> Transformer::Forward(std::vector<SequenceInput>& b
       outs.push_back(o.reshape({nkv, group, n, hd}).permute({2, 0, 1, 3}).reshape({n, nh * hd}));
     }
     torch::Tensor attn;
-    if (fused_attn.defined() && all_single_cached) {
+    if (outs.empty()) {
       attn = fused_attn;
     } else if (!fused_attn.defined()) {
       attn = outs.size() == 1 ? outs[0] : torch::cat(outs, 0);
-    } else {  // decode rows and others, back in batch order
+    } else {  // decode rows and the others, back in batch order
       std::vector<torch::Tensor> parts;
       parts.reserve(batch.size());
-      if (singles_lead) {
-        parts.push_back(fused_attn);
-        parts.insert(parts.end(), outs.begin(), outs.end());
-      } else {
-        for (size_t s = 0, i = 0, o = 0; s < batch.size(); ++s) {
-          parts.push_back(single_cached[s] ? fused_attn.narrow(0, static_cast<int64_t>(i++), 1) : outs[o++]);
-        }
+      for (size_t s = 0, i = 0, o = 0; s < batch.size(); ++s) {
+        parts.push_back(single_cached[s] ? fused_attn.narrow(0, static_cast<int64_t>(i++), 1) : outs[o++]);
       }
       attn = torch::cat(parts, 0);
     }
