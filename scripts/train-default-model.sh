@@ -30,6 +30,8 @@
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
 # stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
 # FT2_STOP / FT2_AE_RATIO (the second wave's schedules and where the shipped run stopped),
+# FT2_AE_LENGTHS (the fine-tune's autoencoding/continuation context lengths as a list, e.g.
+# 128,128,256,512 for whole segments as in pretraining; unset: any length in 128-512),
 # PT5_LR / PT5_SEED / PT5_EVAL_EVERY (stage 9's peak learning rate, data seed, curve spacing;
 # a continuation of a shipped model takes a lower rate and another seed),
 # PT6_STEPS (stage 9b, default 0 = skipped), SPREAD_STEPS / SPREAD_STOP (stage 9c, default 0 =
@@ -261,6 +263,7 @@ if ! finished "$FT_OUT" icae_adapter.safetensors "$FT2_TARGET"; then
     --adapter "$PT_LAST/icae_adapter.safetensors" --train-base --base-lm-ratio 0.1 \
     --train-jsonl "$D/instructions-train2.jsonl" --heldout-jsonl "$D/instructions-heldout2.jsonl" \
     --train-text "$D/train2.txt" --ae-ratio "$FT2_AE_RATIO" --ae-min-len 128 --ae-max-len 512 \
+    ${FT2_AE_LENGTHS:+--ae-lengths "$FT2_AE_LENGTHS"} \
     --cont-ratio 0.1 --cont-len 64 --out "$FT_OUT" --batch-size 8 --steps "$FT2_STEPS" \
     --stop-after "$((FT2_TARGET - $(checkpoint_step "$FT_OUT")))" \
     --lr 3e-4 --warmup 20 --min-lr-ratio 0.1 --weight-decay 0 --seed 6 --save-every 100 \

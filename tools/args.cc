@@ -103,13 +103,13 @@ absl::StatusOr<std::vector<int64_t>> ParseIdList(const std::string& text) {
   return ids;
 }
 
-absl::StatusOr<std::vector<int64_t>> ParseLengthList(const std::string& list) {
+absl::StatusOr<std::vector<int64_t>> ParseLengthList(const std::string& list, const std::string& flag) {
   std::vector<int64_t> out;
   for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipEmpty())) {
     int64_t v = 0;
     if (!absl::SimpleAtoi(part, &v) || v < 2) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--lengths: '", part, "' is not a length >= 2 (a list like 128,256,512)"));
+          absl::StrCat("--", flag, ": '", part, "' is not a length >= 2 (a list like 128,256,512)"));
     }
     out.push_back(v);
   }

@@ -55,8 +55,9 @@ class NumericFlags {
 // Parses "1 2 3" (spaces/commas) into ids.
 absl::StatusOr<std::vector<int64_t>> ParseIdList(const std::string& text);
 
-// Parses a --lengths list "128,256,512" (empty → {}); every entry an integer >= 2.
-absl::StatusOr<std::vector<int64_t>> ParseLengthList(const std::string& list);
+// Parses a list of lengths "128,256,512" (empty → {}) given as --<flag>; every entry an
+// integer >= 2.
+absl::StatusOr<std::vector<int64_t>> ParseLengthList(const std::string& list, const std::string& flag = "lengths");
 
 }  // namespace icae::tools
 

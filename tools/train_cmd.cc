@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/icae/adapter.h"
 #include "common/model/config.h"
+#include "common/model/cpu_gemv.h"
 #include "common/model/safetensors.h"
 #include "common/model/transformer.h"
 #include "common/tokenizer/tokenizer.h"
@@ -73,7 +74,14 @@ absl::StatusOr<train::TrainOptions> LoopOptions(const Args& a, int64_t def_steps
   // a time limit cut short, step for step.
   ASSIGN_OR_RETURN(o.stop_after_steps, a.GetInt("stop-after", 0));
   o.resume = a.Has("resume");
-  o.bf16_autocast = !a.Has("fp32");
+  // bf16 autocast only where bf16 products are fast: on a CPU without AVX-512 BF16, LibTorch
+  // 1.13 multiplies bf16 matrices in a reference loop (the default model's first 25 steps had
+  // not finished after 10 minutes on an AVX2 EPYC), while float32 ones go to OpenBLAS.
+  ASSIGN_OR_RETURN(torch::Device device, DeviceFromArgs(a));
+  o.bf16_autocast = !a.Has("fp32") && (!device.is_cpu() || CpuBf16GemvAvailable());
+  if (!a.Has("fp32") && !o.bf16_autocast) {
+    std::cerr << "train: no fast bf16 products on this CPU (no AVX-512 BF16): training in float32\n";
+  }
   o.quiet = a.Has("quiet");
   return o;
 }
@@ -610,7 +618,7 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   const std::string cmd = "train finetune";
   std::set<std::string> flags = {"model", "adapter", "train-jsonl", "heldout-jsonl",
                                  "train-text", "ae-ratio", "ae-min-len", "ae-max-len",
-                                 "eval-examples", "base-lm-ratio", "cont-ratio", "cont-len"};
+                                 "ae-lengths", "eval-examples", "base-lm-ratio", "cont-ratio", "cont-len"};
   flags.insert(LoopFlags().begin(), LoopFlags().end());
   auto args = Args::Parse(argv, flags, {"resume", "fp32", "quiet", "train-base"});
   if (!args.ok()) return Fail(cmd, std::string(args.status().message()), 2);
@@ -643,6 +651,14 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   if (ae_ratio < 0 || cont_ratio < 0 || ae_ratio + cont_ratio > 1 || cont_len < 1) {
     return Fail(cmd, "need --ae-ratio, --cont-ratio >= 0 with a sum <= 1, --cont-len >= 1", 2);
   }
+  if (ae_min < 2 || ae_max < ae_min) return Fail(cmd, "need 2 <= --ae-min-len <= --ae-max-len", 2);
+  // --ae-lengths L1,L2,…: the autoencoding and continuation contexts' lengths drawn from this
+  // list (as pretraining's --lengths) instead of uniformly from [--ae-min-len, --ae-max-len];
+  // whole 128-token segments keep every segment's slot ↔ token layout the one pretraining saw.
+  auto ae_lengths = ParseLengthList(args->Get("ae-lengths"), "ae-lengths");
+  if (!ae_lengths.ok()) return Fail(cmd, std::string(ae_lengths.status().message()), 2);
+  const int64_t ae_longest =
+      ae_lengths->empty() ? ae_max : *std::max_element(ae_lengths->begin(), ae_lengths->end());
   auto raw = train::LoadInstructionJsonl(args->Get("train-jsonl"));
   if (!raw.ok()) return Fail(cmd, std::string(raw.status().message()));
   auto train_ex = InstructExamples(*raw, tok, adapter.config.max_context_tokens);
@@ -672,12 +688,16 @@ int TrainFinetune(const std::vector<std::string>& argv) {
     auto rng = train::StepRng(opts->seed, step, m);
     std::uniform_real_distribution<double> u(0, 1);
     std::uniform_int_distribution<size_t> pick(0, train_ex->size() - 1);
-    std::uniform_int_distribution<int64_t> len(ae_min, ae_max);
+    std::uniform_int_distribution<int64_t> uniform_len(ae_min, ae_max);
+    std::uniform_int_distribution<size_t> pick_len(0, ae_lengths->empty() ? 0 : ae_lengths->size() - 1);
+    auto len = [&](std::mt19937_64& r) {
+      return ae_lengths->empty() ? uniform_len(r) : (*ae_lengths)[pick_len(r)];
+    };
     std::vector<IcaeExample> ex;
     std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
       if (setup->base_lm_ratio > 0 && u(rng) < setup->base_lm_ratio) {
-        auto w = train::RandomWindow(stream, ae_max - 1, rng);
+        auto w = train::RandomWindow(stream, ae_longest - 1, rng);
         w.insert(w.begin(), bos);
         plain.push_back(std::move(w));
         continue;

@@ -211,6 +211,12 @@ TEST_F(TrainCliTest, FinetuneMixesContinuationAndRejectsRatiosOverOne) {
   EXPECT_EQ(Icae(ft + "/bad --ae-ratio 0.6 --cont-ratio 0.5", &err), 2);
   EXPECT_NE(err.find("sum <= 1"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir_ + "/bad/icae_adapter.safetensors"));
+  // Whole-segment lengths from a list, as pretraining's --lengths; a bad list writes nothing.
+  EXPECT_EQ(Icae(ft + "/seg --ae-ratio 0.5 --cont-ratio 0.25 --ae-lengths 8,8,16", &err), 0) << err;
+  EXPECT_TRUE(fs::exists(dir_ + "/seg/icae_adapter.safetensors"));
+  EXPECT_EQ(Icae(ft + "/bad2 --ae-ratio 0.5 --ae-lengths 8,1", &err), 2);
+  EXPECT_NE(err.find("--ae-lengths: '1'"), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir_ + "/bad2/icae_adapter.safetensors"));
 }
 
 TEST_F(TrainCliTest, CompareScoresAReconstructionAgainstItsReference) {
