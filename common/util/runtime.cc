@@ -1,5 +1,6 @@
 #include "common/util/runtime.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -22,6 +23,10 @@ void ConfigureRuntime(const RuntimeOptions& options) {
   }
   int threads = options.threads > 0 ? options.threads : NumCores();
   at::set_num_threads(threads);
+  // float32 products go to OpenBLAS, whose own thread pool ignores at::set_num_threads and
+  // spins (sched_yield) on every core between calls: bound it by the same count.
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(threads);
 }
 
 }  // namespace icae
