@@ -160,72 +160,170 @@ inline float HorizontalSum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// acc[c] (8 lanes each, C of them: dims c0 .. c0 + 8C) = Σ_j p_j · v_j over every run's rows in
-// order, one chain per lane: the result does not depend on how the rows are split into runs.
-template <int C>
-void WeightedSumChunk(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
-                      int64_t segments, int64_t c0, float out_scale, uint16_t* out) {
-  __m256 acc[C];
+// Lane i of the result = the sum of v[i]'s 8 lanes, every vector's lanes added by the same
+// tree ((0+1)+(2+3))+((4+5)+(6+7)): 6 horizontal adds, 2 permutes and an add for 8 vectors,
+// against ~5 shuffles and adds per vector for one horizontal sum each.
+inline __m256 Sum8(const __m256 v[8]) {
+  const __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const __m256 b = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  // a: lanes 0-3 the first halves' sums of v0..v3, lanes 4-7 their second halves'; b: v4..v7.
+  return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+
+// exp(x) for x <= 0 (softmax after subtracting the maximum), float32, within ~2 ulp: Cephes'
+// expf polynomial on x - n·ln2, times 2^n built in the exponent bits (n >= -126: normal).
+inline __m256 ExpNonPositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// The first n lanes (n < 8) as a mask for maskload/maskstore.
+inline __m256i FirstLanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int32_t>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Scores of one query head (q32: widened to float32) against up to 8 keys at once: lane j =
+// q · k_j · scale for j < count (lanes past count repeat the last key), head_dim hd a multiple
+// of 8. Every key's sum runs in the same order (8-dim chunks in turn, then Sum8's tree), so a
+// score has the same bits wherever a block of 8 starts: the result does not depend on how a
+// cache's positions are split into runs.
+inline __m256 Scores8(const float* q32, int64_t hd, const uint16_t* k, int64_t k_stride, int64_t count,
+                      __m256 scale) {
+  const uint16_t* rows[8];
 #pragma GCC unroll 8
-  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  for (int j = 0; j < 8; ++j) rows[j] = k + std::min<int64_t>(j, count - 1) * k_stride;
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < hd; d += 8) {
+    const __m256 qd = _mm256_loadu_ps(q32 + d);
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qd, LoadBf16x8(rows[j] + d), acc[j]);
+  }
+  return _mm256_mul_ps(Sum8(acc), scale);
+}
+
+// out[c0 .. c0 + 16·C2) = out_scale · Σ_j p_j · v_j over every run's rows in order, one chain
+// per output (the same arithmetic as a widened 8-lane chain per 8 outputs). Each 32-byte load
+// of 16 values is widened by a shift (even dims) and a mask (odd dims) into two sets of
+// accumulators, interleaved back at the end: half the widening work of converting 8 at a time.
+template <int C2>
+void WeightedSumPairs(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
+                      int64_t segments, int64_t c0, float out_scale, uint16_t* out) {
+  __m256 even[C2], odd[C2];
+#pragma GCC unroll 8
+  for (int c = 0; c < C2; ++c) even[c] = odd[c] = _mm256_setzero_ps();
+  const __m256i second_mask = _mm256_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
   int64_t g = 0;
   for (int64_t seg = 0; seg < segments; ++seg) {
     const uint16_t* row = v[seg] + c0;
     for (int64_t j = 0; j < len[seg]; ++j, ++g, row += stride[seg]) {
       const __m256 pv = _mm256_set1_ps(p[g]);
 #pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(pv, LoadBf16x8(row + 8 * c), acc[c]);
+      for (int c = 0; c < C2; ++c) {
+        const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * c));
+        even[c] = _mm256_fmadd_ps(pv, _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16)), even[c]);
+        odd[c] = _mm256_fmadd_ps(pv, _mm256_castsi256_ps(_mm256_and_si256(raw, second_mask)), odd[c]);
+      }
     }
   }
   const __m256 s = _mm256_set1_ps(out_scale);
 #pragma GCC unroll 8
-  for (int c = 0; c < C; ++c) StoreBf16x8(out + c0 + 8 * c, _mm256_mul_ps(acc[c], s), 8);
+  for (int c = 0; c < C2; ++c) {
+    // even: dims 0 2 4 6 | 8 10 12 14, odd: 1 3 5 7 | 9 11 13 15
+    const __m256 lo = _mm256_unpacklo_ps(even[c], odd[c]);  // 0 1 2 3 | 8 9 10 11
+    const __m256 hi = _mm256_unpackhi_ps(even[c], odd[c]);  // 4 5 6 7 | 12 13 14 15
+    StoreBf16x8(out + c0 + 16 * c, _mm256_mul_ps(_mm256_permute2f128_ps(lo, hi, 0x20), s), 8);
+    StoreBf16x8(out + c0 + 16 * c + 8, _mm256_mul_ps(_mm256_permute2f128_ps(lo, hi, 0x31), s), 8);
+  }
+}
+
+// The same for the 8 dims at c0 (head_dim an odd multiple of 8: its last ones).
+void WeightedSum8(const float* p, const uint16_t* const* v, const int64_t* stride, const int64_t* len,
+                  int64_t segments, int64_t c0, float out_scale, uint16_t* out) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (int64_t seg = 0; seg < segments; ++seg) {
+    const uint16_t* row = v[seg] + c0;
+    for (int64_t j = 0; j < len[seg]; ++j, ++g, row += stride[seg]) {
+      acc = _mm256_fmadd_ps(_mm256_set1_ps(p[g]), LoadBf16x8(row), acc);
+    }
+  }
+  StoreBf16x8(out + c0, _mm256_mul_ps(acc, _mm256_set1_ps(out_scale)), 8);
 }
 
 }  // namespace
 
 // One (sequence, head) of a decode step: softmax(q · K · scale) · V over `segments` runs of
 // keys/values in order (run i: len[i] rows of k[i] and v[i], row stride stride[i]), float32
-// accumulation, written as bf16; head_dim hd a multiple of 8. scratch holds Σ len floats. Each
-// key's score and each output's sum run in a fixed order, so neither the batch nor the split
-// into runs changes a row's bits.
+// accumulation, written as bf16; head_dim hd a multiple of 8, at most 256. scratch holds Σ len
+// floats. Each key's score and each output's sum run in a fixed order, so neither the batch
+// nor the split into runs changes a row's bits.
 void DecodeAttentionRowAvx2(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
                             const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
                             float scale, float* scratch, uint16_t* out) {
+  alignas(32) float q32[256];
+  WidenBf16Avx2(q, q32, hd);
+  const __m256 vscale = _mm256_set1_ps(scale);
   int64_t total = 0;
   for (int64_t seg = 0; seg < segments; ++seg) {
-    const uint16_t* row = k[seg];
-    for (int64_t j = 0; j < len[seg]; ++j, row += stride[seg]) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      int64_t d = 0;
-      for (; d + 16 <= hd; d += 16) {
-        a0 = _mm256_fmadd_ps(LoadBf16x8(q + d), LoadBf16x8(row + d), a0);
-        a1 = _mm256_fmadd_ps(LoadBf16x8(q + d + 8), LoadBf16x8(row + d + 8), a1);
+    float* row = scratch + total;
+    for (int64_t j = 0; j < len[seg]; j += 8) {
+      const int64_t count = std::min<int64_t>(8, len[seg] - j);
+      const __m256 sc = Scores8(q32, hd, k[seg] + j * stride[seg], stride[seg], count, vscale);
+      if (count == 8) {
+        _mm256_storeu_ps(row + j, sc);
+      } else {
+        _mm256_maskstore_ps(row + j, FirstLanes(count), sc);
       }
-      if (d < hd) a0 = _mm256_fmadd_ps(LoadBf16x8(q + d), LoadBf16x8(row + d), a0);
-      scratch[total++] = HorizontalSum(_mm256_add_ps(a0, a1)) * scale;
     }
+    total += len[seg];
   }
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < total; ++j) m = std::max(m, scratch[j]);
-  float sum = 0.0f;
-  for (int64_t j = 0; j < total; ++j) {
-    scratch[j] = std::exp(scratch[j] - m);
-    sum += scratch[j];
+  __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + 8 <= total; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(scratch + j));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, mx);
+  float m = lanes[0];
+  for (int i = 1; i < 8; ++i) m = std::max(m, lanes[i]);
+  for (; j < total; ++j) m = std::max(m, scratch[j]);
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 sum = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= total; j += 8) {
+    const __m256 e = ExpNonPositive(_mm256_sub_ps(_mm256_loadu_ps(scratch + j), vm));
+    _mm256_storeu_ps(scratch + j, e);
+    sum = _mm256_add_ps(sum, e);
   }
-  const float inv = 1.0f / sum;
-  for (int64_t c0 = 0; c0 < hd; c0 += 64) {
-    switch (std::min<int64_t>(8, (hd - c0) / 8)) {
-      case 1: WeightedSumChunk<1>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 2: WeightedSumChunk<2>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 3: WeightedSumChunk<3>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 4: WeightedSumChunk<4>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 5: WeightedSumChunk<5>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 6: WeightedSumChunk<6>(scratch, v, stride, len, segments, c0, inv, out); break;
-      case 7: WeightedSumChunk<7>(scratch, v, stride, len, segments, c0, inv, out); break;
-      default: WeightedSumChunk<8>(scratch, v, stride, len, segments, c0, inv, out); break;
-    }
+  if (j < total) {
+    const __m256i tail = FirstLanes(total - j);
+    __m256 e = ExpNonPositive(_mm256_sub_ps(_mm256_maskload_ps(scratch + j, tail), vm));
+    e = _mm256_and_ps(e, _mm256_castsi256_ps(tail));
+    _mm256_maskstore_ps(scratch + j, tail, e);
+    sum = _mm256_add_ps(sum, e);
   }
+  const float inv = 1.0f / HorizontalSum(sum);
+  int64_t c0 = 0;
+  for (; c0 + 64 <= hd; c0 += 64) WeightedSumPairs<4>(scratch, v, stride, len, segments, c0, inv, out);
+  switch ((hd - c0) / 16) {
+    case 1: WeightedSumPairs<1>(scratch, v, stride, len, segments, c0, inv, out); break;
+    case 2: WeightedSumPairs<2>(scratch, v, stride, len, segments, c0, inv, out); break;
+    case 3: WeightedSumPairs<3>(scratch, v, stride, len, segments, c0, inv, out); break;
+    default: break;
+  }
+  c0 += (hd - c0) / 16 * 16;
+  if (c0 < hd) WeightedSum8(scratch, v, stride, len, segments, c0, inv, out);
 }
 
 }  // namespace icae
