@@ -25,6 +25,7 @@ void MaskedSoftmaxRowAvx512(uint16_t* row, int64_t begin, int64_t end, int64_t l
 void DecodeAttentionRowAvx2(const uint16_t* q, const uint16_t* const* k, const uint16_t* const* v,
                             const int64_t* stride, const int64_t* len, int64_t segments, int64_t hd,
                             float scale, float* scratch, uint16_t* out);
+void SiluMulRowAvx2(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y);
 #endif
 
 bool UseFusedCpuOps(const torch::Tensor& x) {
@@ -208,8 +209,9 @@ bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t 
 }
 
 torch::Tensor FusedSiluMul(const torch::Tensor& g, const torch::Tensor& u) {
-#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
-  if (!CpuBf16GemvAvailable() || !UseFusedCpuOps(g) || !UseFusedCpuOps(u) || g.dim() != 2 ||
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL) || defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+  const bool avx512 = CpuBf16GemvAvailable();
+  if (!(avx512 || CpuAvx2KernelsAvailable()) || !UseFusedCpuOps(g) || !UseFusedCpuOps(u) || g.dim() != 2 ||
       g.sizes() != u.sizes() || g.stride(1) != 1 || u.stride(1) != 1) {
     return torch::Tensor();
   }
@@ -219,7 +221,17 @@ torch::Tensor FusedSiluMul(const torch::Tensor& g, const torch::Tensor& u) {
   const auto* up = reinterpret_cast<const uint16_t*>(u.data_ptr<at::BFloat16>());
   auto* yp = reinterpret_cast<uint16_t*>(y.data_ptr<at::BFloat16>());
   at::parallel_for(0, n, ParallelGrain(20 * h, 6 * h), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) SiluMulRowAvx512(gp + r * gs, up + r * us, h, yp + r * h);
+    for (int64_t r = b; r < e; ++r) {
+#if defined(ICAE_HAVE_AVX512BF16_KERNEL)
+      if (avx512) {
+        SiluMulRowAvx512(gp + r * gs, up + r * us, h, yp + r * h);
+        continue;
+      }
+#endif
+#if defined(ICAE_HAVE_AVX2_BF16_KERNEL)
+      SiluMulRowAvx2(gp + r * gs, up + r * us, h, yp + r * h);
+#endif
+    }
   });
   return y;
 #else

@@ -58,8 +58,8 @@ bool FusedMaskedSoftmax(torch::Tensor& scores, int64_t n, int64_t past, int64_t 
 
 // The MLP's activation: bf16(bf16(silu(g)) · u) for g, u [N, I] bf16 (rows at any stride, e.g.
 // the two halves of the stacked gate/up product), in one pass, into a new contiguous [N, I].
-// Undefined when the kernel does not apply (no AVX-512 BF16, other dtypes): then use the
-// tensor ops.
+// Undefined when the kernel does not apply (neither AVX-512 BF16 nor AVX2 + FMA, other
+// dtypes): then use the tensor ops.
 torch::Tensor FusedSiluMul(const torch::Tensor& g, const torch::Tensor& u);
 
 }  // namespace icae

@@ -266,6 +266,32 @@ void WeightedSum8(const float* p, const uint16_t* const* v, const int64_t* strid
 
 }  // namespace
 
+// y = bf16(bf16(silu(g)) · u) over n values, as torch::silu(g) * u rounds (silu in float32,
+// rounded to bf16, then the product), the AVX-512 kernel's arithmetic: silu(g) = g / (1 + e^-g)
+// for g >= 0 and g·e^g / (1 + e^g) below, so the exponential's argument is never positive.
+void SiluMulRowAvx2(const uint16_t* g, const uint16_t* u, int64_t n, uint16_t* y) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  auto eight = [&](const uint16_t* gp, const uint16_t* up, uint16_t* yp) {
+    const __m256 gv = LoadBf16x8(gp);
+    const __m256 e = ExpNonPositive(_mm256_or_ps(gv, sign));  // e^-|g|
+    const __m256 neg = _mm256_cmp_ps(gv, zero, _CMP_LT_OQ);
+    const __m256 num = _mm256_blendv_ps(gv, _mm256_mul_ps(gv, e), neg);  // g, or g·e^g below 0
+    const __m256 silu = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(RoundBf16x8(_mm256_div_ps(num, _mm256_add_ps(one, e)))), 16));
+    StoreBf16x8(yp, _mm256_mul_ps(silu, LoadBf16x8(up)), 8);
+  };
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) eight(g + j, u + j, y + j);
+  if (j < n) {  // the last n - j values through zero-padded copies
+    uint16_t gt[8] = {}, ut[8] = {}, yt[8];
+    std::memcpy(gt, g + j, static_cast<size_t>(n - j) * 2);
+    std::memcpy(ut, u + j, static_cast<size_t>(n - j) * 2);
+    eight(gt, ut, yt);
+    std::memcpy(y + j, yt, static_cast<size_t>(n - j) * 2);
+  }
+}
+
 // One (sequence, head) of a decode step: softmax(q · K · scale) · V over `segments` runs of
 // keys/values in order (run i: len[i] rows of k[i] and v[i], row stride stride[i]), float32
 // accumulation, written as bf16; head_dim hd a multiple of 8, at most 256. scratch holds Σ len
