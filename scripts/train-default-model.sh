@@ -30,8 +30,10 @@
 # 0 = run the whole schedule), FT_STEPS (fine-tuning schedule), MINUTES (time limit per
 # stage run, 0 = none; run the script again to go on), PT5_STEPS / PT5_STOP, FT2_STEPS /
 # FT2_STOP / FT2_AE_RATIO (the second wave's schedules and where the shipped run stopped),
-# FT2_AE_LENGTHS (the fine-tune's autoencoding/continuation context lengths as a list, e.g.
-# 128,128,256,512 for whole segments as in pretraining; unset: any length in 128-512),
+# FT2_AE_LENGTHS (the fine-tune's autoencoding/continuation context lengths as a list;
+# default 64,128,128,128,256,512: whole segments as in pretraining, which keeps reconstruction,
+# and half ones for short contexts; set it empty for any length in 128-512, as the first
+# three waves' fine-tunes),
 # PT5_LR / PT5_SEED / PT5_EVAL_EVERY (stage 9's peak learning rate, data seed, curve spacing;
 # a continuation of a shipped model takes a lower rate and another seed),
 # PT6_STEPS (stage 9b, default 0 = skipped), SPREAD_STEPS / SPREAD_STOP (stage 9c, default 0 =
@@ -257,6 +259,7 @@ fi
 "$ICAE" data instructions --text "$D/heldout2.txt" --out "$D/instructions-heldout2.jsonl" \
   --count 200 --seed 2 --min-words 25 --max-words 60
 FT2_STEPS="${FT2_STEPS:-600}" FT2_STOP="${FT2_STOP:-0}" FT2_AE_RATIO="${FT2_AE_RATIO:-0.3}"
+FT2_AE_LENGTHS="${FT2_AE_LENGTHS-64,128,128,128,256,512}"
 FT2_TARGET=$(( FT2_STOP > 0 ? FT2_STOP : FT2_STEPS ))
 if ! finished "$FT_OUT" icae_adapter.safetensors "$FT2_TARGET"; then
   "$ICAE" train finetune --model "$PT_LAST" \
