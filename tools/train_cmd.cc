@@ -353,6 +353,18 @@ absl::Status AppendCurvePoint(const std::string& path, int64_t step, double ae_l
   return absl::OkStatus();
 }
 
+// A context length per draw: from a --lengths-style list when one was given (repeat a value
+// to weight it), else uniformly from [lo, hi].
+struct LengthDraw {
+  std::vector<int64_t> list;
+  int64_t lo = 0, hi = 0;
+  int64_t Longest() const { return list.empty() ? hi : *std::max_element(list.begin(), list.end()); }
+  int64_t operator()(std::mt19937_64& r) const {
+    if (list.empty()) return std::uniform_int_distribution<int64_t>(lo, hi)(r);
+    return list[std::uniform_int_distribution<size_t>(0, list.size() - 1)(r)];
+  }
+};
+
 // Autoencoding example: a random window of `len` ids (BOS included).
 IcaeExample AeExample(const std::vector<int32_t>& stream, int64_t len, int64_t bos, int64_t eos,
                       std::mt19937_64& rng) {
@@ -483,8 +495,8 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   // them, keep the slot ↔ token layout of every segment the same.
   auto lengths = ParseLengthList(args->Get("lengths"));
   if (!lengths.ok()) return Fail(cmd, std::string(lengths.status().message()), 2);
-  const int64_t longest =
-      lengths->empty() ? max_len : *std::max_element(lengths->begin(), lengths->end());
+  const LengthDraw len{*lengths, min_len, max_len};
+  const int64_t longest = len.Longest();
   ic.max_context_tokens = std::max<int64_t>(4096, longest);
   // Our tokenizer's own instruct template: BOS "[INST]" … " [/INST]".
   ic.instruct_prefix_ids = {tok.bos_id()};
@@ -521,11 +533,6 @@ int TrainPretrain(const std::vector<std::string>& argv) {
   auto micro = [&](int64_t step, int64_t m) -> absl::StatusOr<train::LossSum> {
     auto rng = train::StepRng(opts->seed, step, m);
     std::uniform_real_distribution<double> u(0, 1);
-    std::uniform_int_distribution<int64_t> uniform_len(min_len, max_len);
-    std::uniform_int_distribution<size_t> pick_len(0, lengths->empty() ? 0 : lengths->size() - 1);
-    auto len = [&](std::mt19937_64& r) {
-      return lengths->empty() ? uniform_len(r) : (*lengths)[pick_len(r)];
-    };
     std::vector<IcaeExample> ex;
     std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
@@ -657,8 +664,8 @@ int TrainFinetune(const std::vector<std::string>& argv) {
   // whole 128-token segments keep every segment's slot ↔ token layout the one pretraining saw.
   auto ae_lengths = ParseLengthList(args->Get("ae-lengths"), "ae-lengths");
   if (!ae_lengths.ok()) return Fail(cmd, std::string(ae_lengths.status().message()), 2);
-  const int64_t ae_longest =
-      ae_lengths->empty() ? ae_max : *std::max_element(ae_lengths->begin(), ae_lengths->end());
+  const LengthDraw len{*ae_lengths, ae_min, ae_max};
+  const int64_t ae_longest = len.Longest();
   auto raw = train::LoadInstructionJsonl(args->Get("train-jsonl"));
   if (!raw.ok()) return Fail(cmd, std::string(raw.status().message()));
   auto train_ex = InstructExamples(*raw, tok, adapter.config.max_context_tokens);
@@ -688,11 +695,6 @@ int TrainFinetune(const std::vector<std::string>& argv) {
     auto rng = train::StepRng(opts->seed, step, m);
     std::uniform_real_distribution<double> u(0, 1);
     std::uniform_int_distribution<size_t> pick(0, train_ex->size() - 1);
-    std::uniform_int_distribution<int64_t> uniform_len(ae_min, ae_max);
-    std::uniform_int_distribution<size_t> pick_len(0, ae_lengths->empty() ? 0 : ae_lengths->size() - 1);
-    auto len = [&](std::mt19937_64& r) {
-      return ae_lengths->empty() ? uniform_len(r) : (*ae_lengths)[pick_len(r)];
-    };
     std::vector<IcaeExample> ex;
     std::vector<std::vector<int64_t>> plain;
     for (int64_t b = 0; b < batch; ++b) {
